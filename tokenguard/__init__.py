@@ -1,0 +1,67 @@
+"""tokenguard: protect HTTP APIs with OAuth 2.0 / OpenID Connect Bearer tokens.
+
+Framework adapters live in their own modules (``tokenguard.starlette``,
+``tokenguard.fastapi``, ``tokenguard.flask``, ``tokenguard.wsgi``) so that
+``import tokenguard`` never imports a web framework.
+"""
+
+from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token, parse_authorization
+from .cache import CacheBackend, CachedResult, MemoryCache
+from .cachecontrol import CacheControl
+from .challenge import Challenge, parse_challenges
+from .claims import TokenClaims
+from .errors import (
+    ConfigurationError,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    MissingToken,
+    ServiceUnavailable,
+    TokenError,
+)
+from .guard import ErrorResponse, TokenGuard
+from .introspection import Introspection
+from .issuer import JWTIssuer
+from .jwt import DEFAULT_LEEWAY
+from .keys import VerificationKey
+from .scopes import ScopeRequirement, format_scope, parse_scope
+from .sources import DEFAULT_KID_REFETCH_COOLDOWN, FetchSettings
+
+__all__ = [
+    "DEFAULT_KID_REFETCH_COOLDOWN",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_TOKEN_BYTES",
+    "CacheBackend",
+    "CacheControl",
+    "CachedResult",
+    "Challenge",
+    "ConfigurationError",
+    "ErrorResponse",
+    "FetchSettings",
+    "InsufficientScope",
+    "Introspection",
+    "InvalidRequest",
+    "InvalidToken",
+    "JWTIssuer",
+    "MemoryCache",
+    "MissingToken",
+    "ScopeRequirement",
+    "ServiceUnavailable",
+    "TokenClaims",
+    "TokenError",
+    "TokenGuard",
+    "VerificationKey",
+    "extract_token",
+    "format_scope",
+    "parse_authorization",
+    "parse_challenges",
+    "parse_scope",
+]
+
+__version__ = "0.1.0"
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = "tokenguard"
+del _name, _obj

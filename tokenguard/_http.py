@@ -1,0 +1,283 @@
+"""Flows and the two runners that perform their HTTP effects.
+
+Strategy: every multi-step exchange (discovery → JWKS → verify, introspection)
+is written once as a generator *flow* that yields :class:`HttpRequest` effects
+and receives :class:`HttpReply` results (httpx's ``Auth.auth_flow`` pattern).
+Transport failures are thrown into the flow as :class:`ServiceUnavailable`,
+so a flow can fall back (e.g. to its last good key set) where that is safe.
+
+:func:`run_sync` drives a flow with ``httpx.Client``, :func:`run_async` with
+``httpx.AsyncClient``. They are the only code that touches the network, and
+the only deliberate twins, together with their coalescers: concurrent
+identical requests (same ``coalesce_key``) share one upstream call. The
+leader keeps its slot until its flow has consumed the reply, so a caller that
+arrives meanwhile either joins the call or finds the flow's state updated:
+never a second fetch.
+
+Fetch hygiene: no redirects (a redirect could point anywhere), a response
+size cap, ``Accept: application/json``, a ``User-Agent``, timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+
+from .errors import ServiceUnavailable
+
+__all__ = [
+    "AsyncCoalescer",
+    "Flow",
+    "HttpReply",
+    "HttpRequest",
+    "SyncCoalescer",
+    "run_async",
+    "run_sync",
+]
+
+T = TypeVar("T")
+
+USER_AGENT = "tokenguard/0.1"
+#: Upper bound on any upstream document (discovery, JWKS, introspection).
+DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """An HTTP request a flow needs performed. Pure data."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    form: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+    #: Concurrent requests with the same key share one upstream call; ``None`` never shares.
+    coalesce_key: str | None = None
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: Which upstream this is, for error text and stats ("jwks", "discovery", "introspection").
+    purpose: str = "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """What came back: status, lower-cased headers, body bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+
+Flow = Generator[HttpRequest, HttpReply, T]
+
+
+def _headers(request: HttpRequest) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    headers.update(request.headers)
+    return headers
+
+
+def _oversized(request: HttpRequest) -> ServiceUnavailable:
+    return ServiceUnavailable(f"{request.purpose} response exceeds {request.max_bytes} bytes")
+
+
+def _transport_failure(request: HttpRequest, exc: Exception) -> ServiceUnavailable:
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+    return ServiceUnavailable(f"{request.purpose} request {kind}")
+
+
+def fetch_sync(client: httpx.Client, request: HttpRequest) -> HttpReply:
+    """Perform one request; every failure becomes :class:`ServiceUnavailable`."""
+    try:
+        with client.stream(
+            request.method,
+            request.url,
+            headers=_headers(request),
+            data=dict(request.form) if request.form is not None else None,
+            follow_redirects=False,
+        ) as response:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > request.max_bytes:
+                raise _oversized(request)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > request.max_bytes:
+                    raise _oversized(request)
+                chunks.append(chunk)
+            return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
+    except httpx.HTTPError as exc:
+        raise _transport_failure(request, exc) from exc
+
+
+async def fetch_async(client: httpx.AsyncClient, request: HttpRequest) -> HttpReply:
+    """Async twin of :func:`fetch_sync`."""
+    try:
+        async with client.stream(
+            request.method,
+            request.url,
+            headers=_headers(request),
+            data=dict(request.form) if request.form is not None else None,
+            follow_redirects=False,
+        ) as response:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > request.max_bytes:
+                raise _oversized(request)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > request.max_bytes:
+                    raise _oversized(request)
+                chunks.append(chunk)
+            return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
+    except httpx.HTTPError as exc:
+        raise _transport_failure(request, exc) from exc
+
+
+def _lower(headers: httpx.Headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+class _Call:
+    """One shared upstream call: a result or an error, and who is waiting."""
+
+    __slots__ = ("done", "error", "reply")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.reply: HttpReply | None = None
+        self.error: ServiceUnavailable | None = None
+
+
+class SyncCoalescer:
+    """Single-flight for threads: one upstream call per ``coalesce_key`` at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+
+    def join(self, key: str) -> tuple[_Call, bool]:
+        """Return the call for ``key`` and whether the caller leads it."""
+        with self._lock:
+            call = self._calls.get(key)
+            if call is not None:
+                return call, False
+            call = self._calls[key] = _Call()
+            return call, True
+
+    def release(self, key: str, call: _Call) -> None:
+        """Forget ``call`` so that later callers start afresh (a failed call is never reused)."""
+        with self._lock:
+            if self._calls.get(key) is call:
+                del self._calls[key]
+
+
+class AsyncCoalescer:
+    """Single-flight for asyncio tasks, per event loop."""
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[int, str], asyncio.Future[HttpReply]] = {}
+
+    def join(self, key: str) -> tuple[asyncio.Future[HttpReply], bool]:
+        """Return the shared future for ``key`` and whether the caller leads it."""
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), key)
+        future = self._calls.get(slot)
+        if future is not None and not future.done():
+            return future, False
+        future = self._calls[slot] = loop.create_future()
+        return future, True
+
+    def release(self, key: str, future: asyncio.Future[HttpReply]) -> None:
+        """Forget the call once settled."""
+        slot = (id(asyncio.get_running_loop()), key)
+        if self._calls.get(slot) is future:
+            del self._calls[slot]
+
+
+def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T:
+    """Drive ``flow`` to completion with blocking I/O."""
+    try:
+        request = next(flow)
+        while True:
+            key = request.coalesce_key
+            if key is None:
+                try:
+                    reply = fetch_sync(client, request)
+                except ServiceUnavailable as exc:
+                    request = flow.throw(exc)
+                    continue
+                request = flow.send(reply)
+                continue
+            call, leader = coalescer.join(key)
+            if leader:
+                try:
+                    call.reply = fetch_sync(client, request)
+                except ServiceUnavailable as exc:
+                    call.error = exc
+                call.done.set()
+            else:
+                call.done.wait()
+            try:
+                if call.error is not None:
+                    request = flow.throw(ServiceUnavailable(call.error.description, retry_after=call.error.retry_after))
+                else:
+                    assert call.reply is not None
+                    request = flow.send(call.reply)
+            finally:
+                if leader:
+                    # Only now: the flow has applied the reply to its state.
+                    coalescer.release(key, call)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
+
+
+async def run_async(flow: Flow[T], client: httpx.AsyncClient, coalescer: AsyncCoalescer) -> T:
+    """Drive ``flow`` to completion with ``await``."""
+    try:
+        request = next(flow)
+        while True:
+            key = request.coalesce_key
+            if key is None:
+                try:
+                    reply = await fetch_async(client, request)
+                except ServiceUnavailable as exc:
+                    request = flow.throw(exc)
+                    continue
+                request = flow.send(reply)
+                continue
+            future, leader = coalescer.join(key)
+            if leader:
+                try:
+                    future.set_result(await fetch_async(client, request))
+                except ServiceUnavailable as exc:
+                    future.set_exception(exc)
+                    # Retrieve it once so asyncio does not warn when nobody else waits.
+                    future.exception()
+                except BaseException as exc:  # cancelled: let waiters retry on their own
+                    future.set_exception(ServiceUnavailable(f"{request.purpose} request cancelled"))
+                    future.exception()
+                    coalescer.release(key, future)
+                    raise exc
+                # No await between settling and the flow's next step: waiters
+                # resume only after the flow has applied the reply.
+                coalescer.release(key, future)
+            try:
+                reply = await asyncio.shield(future)
+            except ServiceUnavailable as exc:
+                request = flow.throw(ServiceUnavailable(exc.description, retry_after=exc.retry_after))
+                continue
+            request = flow.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()

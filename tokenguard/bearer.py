@@ -1,0 +1,134 @@
+"""Find the one Bearer token in a request (RFC 6750 §2).
+
+No I/O, no framework imports, no clock reads: adapters pass the raw header
+values, query values and form values they found, and get back the token or a
+:class:`~tokenguard.TokenError`.
+
+Rules, strictest reading of RFC 6750:
+
+* ``credentials = "Bearer" 1*SP b64token`` (§2.1), scheme compared
+  case-insensitively (RFC 9110 §11.1); anything else after the scheme is
+  ``invalid_request``.
+* An ``Authorization`` header with another scheme (``Basic …``) is not a
+  Bearer credential: the request simply carries no token.
+* Query (§2.3) and form-body (§2.2) tokens are off unless enabled; a token
+  in a disabled place is ``invalid_request``, not silently ignored.
+* More than one token (two headers, header plus query, two query values) is
+  ``invalid_request`` (§3.1 "uses more than one method").
+* The size limit is checked before any pattern is run on the value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import InvalidRequest, InvalidToken, MissingToken
+
+__all__ = ["DEFAULT_MAX_TOKEN_BYTES", "extract_token", "parse_authorization"]
+
+#: Largest token accepted, checked before parsing. Precedents: nginx and
+#: Node.js cap a whole header block at 8 KiB / 16 KiB, Tomcat at 8 KiB;
+#: Microsoft.IdentityModel caps tokens at 250 KB. Real access tokens are well
+#: under 4 KiB, so 8 KiB leaves room for large group claims while bounding work.
+DEFAULT_MAX_TOKEN_BYTES = 8192
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
+# Scheme, at least one SP, one b64token; optional whitespace around the value
+# is already stripped by HTTP parsers (RFC 9110 §5.5 OWS), we strip it too.
+_BEARER_CREDENTIALS = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]) +(" + _B64TOKEN + r")")
+_B64TOKEN_ONLY = re.compile(_B64TOKEN)
+_SCHEME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def parse_authorization(value: str, *, max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> str | None:
+    """Return the Bearer token in one ``Authorization`` value.
+
+    Returns ``None`` when the header uses another scheme (the request carries
+    no Bearer credentials). Raises :class:`InvalidRequest` when the value is a
+    Bearer credential that is malformed or empty, and :class:`InvalidToken`
+    when the token exceeds ``max_token_bytes``.
+    """
+    if len(value) > max_token_bytes + 64:
+        # Bound the regex work; only now look at what the scheme is.
+        head = value[:16].lstrip()
+        if head[:6].lower() == "bearer" and head[6:7] in (" ", "\t"):
+            raise InvalidToken("token exceeds the maximum size")
+        if head[:6].lower() == "bearer":
+            raise InvalidRequest("malformed Authorization header")
+        return None
+    stripped = value.strip(" \t")
+    match = _BEARER_CREDENTIALS.fullmatch(stripped)
+    if match is not None:
+        token = match.group(2)
+        if len(token) > max_token_bytes:
+            raise InvalidToken("token exceeds the maximum size")
+        return token
+    scheme = stripped.split(" ", 1)[0]
+    if scheme.lower() == "bearer":
+        if stripped[6:].strip(" \t") == "":
+            raise InvalidRequest("empty bearer token")
+        raise InvalidRequest("malformed Authorization header")
+    if not _SCHEME.fullmatch(scheme):
+        raise InvalidRequest("malformed Authorization header")
+    return None
+
+
+def _check_param_token(value: str, where: str, max_token_bytes: int) -> str:
+    if len(value) > max_token_bytes:
+        raise InvalidToken("token exceeds the maximum size")
+    if value == "":
+        raise InvalidRequest(f"empty access_token {where} parameter")
+    if not _B64TOKEN_ONLY.fullmatch(value):
+        raise InvalidRequest(f"malformed access_token {where} parameter")
+    return value
+
+
+def extract_token(
+    authorization: Sequence[str] = (),
+    query_tokens: Sequence[str] = (),
+    form_tokens: Sequence[str] = (),
+    *,
+    allow_query: bool = False,
+    allow_form: bool = False,
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+) -> str:
+    """Return the single Bearer token a request carries.
+
+    Args:
+        authorization: every ``Authorization`` header value, in order.
+        query_tokens: every ``access_token`` query parameter value.
+        form_tokens: every ``access_token`` form-body value; adapters pass it
+            only for RFC 6750 §2.2 requests (urlencoded body, not GET).
+        allow_query: accept the query parameter. Tokens in URLs end up in
+            access logs, browser history and Referer headers (RFC 6750 §5.3);
+            enable only for clients that cannot send headers.
+        allow_form: accept the form-body parameter.
+        max_token_bytes: tokens longer than this are refused before parsing.
+
+    Raises:
+        MissingToken: no Bearer credentials at all; answer 401 without an error code.
+        InvalidRequest: malformed, empty, duplicated, or in a disallowed place.
+        InvalidToken: larger than ``max_token_bytes``.
+    """
+    if len(authorization) > 1:
+        raise InvalidRequest("more than one Authorization header")
+    found: list[str] = []
+    if authorization:
+        token = parse_authorization(authorization[0], max_token_bytes=max_token_bytes)
+        if token is not None:
+            found.append(token)
+    if query_tokens:
+        if not allow_query:
+            raise InvalidRequest("access tokens are not accepted in the query string")
+        found.extend(_check_param_token(v, "query", max_token_bytes) for v in query_tokens)
+    if form_tokens:
+        if not allow_form:
+            raise InvalidRequest("access tokens are not accepted in the request body")
+        found.extend(_check_param_token(v, "form", max_token_bytes) for v in form_tokens)
+    if not found:
+        raise MissingToken()
+    if len(found) > 1:
+        raise InvalidRequest("more than one access token in the request")
+    return found[0]

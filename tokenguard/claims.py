@@ -1,0 +1,164 @@
+"""``TokenClaims``: the immutable, normalised view of a verified token.
+
+No I/O, no framework imports, no clock reads.
+
+JWT access tokens (RFC 9068) and introspection answers (RFC 7662 §2.2) carry
+the same facts in slightly different shapes; both are normalised here so that
+routes see one type whatever the token was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
+
+__all__ = ["TokenClaims", "TokenType", "numeric_date"]
+
+TokenType = Literal["jwt", "opaque", "custom"]
+
+
+def numeric_date(value: object) -> float | None:
+    """Return a JWT NumericDate (RFC 7519 §2) as a float, or ``None`` if it is not one.
+
+    Booleans are refused although Python treats them as integers, and so are
+    NaN and infinities: ``exp: true`` or ``exp: 1e999`` must never pass a
+    time check.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    return number
+
+
+def _audience(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class TokenClaims(Mapping[str, Any]):
+    """The claims of a verified token, normalised and read-only.
+
+    Indexing gives any raw claim (``claims["email"]``); the properties give the
+    normalised ones. Instances are immutable and safe to share between requests.
+
+    Attributes:
+        subject: ``sub``; ``None`` when absent (e.g. some client-credentials tokens).
+        issuer: ``iss``.
+        audience: ``aud`` as a tuple, whether it came as a string or an array.
+        scopes: the granted scopes, from ``scope``/``scp`` or the configured claims.
+        client_id: ``client_id``, else ``azp`` (OIDC), else ``cid`` (Okta).
+        expires_at / issued_at / not_before: aware UTC datetimes, or ``None``.
+        token_type: ``"jwt"`` (verified locally), ``"opaque"`` (introspected)
+            or ``"custom"`` (a user-supplied verifier).
+    """
+
+    __slots__ = (
+        "_claims",
+        "audience",
+        "client_id",
+        "exp",
+        "iat",
+        "issuer",
+        "nbf",
+        "scopes",
+        "subject",
+        "token_type",
+    )
+
+    _claims: Mapping[str, Any]
+    subject: str | None
+    issuer: str | None
+    audience: tuple[str, ...]
+    scopes: frozenset[str]
+    client_id: str | None
+    exp: float | None
+    nbf: float | None
+    iat: float | None
+    token_type: TokenType
+
+    def __init__(
+        self,
+        claims: Mapping[str, Any],
+        *,
+        token_type: TokenType,
+        scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS,
+    ) -> None:
+        raw = dict(claims)
+        setter = object.__setattr__
+        setter(self, "_claims", MappingProxyType(raw))
+        setter(self, "subject", _optional_str(raw.get("sub")))
+        setter(self, "issuer", _optional_str(raw.get("iss")))
+        setter(self, "audience", _audience(raw.get("aud")))
+        setter(self, "scopes", scopes_from_claims(raw, scope_claims))
+        client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
+        setter(self, "client_id", _optional_str(client_id))
+        setter(self, "exp", numeric_date(raw.get("exp")))
+        setter(self, "nbf", numeric_date(raw.get("nbf")))
+        setter(self, "iat", numeric_date(raw.get("iat")))
+        setter(self, "token_type", token_type)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("TokenClaims is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("TokenClaims is immutable")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._claims[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TokenClaims):
+            return NotImplemented
+        return self.token_type == other.token_type and dict(self._claims) == dict(other._claims)
+
+    __hash__ = None  # type: ignore[assignment]  # claims hold lists; not hashable
+
+    def __repr__(self) -> str:
+        # Claims may be personal data; the repr names only what identifies the token.
+        return (
+            f"TokenClaims(token_type={self.token_type!r}, issuer={self.issuer!r}, "
+            f"subject={self.subject!r}, scopes={sorted(self.scopes)!r})"
+        )
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """``exp`` as an aware UTC datetime."""
+        return None if self.exp is None else datetime.fromtimestamp(self.exp, UTC)
+
+    @property
+    def issued_at(self) -> datetime | None:
+        """``iat`` as an aware UTC datetime."""
+        return None if self.iat is None else datetime.fromtimestamp(self.iat, UTC)
+
+    @property
+    def not_before(self) -> datetime | None:
+        """``nbf`` as an aware UTC datetime."""
+        return None if self.nbf is None else datetime.fromtimestamp(self.nbf, UTC)
+
+    def has_scopes(self, *scopes: str) -> bool:
+        """Whether every one of ``scopes`` was granted."""
+        return self.scopes.issuperset(scopes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow copy of the raw claims, e.g. to serialise."""
+        return dict(self._claims)

@@ -1,0 +1,475 @@
+"""``TokenGuard``: the one object every adapter calls.
+
+Strategy:
+
+* **Routing.** A token of JWS shape whose unverified ``iss`` names a
+  configured issuer is verified locally with that issuer's keys. Any other
+  token goes to introspection when it is configured (a JWT naming an issuer
+  other than the introspection server's own is refused without a network
+  call); otherwise it is ``invalid_token``. URLs are never taken from tokens.
+* **Caching.** Results live under a keyed hash of the token. A hit re-checks
+  the time window (``exp``/``nbf`` with leeway) and, for JWTs, that the key
+  that verified it is still published; otherwise the entry is dropped.
+* **Errors.** Everything below raises :class:`~tokenguard.TokenError`
+  subclasses; :meth:`TokenGuard.error_response` turns one into status,
+  headers and body, which adapters copy onto their framework's response.
+* **Sync and async.** :meth:`verify` and :meth:`verify_sync` share one flow
+  (``_verify_flow``); only the runner that performs HTTP differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._http import AsyncCoalescer, Flow, SyncCoalescer, run_async, run_sync
+from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
+from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
+from .claims import TokenClaims
+from .errors import ConfigurationError, InvalidToken, TokenError
+from .introspection import ClientAuthMethod, Introspection, introspect_flow
+from .issuer import IssuerRuntime, JWTIssuer
+from .jwt import looks_like_jws, parse_jws, peek_issuer
+from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
+from .sources import FetchSettings, MetadataSource, check_url
+
+if TYPE_CHECKING:
+    from .requirement import Requirement
+
+__all__ = ["ErrorResponse", "TokenGuard"]
+
+logger = logging.getLogger("tokenguard")
+
+#: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
+_NO_EXP_CACHE_SECONDS = 300.0
+
+
+class ErrorResponse:
+    """Status, headers and JSON body for a failed request; adapters render it as is."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: list[tuple[str, str]], body: dict[str, str]) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+
+
+class TokenGuard:
+    """Verifies Bearer tokens and enforces scopes, for any framework.
+
+    Build one per application and share it: it holds the key and result
+    caches and the HTTP connection pools. Most users start from
+    :meth:`from_issuer` or :meth:`from_keys`.
+
+    Args:
+        issuers: issuers whose JWTs are verified locally.
+        introspection: how to check opaque tokens (RFC 7662), if at all.
+        realm: the ``realm`` of every challenge.
+        cache: the result cache; an in-process :class:`MemoryCache` by default.
+        hash_key: the HMAC key for cache keys; set it when several processes
+            share one cache, otherwise a random per-process key is used.
+        max_token_bytes: longer tokens are refused before any parsing.
+        allow_query_token / allow_form_token: accept ``access_token`` in the
+            query string or form body (RFC 6750 §2.2/2.3). Tokens in URLs leak
+            through logs and Referer headers; enable only when clients cannot
+            send an ``Authorization`` header.
+        include_error_details: put specific reasons ("token expired") in
+            ``error_description``; ``False`` sends generic text only.
+        resource_metadata: URL of this API's RFC 9728 protected-resource
+            metadata, advertised on 401 and 403 challenges.
+        timeout: seconds for each upstream HTTP call (connect and read).
+        http_client / async_http_client: bring your own httpx clients (proxies,
+            custom CA); tokenguard then never closes them.
+        clock: the time source (seconds since the epoch), for tests.
+    """
+
+    def __init__(
+        self,
+        issuers: Sequence[JWTIssuer] = (),
+        introspection: Introspection | None = None,
+        *,
+        realm: str | None = "api",
+        cache: CacheBackend | None = None,
+        hash_key: bytes | None = None,
+        max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+        allow_query_token: bool = False,
+        allow_form_token: bool = False,
+        include_error_details: bool = True,
+        resource_metadata: str | None = None,
+        timeout: float = 5.0,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not issuers and introspection is None:
+            raise ConfigurationError("configure at least one issuer or introspection")
+        self.realm = realm
+        self.max_token_bytes = max_token_bytes
+        self.allow_query_token = allow_query_token
+        self.allow_form_token = allow_form_token
+        self.include_error_details = include_error_details
+        self.resource_metadata = resource_metadata
+        self.clock = clock
+        self.stats: Counter[str] = Counter()
+        self._hasher = TokenHasher(hash_key)
+        self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
+        self._metadata: dict[str, MetadataSource] = {}
+        self._issuers: dict[str, IssuerRuntime] = {}
+        for config in issuers:
+            if config.issuer in self._issuers:
+                raise ConfigurationError(f"issuer {config.issuer!r} configured twice")
+            needs_metadata = not (config.keys or config.jwks or config.hmac_keys or config.jwks_uri)
+            metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
+            self._issuers[config.issuer] = IssuerRuntime(config, metadata)
+        self._introspection = introspection
+        self._introspection_metadata: MetadataSource | None = None
+        if introspection is not None:
+            if introspection.endpoint is not None:
+                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection endpoint")
+            else:
+                assert introspection.issuer is not None
+                fetch = self._issuers[introspection.issuer].config.fetch if introspection.issuer in self._issuers else FetchSettings()
+                self._introspection_metadata = self._metadata_for(introspection.issuer, fetch, None)
+        self._timeout = httpx.Timeout(timeout)
+        self._own_client = http_client is None
+        self._client = http_client
+        self._client_lock = threading.Lock()
+        self._given_async_client = async_http_client
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync_coalescer = SyncCoalescer()
+        self._async_coalescer = AsyncCoalescer()
+
+    def _require_https(self) -> bool:
+        return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
+
+    def _metadata_for(self, issuer: str, fetch: FetchSettings, discovery_url: str | None) -> MetadataSource:
+        source = self._metadata.get(issuer)
+        if source is None:
+            check_url(issuer, require_https=fetch.require_https, what="issuer")
+            source = self._metadata[issuer] = MetadataSource(issuer, fetch, discovery_url=discovery_url)
+        return source
+
+    # ------------------------------------------------------------------ builders
+
+    @classmethod
+    def from_issuer(
+        cls,
+        issuer: str,
+        *,
+        audience: str | Sequence[str] | None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        auth_method: ClientAuthMethod = "client_secret_basic",
+        introspection_endpoint: str | None = None,
+        jwks_uri: str | None = None,
+        discovery_url: str | None = None,
+        algorithms: Iterable[str] | None = None,
+        token_types: Sequence[str] = (),
+        required_claims: Sequence[str] = (),
+        scope_claims: Sequence[str] | None = None,
+        leeway: float | None = None,
+        introspection_cache_ttl: float = 60.0,
+        fetch: FetchSettings | None = None,
+        **options: Any,
+    ) -> TokenGuard:
+        """A guard for one OpenID Connect / RFC 8414 issuer, found by discovery.
+
+        JWT access tokens are verified with the issuer's published keys. When
+        ``client_id`` (and usually ``client_secret``) are given, opaque tokens
+        are introspected at the metadata's ``introspection_endpoint`` (or
+        ``introspection_endpoint`` when given). Nothing is fetched until the
+        first token arrives.
+
+        Other keyword arguments are passed to :class:`TokenGuard`.
+        """
+        fetch = fetch or FetchSettings()
+        issuer_options: dict[str, Any] = {}
+        if leeway is not None:
+            issuer_options["leeway"] = leeway
+        if scope_claims is not None:
+            issuer_options["scope_claims"] = tuple(scope_claims)
+        jwt_issuer = JWTIssuer(
+            issuer=issuer,
+            audience=audience,
+            jwks_uri=jwks_uri,
+            discovery_url=discovery_url,
+            algorithms=algorithms,
+            token_types=token_types,
+            required_claims=required_claims,
+            fetch=fetch,
+            **issuer_options,
+        )
+        introspection = None
+        if client_id is not None:
+            introspection = Introspection(
+                endpoint=introspection_endpoint,
+                client_id=client_id,
+                client_secret=client_secret or "",
+                auth_method=auth_method,
+                issuer=issuer,
+                audience=audience,
+                cache_ttl=introspection_cache_ttl,
+                scope_claims=tuple(scope_claims) if scope_claims is not None else DEFAULT_SCOPE_CLAIMS,
+            )
+        return cls([jwt_issuer], introspection, **options)
+
+    @classmethod
+    def from_keys(
+        cls,
+        *,
+        issuer: str,
+        audience: str | Sequence[str] | None,
+        jwks: Mapping[str, Any] | None = None,
+        keys: Sequence[Any] = (),
+        hmac_keys: Mapping[str | None, str | bytes] | None = None,
+        algorithms: Iterable[str] | None = None,
+        **options: Any,
+    ) -> TokenGuard:
+        """A guard with static keys: no network at all.
+
+        ``keys`` takes PEM/DER public keys, ``cryptography`` keys or JWK dicts;
+        ``jwks`` a JWK Set; ``hmac_keys`` shared secrets by ``kid`` for
+        issuers that sign with HS256 (e.g. the DIAN identity service).
+        Issuer options (``leeway``, ``token_types``…) and guard options are
+        both accepted as keywords.
+        """
+        issuer_fields = set(JWTIssuer.__dataclass_fields__)
+        issuer_options = {k: options.pop(k) for k in list(options) if k in issuer_fields}
+        config = JWTIssuer(
+            issuer=issuer,
+            audience=audience,
+            jwks=jwks,
+            keys=keys,
+            hmac_keys=hmac_keys,
+            algorithms=algorithms,
+            **issuer_options,
+        )
+        if config.static_keys(config.policy().algorithms) is None:
+            raise ConfigurationError("from_keys needs jwks, keys or hmac_keys")
+        return cls([config], **options)
+
+    # ------------------------------------------------------------------ verification
+
+    def _lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
+        if len(token) > self.max_token_bytes:
+            raise InvalidToken("token exceeds the maximum size")
+        key = self._hasher.cache_key(token)
+        entry = self._cache.get(key)
+        if entry is None:
+            self.stats["cache_miss"] += 1
+            return key, None
+        if entry.claims is None:
+            self.stats["cache_hit_rejected"] += 1
+            raise InvalidToken(entry.reason or "invalid token")
+        if entry.valid_from <= now < entry.valid_until:
+            if entry.key_thumbprint is None:
+                self.stats["cache_hit"] += 1
+                return key, entry.claims
+            runtime = self._issuers.get(entry.issuer or "")
+            if runtime is not None and entry.key_thumbprint in runtime.thumbprints():
+                self.stats["cache_hit"] += 1
+                return key, entry.claims
+        # Out of its time window, or its key was withdrawn: verify afresh.
+        self._cache.delete(key)
+        self.stats["cache_miss"] += 1
+        return key, None
+
+    def verify_sync(self, token: str) -> TokenClaims:
+        """Verify ``token`` and return its claims (blocking; for WSGI and scripts).
+
+        Raises:
+            InvalidToken: the token is not acceptable; answer 401.
+            ServiceUnavailable: an upstream failed; answer 503 and let the client retry.
+        """
+        now = self.clock()
+        key, claims = self._lookup(token, now)
+        if claims is not None:
+            return claims
+        return run_sync(self._verify_flow(token, key, now), self._sync_client(), self._sync_coalescer)
+
+    async def verify(self, token: str) -> TokenClaims:
+        """Verify ``token`` and return its claims.
+
+        A token seen before is answered from the cache without awaiting
+        anything upstream.
+
+        Raises:
+            InvalidToken: the token is not acceptable; answer 401.
+            ServiceUnavailable: an upstream failed; answer 503 and let the client retry.
+        """
+        now = self.clock()
+        key, claims = self._lookup(token, now)
+        if claims is not None:
+            return claims
+        return await run_async(self._verify_flow(token, key, now), self._async_client(), self._async_coalescer)
+
+    def _verify_flow(self, token: str, key: bytes, now: float) -> Flow[TokenClaims]:
+        jws = None
+        if looks_like_jws(token):
+            try:
+                jws = parse_jws(token)
+            except InvalidToken:
+                # Opaque tokens may contain dots; let introspection judge it.
+                if self._introspection is None:
+                    raise
+        if jws is not None:
+            iss = peek_issuer(jws)
+            runtime = self._issuers.get(iss) if iss is not None else None
+            if runtime is not None:
+                self.stats["jwt_verified_locally"] += 1
+                claims, thumbprint = yield from runtime.verify_flow(jws, now)
+                self._store_jwt(key, claims, runtime, thumbprint, now)
+                return claims
+            if not self._may_introspect(iss):
+                raise InvalidToken("untrusted issuer")
+        if self._introspection is None:
+            raise InvalidToken("token format not accepted")
+        self.stats["introspection"] += 1
+        result = yield from introspect_flow(
+            token, self._introspection, self._introspection_metadata, now, coalesce_key="POST introspect " + key.hex()
+        )
+        if result.claims is None:
+            if result.ttl > 0:
+                self._cache.set(key, CachedResult(None, now + result.ttl, reason=result.reason))
+            raise InvalidToken(result.reason)
+        claims = result.claims
+        leeway = self._introspection.leeway
+        self._cache.set(
+            key,
+            CachedResult(
+                claims,
+                now + result.ttl,
+                valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
+                valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
+            ),
+        )
+        return claims
+
+    def _may_introspect(self, iss: str | None) -> bool:
+        config = self._introspection
+        if config is None:
+            return False
+        return config.issuer is None or iss is None or iss == config.issuer
+
+    def _store_jwt(self, key: bytes, claims: TokenClaims, runtime: IssuerRuntime, thumbprint: str, now: float) -> None:
+        policy = runtime.policy
+        valid_until = claims.exp + policy.leeway if claims.exp is not None else now + _NO_EXP_CACHE_SECONDS
+        if policy.max_token_age is not None and claims.iat is not None:
+            valid_until = min(valid_until, claims.iat + policy.max_token_age + policy.leeway)
+        valid_from = claims.nbf - policy.leeway if claims.nbf is not None else float("-inf")
+        self._cache.set(
+            key,
+            CachedResult(
+                claims,
+                cache_until=valid_until,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                issuer=policy.issuer,
+                key_thumbprint=thumbprint,
+            ),
+        )
+
+    # ------------------------------------------------------------------ requests and scopes
+
+    def extract(
+        self,
+        authorization: Sequence[str] = (),
+        query_tokens: Sequence[str] = (),
+        form_tokens: Sequence[str] = (),
+    ) -> str:
+        """Find the request's single Bearer token with this guard's settings.
+
+        Raises:
+            MissingToken: no credentials; InvalidRequest: malformed or several.
+        """
+        return extract_token(
+            authorization,
+            query_tokens,
+            form_tokens,
+            allow_query=self.allow_query_token,
+            allow_form=self.allow_form_token,
+            max_token_bytes=self.max_token_bytes,
+        )
+
+    @staticmethod
+    def require(claims: TokenClaims, *scopes: str, any_of: bool = False) -> TokenClaims:
+        """Check that ``claims`` grant ``scopes`` (all of them, or any one).
+
+        Returns the claims, so it chains: ``claims = guard.require(claims, "read")``.
+
+        Raises:
+            InsufficientScope: answer 403; the error lists the needed scopes.
+        """
+        ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
+        return claims
+
+    def requires(self, *scopes: str, any_of: bool = False) -> Requirement:
+        """A route requirement: a FastAPI dependency returning the claims.
+
+        Use as ``Security(guard.requires("books:read"))`` or ``Depends(...)``;
+        the adapters' decorators take the same arguments.
+        """
+        from .requirement import Requirement
+
+        return Requirement(self, ScopeRequirement(tuple(scopes), any_of))
+
+    def error_response(self, error: TokenError) -> ErrorResponse:
+        """Status, headers and body to send for ``error``."""
+        extra: tuple[tuple[str, str], ...] = ()
+        if self.resource_metadata and error.status_code in (401, 403):
+            extra = (("resource_metadata", self.resource_metadata),)
+        headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
+        return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
+
+    # ------------------------------------------------------------------ HTTP clients
+
+    def _sync_client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
+                client = self._client
+        return client
+
+    def _async_client(self) -> httpx.AsyncClient:
+        if self._given_async_client is not None:
+            return self._given_async_client
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            # One pool per event loop: connections cannot cross loops.
+            client = self._async_clients[loop] = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        return client
+
+    def close(self) -> None:
+        """Close the HTTP clients tokenguard created (sync side)."""
+        if self._own_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients tokenguard created, including this loop's async one."""
+        self.close()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - always called from a loop
+            return
+        client = self._async_clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self._issuers)) or "-"
+        return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"

@@ -1,0 +1,144 @@
+"""A trusted JWT issuer: its configuration, and the keys and policy built from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._http import Flow
+from .claims import TokenClaims
+from .errors import ConfigurationError
+from .jwt import DEFAULT_LEEWAY, JWTPolicy, UnverifiedJWS, algorithms_of, finish, precheck
+from .keys import HMAC_ALGORITHMS, KeySet, VerificationKey, parse_jwk, parse_jwks
+from .scopes import DEFAULT_SCOPE_CLAIMS
+from .sources import FetchSettings, JWKSSource, MetadataSource, check_url
+
+__all__ = ["JWTIssuer"]
+
+
+@dataclass(frozen=True, slots=True)
+class JWTIssuer:
+    """An issuer whose JWT access tokens are verified locally.
+
+    Keys come from, in order of precedence: ``keys``/``jwks``/``hmac_keys``
+    (static, no network), ``jwks_uri``, or the issuer's discovery document.
+
+    Args:
+        issuer: the exact ``iss`` value the tokens carry.
+        audience: the accepted ``aud`` value(s); pass ``None`` explicitly to
+            skip the audience check, which is safe only when the issuer mints
+            tokens for this API alone.
+        jwks_uri: fetch keys here instead of discovering them.
+        discovery_url: fetch metadata here instead of the well-known URLs.
+        keys: static keys: ``VerificationKey`` objects, PEM/DER bytes or
+            strings, ``cryptography`` public keys, or JWK dicts.
+        jwks: a static JWK Set document.
+        hmac_keys: shared HMAC secrets by ``kid`` (``None`` for tokens without
+            one). Only for issuers that sign with HS256/384/512 by design.
+        algorithms: the allow-list; default every asymmetric algorithm, plus
+            the HMAC ones when ``hmac_keys`` are given.
+        leeway: tolerated clock skew in seconds (default 60). Larger values
+            keep expired tokens usable for longer.
+        require_exp: refuse tokens without ``exp`` (default on).
+        required_claims: claims every token must carry.
+        token_types: accepted ``typ`` values, e.g. ``("at+jwt",)`` for RFC 9068.
+        max_token_age: refuse tokens issued longer ago than this (seconds).
+        scope_claims: claims read for scopes (default ``scope``, ``scp``).
+        fetch: fetch and cache settings for discovery and JWKS.
+    """
+
+    issuer: str
+    audience: str | Sequence[str] | None
+    jwks_uri: str | None = None
+    discovery_url: str | None = None
+    keys: Sequence[Any] = ()
+    jwks: Mapping[str, Any] | None = None
+    hmac_keys: Mapping[str | None, str | bytes] | None = field(default=None, repr=False)
+    algorithms: Iterable[str] | None = None
+    leeway: float = DEFAULT_LEEWAY
+    require_exp: bool = True
+    required_claims: Sequence[str] = ()
+    token_types: Sequence[str] = ()
+    max_token_age: float | None = None
+    scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS
+    fetch: FetchSettings = FetchSettings()
+
+    def policy(self) -> JWTPolicy:
+        """The claim and header rules for this issuer."""
+        algorithms = algorithms_of(self.algorithms)
+        if self.algorithms is None and self.hmac_keys:
+            algorithms = algorithms | HMAC_ALGORITHMS
+        return JWTPolicy(
+            issuer=self.issuer,
+            audiences=JWTPolicy.audiences_of(self.audience),
+            algorithms=algorithms,
+            leeway=self.leeway,
+            require_exp=self.require_exp,
+            required_claims=tuple(self.required_claims),
+            token_types=tuple(self.token_types),
+            max_token_age=self.max_token_age,
+            scope_claims=tuple(self.scope_claims),
+        )
+
+    def static_keys(self, algorithms: frozenset[str]) -> KeySet | None:
+        """The configured static keys, or ``None`` when keys are fetched."""
+        keys: list[VerificationKey] = []
+        for key in self.keys:
+            if isinstance(key, VerificationKey):
+                keys.append(key)
+            elif isinstance(key, Mapping):
+                try:
+                    keys.append(parse_jwk(key, allow_symmetric=True))
+                except ValueError as exc:
+                    raise ConfigurationError(f"invalid key: {exc}") from None
+            else:
+                keys.append(VerificationKey.from_public_key(key, kid=None))
+        if self.jwks is not None:
+            try:
+                parsed, skipped = parse_jwks(dict(self.jwks))
+            except ValueError as exc:
+                raise ConfigurationError(f"invalid jwks: {exc}") from None
+            if skipped:
+                raise ConfigurationError(f"unusable keys in jwks: {'; '.join(skipped)}")
+            keys.extend(k for group in parsed.by_kid.values() for k in group)
+            keys.extend(parsed.without_kid)
+        for kid, secret in (self.hmac_keys or {}).items():
+            hmac_algs = sorted(algorithms & HMAC_ALGORITHMS)
+            if not hmac_algs:
+                raise ConfigurationError("hmac_keys given but no HS* algorithm is allowed")
+            keys.append(VerificationKey.from_secret(secret, kid=kid, algorithms=hmac_algs))
+        if not keys:
+            return None
+        return KeySet.of(keys)
+
+
+class IssuerRuntime:
+    """One configured issuer, ready to verify: policy, keys, metadata."""
+
+    def __init__(self, config: JWTIssuer, metadata: MetadataSource | None) -> None:
+        self.config = config
+        self.policy = config.policy()
+        self.metadata = metadata
+        self.static = config.static_keys(self.policy.algorithms)
+        self.jwks: JWKSSource | None = None
+        if self.static is None:
+            if config.jwks_uri is not None:
+                check_url(config.jwks_uri, require_https=config.fetch.require_https, what="jwks_uri")
+            self.jwks = JWKSSource(config.fetch, jwks_uri=config.jwks_uri, metadata=metadata)
+        self._static_thumbprints = self.static.thumbprints() if self.static is not None else frozenset()
+
+    def thumbprints(self) -> frozenset[str]:
+        """Fingerprints of the keys currently trusted for this issuer."""
+        if self.jwks is not None:
+            return self.jwks.thumbprints()
+        return self._static_thumbprints
+
+    def verify_flow(self, jws: UnverifiedJWS, now: float) -> Flow[tuple[TokenClaims, str]]:
+        """Verify ``jws`` with this issuer's keys, fetching them if needed."""
+        alg, kid = precheck(jws, self.policy, now)
+        if self.jwks is None:
+            assert self.static is not None
+            return finish(jws, self.static, self.policy, alg, kid)
+        keys = yield from self.jwks.keys_flow(kid, now)
+        return finish(jws, keys, self.policy, alg, kid)

@@ -1,0 +1,329 @@
+"""Local verification of JWS-compact access tokens.
+
+No I/O, no framework imports, no clock reads: the caller passes the key set
+and ``now``. Getting keys (discovery, JWKS, rotation) is ``sources.py``'s job.
+
+Order of checks, cheapest first, so a rejected token costs little:
+
+1. structure: exactly three base64url segments, canonical encoding, size
+   already bounded by the caller;
+2. header: a JSON object with no duplicate members, ``alg`` in the issuer's
+   allow-list (``none`` never is), no ``crit`` (we implement no extension, so
+   RFC 7515 §4.1.11 obliges us to refuse), no ``b64``/``zip``; ``jku``,
+   ``x5u``, ``x5c`` and ``jwk`` are ignored, never fetched or trusted;
+3. claims: ``iss`` exact, ``aud`` any-of exact, ``exp``/``nbf``/``iat`` with
+   leeway, required claims, optional ``typ``;
+4. signature, with keys chosen by ``kid`` and bound to ``alg`` by type.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .claims import TokenClaims, numeric_date
+from .errors import ConfigurationError, InvalidToken
+from .keys import ASYMMETRIC_ALGORITHMS, SUPPORTED_ALGORITHMS, KeySet
+from .scopes import DEFAULT_SCOPE_CLAIMS
+
+__all__ = [
+    "DEFAULT_LEEWAY",
+    "JWTPolicy",
+    "UnverifiedJWS",
+    "parse_jws",
+    "peek_issuer",
+    "verify_jws",
+]
+
+#: Clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds.
+#: Precedents: Spring Security and Envoy 60 s, oauth4webapi 30 s, Auth0's
+#: Node middleware 5 s, panva/jose 0 s, Microsoft.IdentityModel 300 s.
+DEFAULT_LEEWAY = 60.0
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_B64_TAIL_OK = {
+    # For a segment of length 4k+2 / 4k+3 the last character carries spare
+    # bits that must be zero in a canonical encoding (RFC 4648 §3.5).
+    2: frozenset("AQgw"),
+    3: frozenset("AEIMQUYcgkosw048"),
+}
+
+
+def _b64decode(segment: str) -> bytes:
+    rest = len(segment) % 4
+    if rest == 1:
+        raise InvalidToken("malformed token")
+    if rest and segment[-1] not in _B64_TAIL_OK[rest]:
+        # Two encodings of the same bytes must not both verify.
+        raise InvalidToken("malformed token")
+    try:
+        return base64.urlsafe_b64decode(segment + "==="[: (4 - rest) % 4])
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed token") from None
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # RFC 7515 §5.2 / RFC 7519 §4: duplicate member names must be rejected
+        # or resolved; two parsers resolving them differently is an attack.
+        raise ValueError("duplicate member name")
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        # Strict UTF-8 first: json.loads(bytes) would also accept UTF-16/32.
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidToken(f"malformed token {what}") from None
+    if not isinstance(value, dict):
+        raise InvalidToken(f"malformed token {what}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedJWS:
+    """A structurally valid JWS whose signature has not been checked yet.
+
+    Nothing in it may be trusted except for routing (which issuer's keys to
+    try); :func:`verify_jws` turns it into :class:`TokenClaims`.
+    """
+
+    header: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    signing_input: bytes
+    signature: bytes = field(repr=False)
+
+
+def looks_like_jws(token: str) -> bool:
+    """Whether ``token`` has the JWS compact shape (three base64url segments)."""
+    return token.count(".") == 2 and token[0] == "e"
+
+
+def parse_jws(token: str) -> UnverifiedJWS:
+    """Split and decode a JWS compact serialization without verifying it.
+
+    Raises:
+        InvalidToken: anything but three canonical base64url segments with JSON
+            objects in the first two.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("malformed token")
+    header_b64, payload_b64, signature_b64 = parts
+    if not (_SEGMENT.fullmatch(header_b64) and _SEGMENT.fullmatch(payload_b64)):
+        raise InvalidToken("malformed token")
+    if signature_b64 and not _SEGMENT.fullmatch(signature_b64):
+        raise InvalidToken("malformed token")
+    header = _json_object(_b64decode(header_b64), "header")
+    payload = _json_object(_b64decode(payload_b64), "payload")
+    signature = _b64decode(signature_b64) if signature_b64 else b""
+    return UnverifiedJWS(
+        header=header,
+        payload=payload,
+        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+    )
+
+
+def peek_issuer(jws: UnverifiedJWS) -> str | None:
+    """The unverified ``iss``, used only to pick which configured issuer to try."""
+    iss = jws.payload.get("iss")
+    return iss if isinstance(iss, str) else None
+
+
+def _normalise_typ(value: str) -> str:
+    # RFC 7515 §4.1.9: "application/" may be omitted; compare case-insensitively.
+    value = value.lower()
+    return value[12:] if value.startswith("application/") else value
+
+
+@dataclass(frozen=True, slots=True)
+class JWTPolicy:
+    """What a token from one issuer must satisfy.
+
+    Args:
+        issuer: the exact ``iss`` value; no normalisation, no trailing-slash
+            tolerance (RFC 9068 §4, OIDC Discovery §4.3).
+        audiences: accepted ``aud`` values; a token passes when any of its
+            audiences equals any of these exactly. ``None`` skips the check,
+            which is only safe when the issuer mints tokens for this API alone.
+        algorithms: the allow-list. Defaults to every asymmetric algorithm;
+            a key is further restricted to the algorithms of its type.
+        leeway: clock skew tolerated, in seconds (see :data:`DEFAULT_LEEWAY`).
+            Larger values keep expired or revoked tokens alive for longer.
+        require_exp: refuse tokens without ``exp`` (default on).
+        required_claims: claims that must be present.
+        token_types: accepted ``typ`` header values (e.g. ``("at+jwt",)`` for
+            RFC 9068 §2.1 access tokens, which also refuses ID tokens); empty
+            accepts any.
+        max_token_age: refuse tokens whose ``iat`` is older than this (seconds).
+        scope_claims: claims read for scopes.
+    """
+
+    issuer: str
+    audiences: tuple[str, ...] | None
+    algorithms: frozenset[str] = ASYMMETRIC_ALGORITHMS
+    leeway: float = DEFAULT_LEEWAY
+    require_exp: bool = True
+    required_claims: tuple[str, ...] = ()
+    token_types: tuple[str, ...] = ()
+    max_token_age: float | None = None
+    scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ConfigurationError("issuer must be a non-empty string")
+        if "none" in {a.lower() for a in self.algorithms}:
+            raise ConfigurationError("the 'none' algorithm can never be allowed")
+        unknown = set(self.algorithms) - SUPPORTED_ALGORITHMS
+        if unknown:
+            raise ConfigurationError(f"unsupported algorithms: {sorted(unknown)}")
+        if not self.algorithms:
+            raise ConfigurationError("the algorithm allow-list is empty")
+        if self.audiences is not None and not all(isinstance(a, str) and a for a in self.audiences):
+            raise ConfigurationError("audiences must be non-empty strings")
+        if self.leeway < 0:
+            raise ConfigurationError("leeway cannot be negative")
+        object.__setattr__(self, "token_types", tuple(_normalise_typ(t) for t in self.token_types))
+
+    @staticmethod
+    def audiences_of(audience: str | Sequence[str] | None) -> tuple[str, ...] | None:
+        """Normalise a user-supplied audience argument."""
+        if audience is None:
+            return None
+        if isinstance(audience, str):
+            return (audience,)
+        return tuple(audience)
+
+
+def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str | None]:
+    """Validate the protected header; return ``(alg, kid)``."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in policy.algorithms:
+        raise InvalidToken("token algorithm not allowed")
+    if "crit" in header:
+        raise InvalidToken("unsupported critical header parameter")
+    if "b64" in header or "zip" in header:
+        raise InvalidToken("unsupported header parameter")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidToken("malformed key id")
+    if policy.token_types:
+        typ = header.get("typ")
+        if not isinstance(typ, str) or _normalise_typ(typ) not in policy.token_types:
+            raise InvalidToken("wrong token type")
+    return alg, kid
+
+
+def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> None:
+    """Validate registered claims (RFC 7519 §4.1) against ``policy`` at ``now``."""
+    if payload.get("iss") != policy.issuer:
+        raise InvalidToken("wrong issuer")
+    if policy.audiences is not None:
+        aud = payload.get("aud")
+        if isinstance(aud, str):
+            ok = aud in policy.audiences
+        elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+            ok = any(a in policy.audiences for a in aud)
+        else:
+            ok = False
+        if not ok:
+            raise InvalidToken("wrong audience")
+    leeway = policy.leeway
+    if "exp" in payload:
+        exp = numeric_date(payload["exp"])
+        if exp is None:
+            raise InvalidToken("malformed exp claim")
+        if now >= exp + leeway:
+            raise InvalidToken("token expired")
+    elif policy.require_exp:
+        raise InvalidToken("token has no expiry")
+    if "nbf" in payload:
+        nbf = numeric_date(payload["nbf"])
+        if nbf is None:
+            raise InvalidToken("malformed nbf claim")
+        if now + leeway < nbf:
+            raise InvalidToken("token not yet valid")
+    if "iat" in payload:
+        iat = numeric_date(payload["iat"])
+        if iat is None:
+            raise InvalidToken("malformed iat claim")
+        if iat > now + leeway:
+            raise InvalidToken("token issued in the future")
+        if policy.max_token_age is not None and now - iat > policy.max_token_age + leeway:
+            raise InvalidToken("token too old")
+    elif policy.max_token_age is not None:
+        raise InvalidToken("token has no iat claim")
+    sub = payload.get("sub")
+    if sub is not None and not isinstance(sub, str):
+        raise InvalidToken("malformed sub claim")
+    for name in policy.required_claims:
+        if name not in payload:
+            raise InvalidToken(f"missing required claim {_claim_label(name)}")
+
+
+def _claim_label(name: str) -> str:
+    # Claim names come from configuration, but keep the description tidy anyway.
+    return name if name.isascii() and name.isprintable() and len(name) <= 64 else "claim"
+
+
+def check_signature(jws: UnverifiedJWS, keys: KeySet, alg: str, kid: str | None) -> str:
+    """Verify the signature with the matching keys; return the key's thumbprint."""
+    for key in keys.candidates(kid, alg):
+        if key.verifiers[alg](jws.signing_input, jws.signature):
+            return key.thumbprint
+    if kid is not None and not keys.has_kid(kid):
+        raise InvalidToken("unknown signing key")
+    raise InvalidToken("signature verification failed")
+
+
+def precheck(jws: UnverifiedJWS, policy: JWTPolicy, now: float) -> tuple[str, str | None]:
+    """Every check that needs no key: header, then claims. Returns ``(alg, kid)``.
+
+    Run before any key is fetched, so a token that cannot pass never causes
+    network traffic or a signature computation.
+    """
+    alg, kid = check_header(jws.header, policy)
+    check_claims(jws.payload, policy, now)
+    return alg, kid
+
+
+def finish(jws: UnverifiedJWS, keys: KeySet, policy: JWTPolicy, alg: str, kid: str | None) -> tuple[TokenClaims, str]:
+    """Check the signature of a prechecked token; return its claims and the key's thumbprint."""
+    thumbprint = check_signature(jws, keys, alg, kid)
+    return TokenClaims(jws.payload, token_type="jwt", scope_claims=policy.scope_claims), thumbprint
+
+
+def verify_jws(
+    jws: UnverifiedJWS,
+    keys: KeySet,
+    policy: JWTPolicy,
+    now: float,
+) -> tuple[TokenClaims, str]:
+    """Verify ``jws`` completely; return its claims and the verifying key's thumbprint.
+
+    Raises:
+        InvalidToken: any check failed; the description says which, briefly.
+    """
+    alg, kid = precheck(jws, policy, now)
+    return finish(jws, keys, policy, alg, kid)
+
+
+def algorithms_of(algorithms: Iterable[str] | None) -> frozenset[str]:
+    """Normalise a user-supplied allow-list (``None`` means every asymmetric one)."""
+    return ASYMMETRIC_ALGORITHMS if algorithms is None else frozenset(algorithms)

@@ -1,0 +1,428 @@
+"""Verification keys: parsed once, bound to the algorithms their type allows.
+
+No I/O, no framework imports, no clock reads.
+
+RFC 8725 §3.1 and §3.2: a key is used only with algorithms of its own type
+(RSA ↔ RS*/PS*, EC P-256 ↔ ES256 only, Ed25519 ↔ EdDSA, octet ↔ HS*), and a
+JWK's ``alg``, ``use`` and ``key_ops`` narrow that further. This is what makes
+the classic "HS256 signed with the RSA public key" confusion impossible: an
+RSA key simply has no HMAC verifier.
+
+Signatures are checked directly with ``cryptography`` (PyJWT's algorithm
+objects do the same with an extra layer): one call per token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "HMAC_ALGORITHMS",
+    "MIN_RSA_BITS",
+    "KeySet",
+    "VerificationKey",
+    "parse_jwk",
+    "parse_jwks",
+]
+
+logger = logging.getLogger("tokenguard.keys")
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+ASYMMETRIC_ALGORITHMS = RSA_ALGORITHMS | {"ES256", "ES384", "ES512", "EdDSA", "Ed25519", "Ed448"}
+SUPPORTED_ALGORITHMS = ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS
+
+#: RSA keys below this size are refused (RFC 7518 §3.3: "A key of size 2048
+#: bits or larger MUST be used").
+MIN_RSA_BITS = 2048
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+_HMAC_DIGEST = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+# RFC 7518 §3.2: "A key of the same size as the hash output ... or larger MUST be used".
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_EC_CURVES: dict[str, tuple[str, int]] = {
+    # curve name -> (the one algorithm it may sign, coordinate size in bytes)
+    "secp256r1": ("ES256", 32),
+    "secp384r1": ("ES384", 48),
+    "secp521r1": ("ES512", 66),
+}
+
+Verifier = Callable[[bytes, bytes], bool]
+PublicKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
+
+
+def _rsa_verifier(key: rsa.RSAPublicKey, alg: str) -> Verifier:
+    hash_alg = _HASHES[alg[2:]]()
+    pad: padding.AsymmetricPadding
+    if alg.startswith("PS"):
+        # RFC 7518 §3.5: MGF1 with the same hash, salt as long as the hash output.
+        pad = padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
+    else:
+        pad = padding.PKCS1v15()
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        try:
+            key.verify(signature, signing_input, pad, hash_alg)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _ec_verifier(key: ec.EllipticCurvePublicKey, alg: str, size: int) -> Verifier:
+    hash_alg = ec.ECDSA(_HASHES[alg[2:]]())
+    order = _CURVE_ORDERS[key.curve.name]
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        # RFC 7518 §3.4: the signature is R || S, each exactly `size` octets.
+        # A DER signature, a short one or r/s outside [1, n-1] ("psychic
+        # signatures", CVE-2022-21449) never reaches the library.
+        if len(signature) != 2 * size:
+            return False
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        if not (0 < r < order and 0 < s < order):
+            return False
+        try:
+            key.verify(encode_dss_signature(r, s), signing_input, hash_alg)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _eddsa_verifier(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> Verifier:
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        try:
+            key.verify(signature, signing_input)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _hmac_verifier(secret: bytes, alg: str) -> Verifier:
+    digest = _HMAC_DIGEST[alg]
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        # Constant-time comparison: timing must not reveal how many bytes matched.
+        return hmac.compare_digest(hmac.digest(secret, signing_input, digest), signature)
+
+    return verify
+
+
+_CURVE_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973",
+        16,
+    ),
+    "secp521r1": int(
+        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FC"
+        "C0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+        16,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class VerificationKey:
+    """One key, with a ready verifier per algorithm it may be used with.
+
+    Build keys with :func:`parse_jwk`, :func:`parse_jwks`,
+    :meth:`from_public_key` or :meth:`from_secret`; ``verifiers`` maps each
+    permitted algorithm to a function ``(signing_input, signature) -> bool``.
+    """
+
+    kid: str | None
+    kty: str
+    verifiers: Mapping[str, Verifier]
+    thumbprint: str
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        """The algorithms this key may verify."""
+        return frozenset(self.verifiers)
+
+    def __repr__(self) -> str:
+        # Never print key material; an HMAC key is a secret.
+        return f"VerificationKey(kid={self.kid!r}, kty={self.kty!r}, algorithms={sorted(self.verifiers)!r})"
+
+    @classmethod
+    def from_public_key(
+        cls,
+        key: Any,
+        *,
+        kid: str | None = None,
+        algorithms: Iterable[str] | None = None,
+    ) -> VerificationKey:
+        """Wrap a ``cryptography`` public key (or a PEM / DER encoding of one).
+
+        Private keys are accepted and reduced to their public half.
+
+        Raises:
+            ConfigurationError: unsupported key type, RSA key under 2048 bits,
+                or no algorithm left after narrowing by ``algorithms``.
+        """
+        if isinstance(key, str):
+            key = key.encode()
+        if isinstance(key, bytes):
+            key = _load_key_bytes(key)
+        if hasattr(key, "public_key") and not isinstance(
+            key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+        ):
+            key = key.public_key()
+        verifiers: dict[str, Verifier]
+        if isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < MIN_RSA_BITS:
+                raise ConfigurationError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+            kty = "RSA"
+            verifiers = {alg: _rsa_verifier(key, alg) for alg in sorted(RSA_ALGORITHMS)}
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name not in _EC_CURVES:
+                raise ConfigurationError(f"unsupported EC curve {key.curve.name}")
+            alg, size = _EC_CURVES[key.curve.name]
+            kty = "EC"
+            verifiers = {alg: _ec_verifier(key, alg, size)}
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            kty = "OKP"
+            verifier = _eddsa_verifier(key)
+            verifiers = {"EdDSA": verifier, "Ed25519": verifier}
+        elif isinstance(key, ed448.Ed448PublicKey):
+            kty = "OKP"
+            verifier = _eddsa_verifier(key)
+            verifiers = {"EdDSA": verifier, "Ed448": verifier}
+        else:
+            raise ConfigurationError(f"unsupported key type {type(key).__name__}")
+        raw = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return cls._narrowed(kid, kty, verifiers, hashlib.sha256(raw).hexdigest(), algorithms)
+
+    @classmethod
+    def from_secret(
+        cls,
+        secret: str | bytes,
+        *,
+        kid: str | None = None,
+        algorithms: Iterable[str] = ("HS256",),
+    ) -> VerificationKey:
+        """An HMAC key shared with the issuer.
+
+        Raises:
+            ConfigurationError: the secret is shorter than the hash output for
+                every requested algorithm (RFC 7518 §3.2).
+        """
+        if isinstance(secret, str):
+            secret = secret.encode()
+        wanted = set(algorithms)
+        unknown = wanted - HMAC_ALGORITHMS
+        if unknown:
+            raise ConfigurationError(f"not HMAC algorithms: {sorted(unknown)}")
+        verifiers = {
+            alg: _hmac_verifier(secret, alg) for alg in sorted(wanted) if len(secret) >= _HMAC_MIN_BYTES[alg]
+        }
+        if not verifiers:
+            raise ConfigurationError(
+                "HMAC secret too short: RFC 7518 §3.2 requires at least as many bytes as the hash output"
+                " (32 for HS256)"
+            )
+        thumb = hashlib.sha256(b"oct:" + hashlib.sha256(secret).digest()).hexdigest()
+        return cls(kid=kid, kty="oct", verifiers=verifiers, thumbprint=thumb)
+
+    @classmethod
+    def _narrowed(
+        cls,
+        kid: str | None,
+        kty: str,
+        verifiers: dict[str, Verifier],
+        thumbprint: str,
+        algorithms: Iterable[str] | None,
+    ) -> VerificationKey:
+        if algorithms is not None:
+            allowed = set(algorithms)
+            verifiers = {alg: v for alg, v in verifiers.items() if alg in allowed}
+            if not verifiers:
+                raise ConfigurationError(f"key type {kty} supports none of {sorted(allowed)}")
+        return cls(kid=kid, kty=kty, verifiers=verifiers, thumbprint=thumbprint)
+
+
+def _load_key_bytes(data: bytes) -> Any:
+    stripped = data.strip()
+    if stripped.startswith(b"-----BEGIN CERTIFICATE"):
+        from cryptography import x509
+
+        return x509.load_pem_x509_certificate(stripped).public_key()
+    if stripped.startswith(b"-----BEGIN"):
+        if b"PRIVATE KEY" in stripped.split(b"\n", 1)[0]:
+            return serialization.load_pem_private_key(stripped, password=None)
+        return serialization.load_pem_public_key(stripped)
+    if stripped.startswith(b"{"):
+        jwk = json.loads(stripped)
+        return _jwk_public_key(jwk)
+    return serialization.load_der_public_key(data)
+
+
+def _b64url(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("not a base64url string")
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _jwk_public_key(jwk: Mapping[str, Any]) -> Any:
+    kty = jwk.get("kty")
+    data = dict(jwk)
+    if kty == "RSA":
+        if "n" not in data or "e" not in data:
+            raise ValueError("RSA key without n or e")
+        # Drop private members: we verify only, and a private JWK in a JWKS is a leak upstream.
+        public = {k: data[k] for k in ("kty", "n", "e")}
+        return RSAAlgorithm.from_jwk(public)
+    if kty == "EC":
+        public = {k: data[k] for k in ("kty", "crv", "x", "y") if k in data}
+        return ECAlgorithm.from_jwk(public)
+    if kty == "OKP":
+        public = {k: data[k] for k in ("kty", "crv", "x") if k in data}
+        return OKPAlgorithm.from_jwk(public)
+    raise ValueError(f"unsupported kty {kty!r}")
+
+
+def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> VerificationKey:
+    """Build a :class:`VerificationKey` from one JWK (RFC 7517).
+
+    ``use`` other than ``sig``, ``key_ops`` without ``verify`` and an ``alg``
+    that does not fit the key type all make the key unusable. Symmetric
+    (``oct``) keys are refused unless ``allow_symmetric``: a published key set
+    holding a shared secret is a misconfiguration, not a key to trust.
+
+    Raises:
+        ValueError: the JWK is malformed, unsupported or unusable for signatures.
+    """
+    if not isinstance(jwk, Mapping):
+        raise ValueError("JWK is not an object")
+    kid = jwk.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise ValueError("kid is not a string")
+    use = jwk.get("use")
+    if use is not None and use != "sig":
+        raise ValueError("key is not for signatures (use)")
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        raise ValueError("key is not for verification (key_ops)")
+    alg = jwk.get("alg")
+    if alg is not None and (not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS):
+        raise ValueError("unsupported alg on key")
+    algorithms = None if alg is None else (alg,)
+    kty = jwk.get("kty")
+    try:
+        if kty == "oct":
+            if not allow_symmetric:
+                raise ValueError("symmetric keys are not accepted from a key set")
+            secret = _b64url(jwk.get("k"))
+            return VerificationKey.from_secret(secret, kid=kid, algorithms=algorithms or sorted(HMAC_ALGORITHMS))
+        return VerificationKey.from_public_key(_jwk_public_key(jwk), kid=kid, algorithms=algorithms)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+    except (binascii.Error, KeyError, TypeError, ValueError) as exc:
+        # PyJWT's messages can echo the key; keep only the kind of failure.
+        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - third-party parsers raise varied errors
+        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    """Keys by ``kid``, plus the keys that have none.
+
+    Lookups are dictionary reads: the hot path never scans a list when the
+    token names its key.
+    """
+
+    by_kid: Mapping[str, tuple[VerificationKey, ...]]
+    without_kid: tuple[VerificationKey, ...]
+
+    @classmethod
+    def of(cls, keys: Sequence[VerificationKey]) -> KeySet:
+        """Index ``keys``."""
+        by_kid: dict[str, list[VerificationKey]] = {}
+        without: list[VerificationKey] = []
+        for key in keys:
+            if key.kid is None:
+                without.append(key)
+            else:
+                by_kid.setdefault(key.kid, []).append(key)
+        return cls({k: tuple(v) for k, v in by_kid.items()}, tuple(without))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_kid.values()) + len(self.without_kid)
+
+    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
+        """Keys that may verify a token with this ``kid`` and ``alg``.
+
+        A token with a ``kid`` is checked only against keys with that ``kid``;
+        a token without one against every key able to verify ``alg``.
+        """
+        if kid is not None:
+            pool: Iterable[VerificationKey] = self.by_kid.get(kid, ())
+        else:
+            pool = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
+        return [key for key in pool if alg in key.verifiers]
+
+    def has_kid(self, kid: str) -> bool:
+        """Whether some key carries ``kid``."""
+        return kid in self.by_kid
+
+    def thumbprints(self) -> frozenset[str]:
+        """Fingerprints of every key, used to drop cache entries of removed keys."""
+        return frozenset(
+            key.thumbprint for key in (*self.without_kid, *(k for g in self.by_kid.values() for k in g))
+        )
+
+
+def parse_jwks(document: object, *, max_keys: int = 100) -> tuple[KeySet, list[str]]:
+    """Parse a JWK Set document, skipping keys that cannot be used.
+
+    Returns the usable keys and one reason per skipped key (for the log; the
+    reasons never contain key material).
+
+    Raises:
+        ValueError: the document is not a JWK Set, or has more than ``max_keys`` keys.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK Set (no 'keys' array)")
+    raw_keys = document["keys"]
+    if len(raw_keys) > max_keys:
+        raise ValueError(f"JWK Set has {len(raw_keys)} keys, more than the limit of {max_keys}")
+    keys: list[VerificationKey] = []
+    skipped: list[str] = []
+    for index, jwk in enumerate(raw_keys):
+        try:
+            keys.append(parse_jwk(jwk))
+        except ValueError as exc:
+            label = jwk.get("kid") if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) else None
+            skipped.append(f"key #{index}{f' (kid {label[:64]!r})' if label else ''}: {exc}")
+    return KeySet.of(keys), skipped

@@ -1,0 +1,98 @@
+"""Scopes: parse, format, normalise from claims, and check requirements.
+
+No I/O, no framework imports, no clock reads.
+
+Providers disagree on the shape of scopes: RFC 6749 §3.3 and RFC 9068 §2.2.3
+use a space-separated ``scope`` string, IdentityServer emits a JSON array,
+Entra ID uses ``scp`` (and ``roles`` for applications). All of them become one
+``frozenset[str]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError, InsufficientScope
+
+__all__ = [
+    "DEFAULT_SCOPE_CLAIMS",
+    "ScopeRequirement",
+    "format_scope",
+    "parse_scope",
+    "scopes_from_claims",
+]
+
+#: Claims read for scopes, in order; their values are merged.
+DEFAULT_SCOPE_CLAIMS: tuple[str, ...] = ("scope", "scp")
+
+
+def parse_scope(value: object) -> frozenset[str]:
+    """Parse a scope claim: a space-separated string or a JSON array of strings.
+
+    The reverse of :func:`format_scope`. Values of any other shape (numbers,
+    nested arrays, objects) contribute nothing: a malformed claim grants no
+    scope rather than failing the token.
+    """
+    if isinstance(value, str):
+        # RFC 6749 §3.3: scope-tokens separated by one space; be liberal about
+        # runs of whitespace, which some providers emit.
+        return frozenset(value.split())
+    if isinstance(value, list | tuple):
+        return frozenset(
+            item for item in value if isinstance(item, str) and item and " " not in item
+        )
+    return frozenset()
+
+
+def format_scope(scopes: Iterable[str]) -> str:
+    """Format scopes as the RFC 6749 §3.3 space-separated string, sorted.
+
+    The reverse of :func:`parse_scope`.
+    """
+    return " ".join(sorted(scopes))
+
+
+def scopes_from_claims(claims: Mapping[str, Any], names: Sequence[str] = DEFAULT_SCOPE_CLAIMS) -> frozenset[str]:
+    """Merge the scopes found under each claim in ``names``."""
+    found: frozenset[str] = frozenset()
+    for name in names:
+        value = claims.get(name)
+        if value is not None:
+            found = found | parse_scope(value)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRequirement:
+    """Scopes a route needs: all of them (default) or any one of them.
+
+    Framework adapters turn a requirement into a decorator or dependency; the
+    check itself is always :meth:`check`.
+    """
+
+    scopes: tuple[str, ...]
+    any_of: bool = False
+
+    def __post_init__(self) -> None:
+        for scope in self.scopes:
+            if not scope or any(c.isspace() for c in scope) or '"' in scope or "\\" in scope:
+                raise ConfigurationError(f"invalid scope name {scope!r}")
+
+    def is_satisfied_by(self, granted: frozenset[str]) -> bool:
+        """Whether ``granted`` meets this requirement."""
+        if not self.scopes:
+            return True
+        if self.any_of:
+            return not granted.isdisjoint(self.scopes)
+        return granted.issuperset(self.scopes)
+
+    def check(self, granted: frozenset[str]) -> None:
+        """Raise :class:`InsufficientScope` unless ``granted`` meets the requirement.
+
+        The error carries every scope of the requirement, so the 403 challenge
+        tells the client exactly what to ask for (RFC 6750 §3.1).
+        """
+        if not self.is_satisfied_by(granted):
+            raise InsufficientScope(self.scopes, any_of=self.any_of)

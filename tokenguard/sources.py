@@ -1,0 +1,344 @@
+"""Where keys and metadata come from: discovery documents and JWK Sets.
+
+Strategy: each fetched document has a :class:`DocumentState`, an immutable
+snapshot replaced on every transition (``fetched``, ``failed``); decisions are
+pure functions of the snapshot and ``now``. The flows (``metadata_flow``,
+``keys_flow``) yield HTTP requests and apply replies; the runners in
+``_http.py`` coalesce concurrent fetches of the same URL.
+
+* Freshness follows upstream ``Cache-Control: max-age`` (less ``Age``),
+  clamped to ``[min_ttl, max_ttl]``; the default applies when none is sent.
+* An unknown ``kid`` triggers a refetch at most once per
+  ``kid_refetch_cooldown``, however many unknown kids arrive.
+* When a refresh fails, the last good document keeps serving until
+  ``max_staleness`` past its freshness; after that, 503.
+* Failed fetches are never cached as results, but a new attempt waits
+  ``failed_retry_interval`` so an outage is not turned into a request storm.
+* URLs come only from configuration and from the configured issuer's own
+  metadata; nothing named inside a token is ever fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._http import Flow, HttpReply, HttpRequest
+from .cachecontrol import document_ttl
+from .errors import ConfigurationError, ServiceUnavailable
+from .keys import KeySet, parse_jwks
+
+__all__ = [
+    "DEFAULT_KID_REFETCH_COOLDOWN",
+    "DocumentState",
+    "FetchSettings",
+    "JWKSSource",
+    "MetadataSource",
+    "discovery_urls",
+]
+
+logger = logging.getLogger("tokenguard.sources")
+
+#: Minimum time between refetches triggered by unknown ``kid`` values.
+#: Precedents: panva/jose 30 s, oauth4webapi 60 s, Microsoft.IdentityModel 5 min.
+DEFAULT_KID_REFETCH_COOLDOWN = 30.0
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` names this machine (plain HTTP is tolerated there)."""
+    return host in {"localhost", "127.0.0.1", "::1"} or (host or "").startswith("127.")
+
+
+def check_url(url: str, *, require_https: bool, what: str) -> str:
+    """Validate a configured or discovered URL; return it unchanged.
+
+    Raises:
+        ConfigurationError: not an absolute http(s) URL, or plain http to a
+            non-loopback host while ``require_https``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"{what} must be an absolute http(s) URL")
+    if parts.scheme == "http" and require_https and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(
+            f"{what} must use https (set require_https=False only for trusted test networks)"
+        )
+    if parts.fragment:
+        raise ConfigurationError(f"{what} must not have a fragment")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """How metadata and key documents are fetched and kept.
+
+    Args:
+        min_ttl / max_ttl: bounds on the freshness derived from ``Cache-Control``.
+            Precedents for fixed TTLs: Spring and Envoy 5 min, jose/Auth0 10 min,
+            Microsoft.IdentityModel 12 h.
+        default_ttl: freshness when the upstream sends no ``max-age``.
+        kid_refetch_cooldown: see :data:`DEFAULT_KID_REFETCH_COOLDOWN`.
+        max_staleness: how long past freshness the last good document may
+            serve while the upstream is failing (Microsoft.IdentityModel keeps
+            its last-known-good configuration for 1 h).
+        failed_retry_interval: minimum time between attempts after a failure
+            (Envoy's ``failed_refetch_duration`` is 1 s).
+        max_keys: largest accepted JWK Set.
+        require_https: refuse plain-http URLs except on loopback.
+    """
+
+    min_ttl: float = 300.0
+    max_ttl: float = 86400.0
+    default_ttl: float = 600.0
+    kid_refetch_cooldown: float = DEFAULT_KID_REFETCH_COOLDOWN
+    max_staleness: float = 3600.0
+    failed_retry_interval: float = 1.0
+    max_keys: int = 100
+    require_https: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_ttl <= self.max_ttl:
+            raise ConfigurationError("need 0 <= min_ttl <= max_ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    """What is known about one document at a moment. Transitions return new states."""
+
+    value: Any = None
+    fetched_at: float | None = None
+    fresh_until: float = 0.0
+    last_attempt: float | None = None
+    last_failure: float | None = None
+    failures: int = 0
+
+    def is_fresh(self, now: float) -> bool:
+        return self.value is not None and now < self.fresh_until
+
+    def is_usable(self, now: float, settings: FetchSettings) -> bool:
+        """Fresh, or stale but within ``max_staleness`` (last-known-good)."""
+        return self.value is not None and now < self.fresh_until + settings.max_staleness
+
+    def may_attempt(self, now: float, settings: FetchSettings) -> bool:
+        return self.last_failure is None or now - self.last_failure >= settings.failed_retry_interval
+
+    def retry_after(self, now: float, settings: FetchSettings) -> int:
+        if self.last_failure is None:
+            return 1
+        return max(1, int(self.last_failure + settings.failed_retry_interval - now + 0.999))
+
+    def fetched(self, value: Any, now: float, ttl: float) -> DocumentState:
+        return DocumentState(value=value, fetched_at=now, fresh_until=now + ttl, last_attempt=now)
+
+    def failed(self, now: float) -> DocumentState:
+        return replace(self, last_attempt=now, last_failure=now, failures=self.failures + 1)
+
+
+def _json_document(reply: HttpReply, what: str) -> dict[str, Any]:
+    if reply.status != 200:
+        raise ServiceUnavailable(f"{what} answered HTTP {reply.status}")
+    try:
+        document = json.loads(reply.body)
+    except (ValueError, RecursionError):
+        raise ServiceUnavailable(f"{what} is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ServiceUnavailable(f"{what} is not a JSON object")
+    return document
+
+
+def discovery_urls(issuer: str) -> list[str]:
+    """Where an issuer's metadata may live, in the order to try.
+
+    RFC 8414 §3.1 inserts the well-known segment between host and path; OIDC
+    Discovery §4 appends it. For an issuer with a path, the order is the
+    MCP / RFC 8414 §5 one: OAuth inserted, OIDC inserted, OIDC appended.
+    """
+    parts = urlsplit(issuer)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    if not path:
+        return [
+            f"{origin}/.well-known/oauth-authorization-server",
+            f"{origin}/.well-known/openid-configuration",
+        ]
+    return [
+        f"{origin}/.well-known/oauth-authorization-server{path}",
+        f"{origin}/.well-known/openid-configuration{path}",
+        f"{issuer.rstrip('/')}/.well-known/openid-configuration",
+    ]
+
+
+class MetadataSource:
+    """An issuer's discovery document (OIDC Discovery or RFC 8414), cached.
+
+    The document's ``issuer`` must equal the configured issuer exactly
+    (RFC 8414 §3.3, OIDC Discovery §4.3): this stops a metadata mix-up from
+    pointing us at another issuer's keys.
+    """
+
+    def __init__(self, issuer: str, settings: FetchSettings, *, discovery_url: str | None = None) -> None:
+        self.issuer = issuer
+        self.settings = settings
+        if discovery_url is not None:
+            check_url(discovery_url, require_https=settings.require_https, what="discovery_url")
+        self.urls = [discovery_url] if discovery_url else discovery_urls(issuer)
+        self.state = DocumentState()
+
+    def metadata_flow(self, now: float) -> Flow[dict[str, Any]]:
+        """The metadata document, fetched when missing or stale."""
+        state = self.state
+        if state.is_fresh(now):
+            return dict(state.value)
+        if not state.may_attempt(now, self.settings):
+            if state.is_usable(now, self.settings):
+                return dict(state.value)
+            raise ServiceUnavailable(
+                "authorization server metadata unavailable",
+                retry_after=state.retry_after(now, self.settings),
+            )
+        try:
+            document, reply = yield from self._discover()
+        except ServiceUnavailable:
+            self.state = self.state.failed(now)
+            if self.state.is_usable(now, self.settings):
+                logger.warning("metadata refresh failed for %s; using the last good document", self.issuer)
+                return dict(self.state.value)
+            raise
+        ttl = document_ttl(
+            reply.headers.get("cache-control"),
+            reply.headers.get("age"),
+            default=self.settings.default_ttl,
+            minimum=self.settings.min_ttl,
+            maximum=self.settings.max_ttl,
+        )
+        self.state = self.state.fetched(document, now, ttl)
+        return dict(document)
+
+    def _discover(self) -> Flow[tuple[dict[str, Any], HttpReply]]:
+        last_status = None
+        for url in self.urls:
+            reply = yield HttpRequest("GET", url, coalesce_key=f"GET {url}", purpose="discovery")
+            if 400 <= reply.status < 500:
+                last_status = reply.status
+                continue  # not at this location; try the next well-known form
+            document = _json_document(reply, "discovery document")
+            if document.get("issuer") != self.issuer:
+                logger.error(
+                    "discovery document at %s names another issuer; expected exactly %r", url, self.issuer
+                )
+                raise ServiceUnavailable("authorization server metadata names another issuer")
+            return document, reply
+        raise ServiceUnavailable(f"no discovery document found (last status {last_status})")
+
+    def endpoint_flow(self, name: str, now: float) -> Flow[str | None]:
+        """A validated endpoint URL from the metadata, or ``None`` if absent."""
+        document = yield from self.metadata_flow(now)
+        value = document.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ServiceUnavailable(f"metadata {name} is not a string")
+        try:
+            return check_url(value, require_https=self.settings.require_https, what=name)
+        except ConfigurationError as exc:
+            logger.error("refusing %s from %s metadata: %s", name, self.issuer, exc)
+            raise ServiceUnavailable(f"metadata {name} is not acceptable") from None
+
+
+class JWKSSource:
+    """An issuer's JWK Set: fetched, cached, refreshed on rotation, kept on outage."""
+
+    def __init__(
+        self,
+        settings: FetchSettings,
+        *,
+        jwks_uri: str | None = None,
+        metadata: MetadataSource | None = None,
+    ) -> None:
+        if jwks_uri is None and metadata is None:
+            raise ConfigurationError("a JWKS source needs jwks_uri or issuer metadata")
+        if jwks_uri is not None:
+            check_url(jwks_uri, require_https=settings.require_https, what="jwks_uri")
+        self.settings = settings
+        self.jwks_uri = jwks_uri
+        self.metadata = metadata
+        self.state = DocumentState()
+        self._last_reply: HttpReply | None = None
+
+    def thumbprints(self) -> frozenset[str]:
+        """Fingerprints of the current keys (empty before the first fetch)."""
+        value = self.state.value
+        return value[1] if value is not None else frozenset()
+
+    def _needs_fetch(self, kid: str | None, now: float) -> bool:
+        state = self.state
+        if not state.is_fresh(now):
+            return True
+        if kid is None or state.value[0].has_kid(kid):
+            return False
+        # Unknown kid: maybe the issuer rotated. At most one refetch per cooldown.
+        last = state.last_attempt or 0.0
+        return now - last >= self.settings.kid_refetch_cooldown
+
+    def keys_flow(self, kid: str | None, now: float) -> Flow[KeySet]:
+        """The current key set, refreshed when stale or when ``kid`` is unknown."""
+        if not self._needs_fetch(kid, now):
+            keys: KeySet = self.state.value[0]
+            return keys
+        state = self.state
+        if not state.may_attempt(now, self.settings):
+            if state.is_usable(now, self.settings):
+                keys = state.value[0]
+                return keys
+            raise ServiceUnavailable("signing keys unavailable", retry_after=state.retry_after(now, self.settings))
+        try:
+            uri = self.jwks_uri
+            if uri is None:
+                assert self.metadata is not None
+                uri = yield from self.metadata.endpoint_flow("jwks_uri", now)
+                if uri is None:
+                    raise ServiceUnavailable("authorization server metadata has no jwks_uri")
+            reply = yield HttpRequest(
+                "GET",
+                uri,
+                headers=(("Accept", "application/jwk-set+json, application/json"),),
+                coalesce_key=f"GET {uri}",
+                purpose="jwks",
+            )
+            keys = self._apply(reply, now)
+        except ServiceUnavailable:
+            self.state = self.state.failed(now)
+            if self.state.is_usable(now, self.settings):
+                logger.warning("JWKS refresh failed; using the last good key set")
+                keys = self.state.value[0]
+                return keys
+            raise
+        return keys
+
+    def _apply(self, reply: HttpReply, now: float) -> KeySet:
+        if reply is self._last_reply and self.state.value is not None:
+            # A coalesced waiter: the leader already parsed this very reply.
+            keys: KeySet = self.state.value[0]
+            return keys
+        document = _json_document(reply, "JWKS")
+        try:
+            keys, skipped = parse_jwks(document, max_keys=self.settings.max_keys)
+        except ValueError as exc:
+            raise ServiceUnavailable(f"JWKS rejected: {exc}") from None
+        for reason in skipped:
+            logger.warning("JWKS: skipped unusable %s", reason)
+        if len(keys) == 0:
+            raise ServiceUnavailable("JWKS holds no usable key")
+        ttl = document_ttl(
+            reply.headers.get("cache-control"),
+            reply.headers.get("age"),
+            default=self.settings.default_ttl,
+            minimum=self.settings.min_ttl,
+            maximum=self.settings.max_ttl,
+        )
+        self.state = self.state.fetched((keys, keys.thumbprints()), now, ttl)
+        self._last_reply = reply
+        return keys
