@@ -1,0 +1,121 @@
+"""tokenguard demo: a protected FastAPI API in front of a local issuer.
+
+Starts a real issuer (tokenguard.testing.LocalIssuer) and the API under
+uvicorn on loopback ports, prints ready-to-paste curl lines, then calls them
+itself and shows the 200 / 401 / 403 outcomes. ``--serve`` keeps both running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Security
+
+from tokenguard import TokenClaims, TokenGuard
+from tokenguard.fastapi import setup
+from tokenguard.testing import LocalIssuer
+
+API_AUDIENCE = "https://library.example/api"
+BOOKS_SCOPE = "library-api-checked-books"
+
+
+def build_app(guard: TokenGuard) -> FastAPI:
+    app = FastAPI(title="Library API (tokenguard demo)")
+    # Every path except the public ones needs a valid token; routes add scopes.
+    setup(app, guard, middleware=True, public_paths=("/health", "/docs", "/openapi.json"))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/books")
+    async def books(claims: TokenClaims = Security(guard.requires(BOOKS_SCOPE))) -> dict[str, object]:
+        return {"user": claims.subject, "token_type": claims.token_type, "books": ["Cien años de soledad"]}
+
+    @app.get("/loans")
+    async def loans(claims: TokenClaims = Security(guard.requires("library-api-loans"))) -> dict[str, object]:
+        # Reached with opaque tokens too: the guard introspects them (RFC 7662).
+        return {"user": claims.subject, "token_type": claims.token_type, "loans": []}
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve", action="store_true", help="keep serving after the walkthrough")
+    args = parser.parse_args()
+
+    issuer = LocalIssuer(path="/oidc").start()
+    guard = issuer.guard(audience=API_AUDIENCE)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(guard), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    api = f"http://127.0.0.1:{port}"
+
+    good = issuer.issue(scope=f"{BOOKS_SCOPE} profile", audience=API_AUDIENCE)
+    no_scope = issuer.issue(scope="profile", audience=API_AUDIENCE)
+    other_api = issuer.issue(scope=BOOKS_SCOPE, audience="https://another.example/api")
+    expired = issuer.issue(scope=BOOKS_SCOPE, audience=API_AUDIENCE, expires_in=-600)
+    opaque = issuer.issue_opaque(scope="library-api-loans", audience=API_AUDIENCE)
+
+    print(f"issuer: {issuer.issuer}  (discovery, JWKS, introspection on a real socket)")
+    print(f"api:    {api}   docs: {api}/docs\n")
+    print("Try it yourself:")
+    print(f"  curl -i {api}/health")
+    print(f"  curl -i {api}/books")
+    print(f"  curl -i -H 'Authorization: Bearer {good}' {api}/books")
+    print(f"  curl -i -H 'Authorization: Bearer {opaque}' {api}/loans\n")
+
+    cases = [
+        ("public route, no token", "/health", None, 200),
+        ("no token", "/books", None, 401),
+        ("JWT with the books scope", "/books", good, 200),
+        ("JWT without the scope", "/books", no_scope, 403),
+        ("JWT for another API", "/books", other_api, 401),
+        ("expired JWT", "/books", expired, 401),
+        ("malformed header", "/books", "not a token", 400),
+        ("opaque token, introspected", "/loans", opaque, 200),
+    ]
+    failures = 0
+    with httpx.Client(base_url=api) as client:
+        for label, path, token, expected in cases:
+            headers = {}
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            response = client.get(path, headers=headers)
+            ok = response.status_code == expected
+            failures += not ok
+            challenge = response.headers.get("www-authenticate", "")
+            detail = challenge or response.text[:80]
+            print(f"  {'ok ' if ok else 'BAD'} {response.status_code} GET {path:<8} {label:<28} {detail}")
+    print(f"\nissuer calls: {dict(issuer.requests)}")
+    if args.serve:
+        print("\nserving; Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    server.should_exit = True
+    thread.join(timeout=5)
+    issuer.stop()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Any WSGI application: a middleware that verifies Bearer tokens.
+
+Trust model: the ``Authorization`` header is read from the WSGI environ as
+the server received it. The claims are stored at
+``environ["tokenguard.claims"]`` (``None`` when no token was sent and the
+path does not require one). Verification is blocking (``verify_sync``); the
+guard's caches and fetches are thread-safe, so this works under threaded
+servers (gunicorn ``gthread``, Werkzeug ``threaded=True``), and concurrent
+first requests share one JWKS fetch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request
+
+from .claims import TokenClaims
+from .errors import MissingToken, TokenError
+from .guard import TokenGuard
+from .response import PublicCachePolicy, secure_headers
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["CLAIMS_KEY", "TokenGuardWSGIMiddleware", "error_wsgi_response", "find_token", "secure_start_response"]
+
+logger = logging.getLogger("tokenguard.wsgi")
+
+#: The environ key holding the verified :class:`TokenClaims` (or ``None``).
+CLAIMS_KEY = "tokenguard.claims"
+
+
+def find_token(guard: TokenGuard, request: Request) -> str | None:
+    """The request's Bearer token, ``None`` when it carries none.
+
+    Raises:
+        InvalidRequest: malformed, duplicated or in a disallowed place.
+        InvalidToken: over the size limit.
+    """
+    form_tokens: list[str] = []
+    if (
+        guard.allow_form_token
+        and request.method not in ("GET", "HEAD")
+        and request.mimetype == "application/x-www-form-urlencoded"
+    ):
+        form_tokens = request.form.getlist("access_token")
+    try:
+        return guard.extract(
+            request.headers.getlist("Authorization"),
+            request.args.getlist("access_token"),
+            form_tokens,
+        )
+    except MissingToken:
+        return None
+
+
+def error_wsgi_response(guard: TokenGuard, error: TokenError) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status line, headers and body for ``error``."""
+    rendered = guard.error_response(error)
+    body = json.dumps(rendered.body).encode()
+    headers = [*rendered.headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    return f"{rendered.status_code} {HTTPStatus(rendered.status_code).phrase}", headers, body
+
+
+def secure_start_response(
+    start_response: StartResponse,
+    policy: PublicCachePolicy,
+    on_shareable: Callable[[], None],
+) -> StartResponse:
+    """Wrap ``start_response`` to apply the authenticated-response header rules."""
+
+    def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        secured, shareable = secure_headers(headers, public_policy=policy)
+        if shareable:
+            on_shareable()
+        return start_response(status, secured, exc_info)
+
+    return wrapped
+
+
+class TokenGuardWSGIMiddleware:
+    """Verify Bearer tokens in front of any WSGI application.
+
+    Args:
+        app: the wrapped WSGI application.
+        guard: the shared :class:`TokenGuard`.
+        protect: require a valid token on every non-public path (default);
+            ``False`` verifies tokens when present and lets the app decide.
+        public_paths / public_prefixes: never checked.
+        public_cache_policy: see :mod:`tokenguard.response`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        guard: TokenGuard,
+        *,
+        protect: bool = True,
+        public_paths: Iterable[str] = ("/health", "/healthz"),
+        public_prefixes: Iterable[str] = (),
+        public_cache_policy: PublicCachePolicy = "private",
+    ) -> None:
+        self.app = app
+        self.guard = guard
+        self.protect = protect
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+        self.public_cache_policy = public_cache_policy
+        self._warned: set[str] = set()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ, shallow=not self.guard.allow_form_token)
+        path = request.path
+        if path in self.public_paths or (self.public_prefixes and path.startswith(self.public_prefixes)):
+            environ[CLAIMS_KEY] = None
+            return self.app(environ, start_response)
+        claims: TokenClaims | None = None
+        try:
+            token = find_token(self.guard, request)
+            if token is not None:
+                claims = self.guard.verify_sync(token)
+            elif self.protect:
+                raise MissingToken()
+        except TokenError as error:
+            status, headers, body = error_wsgi_response(self.guard, error)
+            start_response(status, headers)
+            return [body]
+        environ[CLAIMS_KEY] = claims
+        if claims is None:
+            return self.app(environ, start_response)
+
+        def warn() -> None:
+            if path not in self._warned:
+                self._warned.add(path)
+                logger.warning("authenticated response on %s was marked shareable; applied policy %r", path, self.public_cache_policy)
+
+        return self.app(environ, secure_start_response(start_response, self.public_cache_policy, warn))
+
