@@ -65,11 +65,13 @@ def parse_authorization(value: str, *, max_token_bytes: int = DEFAULT_MAX_TOKEN_
         if len(token) > max_token_bytes:
             raise InvalidToken("token exceeds the maximum size")
         return token
-    scheme = stripped.split(" ", 1)[0]
-    if scheme.lower() == "bearer":
+    if stripped[:6].lower() == "bearer":
+        # Like Spring's resolver: anything that starts like Bearer and does
+        # not parse is a malformed Bearer credential, not another scheme.
         if stripped[6:].strip(" \t") == "":
             raise InvalidRequest("empty bearer token")
         raise InvalidRequest("malformed Authorization header")
+    scheme = stripped.split(" ", 1)[0]
     if not _SCHEME.fullmatch(scheme):
         raise InvalidRequest("malformed Authorization header")
     return None

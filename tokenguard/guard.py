@@ -470,6 +470,18 @@ class TokenGuard:
         if client is not None:
             await client.aclose()
 
+    def __enter__(self) -> TokenGuard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TokenGuard:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._issuers)) or "-"
         return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"

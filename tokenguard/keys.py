@@ -383,18 +383,19 @@ class KeySet:
     def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
         """Keys that may verify a token with this ``kid`` and ``alg``.
 
-        A token with a ``kid`` is checked only against keys with that ``kid``;
-        a token without one against every key able to verify ``alg``.
+        A token with a ``kid`` is checked against keys with that ``kid`` and
+        keys configured without one (a static PEM key has no kid); a token
+        without a ``kid`` against every key able to verify ``alg``.
         """
         if kid is not None:
-            pool: Iterable[VerificationKey] = self.by_kid.get(kid, ())
+            pool: Iterable[VerificationKey] = (*self.by_kid.get(kid, ()), *self.without_kid)
         else:
             pool = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
         return [key for key in pool if alg in key.verifiers]
 
     def has_kid(self, kid: str) -> bool:
-        """Whether some key carries ``kid``."""
-        return kid in self.by_kid
+        """Whether some key carries ``kid`` (or a kid-less key could stand for it)."""
+        return kid in self.by_kid or bool(self.without_kid)
 
     def thumbprints(self) -> frozenset[str]:
         """Fingerprints of every key, used to drop cache entries of removed keys."""

@@ -41,7 +41,8 @@ def parse_scope(value: object) -> frozenset[str]:
         return frozenset(value.split())
     if isinstance(value, list | tuple):
         return frozenset(
-            item for item in value if isinstance(item, str) and item and " " not in item
+            # An array member with whitespace is not one scope-token; skip it.
+            item for item in value if isinstance(item, str) and item.split() == [item]
         )
     return frozenset()
 

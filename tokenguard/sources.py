@@ -267,6 +267,7 @@ class JWKSSource:
         self.metadata = metadata
         self.state = DocumentState()
         self._last_reply: HttpReply | None = None
+        self._last_kid_refetch: float | None = None
 
     def thumbprints(self) -> frozenset[str]:
         """Fingerprints of the current keys (empty before the first fetch)."""
@@ -279,9 +280,14 @@ class JWKSSource:
             return True
         if kid is None or state.value[0].has_kid(kid):
             return False
-        # Unknown kid: maybe the issuer rotated. At most one refetch per cooldown.
-        last = state.last_attempt or 0.0
-        return now - last >= self.settings.kid_refetch_cooldown
+        # Unknown kid: maybe the issuer rotated. At most one such refetch per
+        # cooldown, counted from the last refetch an unknown kid caused, so a
+        # key rotated in right after a scheduled fetch is still seen at once.
+        last = self._last_kid_refetch
+        if last is not None and now - last < self.settings.kid_refetch_cooldown:
+            return False
+        self._last_kid_refetch = now
+        return True
 
     def keys_flow(self, kid: str | None, now: float) -> Flow[KeySet]:
         """The current key set, refreshed when stale or when ``kid`` is unknown."""

@@ -137,6 +137,7 @@ class LocalIssuer:
         self._counter = 0
         for alg in algorithms:
             self.add_key(alg)
+        self._guards: list[TokenGuard] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -174,7 +175,9 @@ class LocalIssuer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and the guards made by :meth:`guard`."""
+        for guard in self._guards:
+            guard.close()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -307,7 +310,9 @@ class LocalIssuer:
             options.setdefault("client_id", self.client_id)
             options.setdefault("client_secret", self.client_secret)
         options.setdefault("fetch", FetchSettings())
-        return TokenGuard.from_issuer(self.issuer, audience=audience, **options)
+        guard = TokenGuard.from_issuer(self.issuer, audience=audience, **options)
+        self._guards.append(guard)
+        return guard
 
     # ------------------------------------------------------------------ HTTP
 
