@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -143,61 +144,96 @@ def _lower(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-class _Call:
-    """One shared upstream call: a result or an error, and who is waiting."""
+#: How long a successful shared reply stays joinable after it arrived. A
+#: caller that decided to fetch just before the leader finished gets this
+#: reply instead of starting a second identical request. Failed calls are
+#: never reused (a faulted shared call is not handed to later callers).
+REUSE_WINDOW = 1.0
+_PRUNE_ABOVE = 256
 
-    __slots__ = ("done", "error", "reply")
+
+class _Call:
+    """One shared upstream call: a result or an error, and when it finished."""
+
+    __slots__ = ("done", "error", "finished_at", "reply")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.reply: HttpReply | None = None
         self.error: ServiceUnavailable | None = None
+        self.finished_at = 0.0
 
 
 class SyncCoalescer:
     """Single-flight for threads: one upstream call per ``coalesce_key`` at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, reuse_window: float = REUSE_WINDOW) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
+        self._reuse_window = reuse_window
 
     def join(self, key: str) -> tuple[_Call, bool]:
         """Return the call for ``key`` and whether the caller leads it."""
         with self._lock:
             call = self._calls.get(key)
-            if call is not None:
+            if call is not None and (
+                not call.done.is_set()
+                or (call.error is None and time.monotonic() - call.finished_at < self._reuse_window)
+            ):
                 return call, False
             call = self._calls[key] = _Call()
             return call, True
 
     def release(self, key: str, call: _Call) -> None:
-        """Forget ``call`` so that later callers start afresh (a failed call is never reused)."""
+        """The leader is done with ``call``: keep a success briefly, forget a failure."""
         with self._lock:
-            if self._calls.get(key) is call:
+            call.finished_at = time.monotonic()
+            if call.error is not None and self._calls.get(key) is call:
                 del self._calls[key]
+            if len(self._calls) > _PRUNE_ABOVE:
+                horizon = call.finished_at - self._reuse_window
+                for stale in [k for k, c in self._calls.items() if c.done.is_set() and c.finished_at < horizon]:
+                    del self._calls[stale]
 
 
 class AsyncCoalescer:
     """Single-flight for asyncio tasks, per event loop."""
 
-    def __init__(self) -> None:
-        self._calls: dict[tuple[int, str], asyncio.Future[HttpReply]] = {}
+    def __init__(self, reuse_window: float = REUSE_WINDOW) -> None:
+        self._calls: dict[tuple[int, str], tuple[asyncio.Future[HttpReply], float]] = {}
+        self._reuse_window = reuse_window
 
     def join(self, key: str) -> tuple[asyncio.Future[HttpReply], bool]:
         """Return the shared future for ``key`` and whether the caller leads it."""
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
-        future = self._calls.get(slot)
-        if future is not None and not future.done():
-            return future, False
-        future = self._calls[slot] = loop.create_future()
+        entry = self._calls.get(slot)
+        if entry is not None:
+            future, finished_at = entry
+            if not future.done() or (
+                not future.cancelled()
+                and future.exception() is None
+                and time.monotonic() - finished_at < self._reuse_window
+            ):
+                return future, False
+        future = loop.create_future()
+        self._calls[slot] = (future, 0.0)
         return future, True
 
     def release(self, key: str, future: asyncio.Future[HttpReply]) -> None:
-        """Forget the call once settled."""
+        """The leader settled ``future``: keep a success briefly, forget a failure."""
         slot = (id(asyncio.get_running_loop()), key)
-        if self._calls.get(slot) is future:
-            del self._calls[slot]
+        now = time.monotonic()
+        entry = self._calls.get(slot)
+        if entry is not None and entry[0] is future:
+            if future.cancelled() or future.exception() is not None:
+                del self._calls[slot]
+            else:
+                self._calls[slot] = (future, now)
+        if len(self._calls) > _PRUNE_ABOVE:
+            horizon = now - self._reuse_window
+            for stale in [k for k, (f, t) in self._calls.items() if f.done() and t < horizon]:
+                del self._calls[stale]
 
 
 def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T:
