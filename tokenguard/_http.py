@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -61,6 +60,9 @@ class HttpRequest:
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     #: Which upstream this is, for error text and stats ("jwks", "discovery", "introspection").
     purpose: str = "upstream"
+    #: The version of the document the flow saw when it decided to fetch; lets
+    #: a caller that arrives just after an identical fetch reuse its reply.
+    generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,96 +146,78 @@ def _lower(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-#: How long a successful shared reply stays joinable after it arrived. A
-#: caller that decided to fetch just before the leader finished gets this
-#: reply instead of starting a second identical request. Failed calls are
-#: never reused (a faulted shared call is not handed to later callers).
-REUSE_WINDOW = 1.0
-_PRUNE_ABOVE = 256
-
-
 class _Call:
-    """One shared upstream call: a result or an error, and when it finished."""
+    """One shared upstream call: a result or an error, and the state it was made from."""
 
-    __slots__ = ("done", "error", "finished_at", "reply")
+    __slots__ = ("done", "error", "generation", "reply")
 
-    def __init__(self) -> None:
+    def __init__(self, generation: int | None) -> None:
         self.done = threading.Event()
         self.reply: HttpReply | None = None
         self.error: ServiceUnavailable | None = None
-        self.finished_at = 0.0
+        self.generation = generation
+
+
+def _reusable(generation: int | None, done_generation: int | None) -> bool:
+    # A finished reply serves a late caller only when its leader fetched after
+    # seeing a document at least as new as the one the caller saw. A caller
+    # that already saw that reply applied (an unknown-kid refetch) fetches anew.
+    return generation is not None and done_generation is not None and generation <= done_generation
 
 
 class SyncCoalescer:
     """Single-flight for threads: one upstream call per ``coalesce_key`` at a time."""
 
-    def __init__(self, reuse_window: float = REUSE_WINDOW) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
-        self._reuse_window = reuse_window
 
-    def join(self, key: str) -> tuple[_Call, bool]:
+    def join(self, key: str, generation: int | None = None) -> tuple[_Call, bool]:
         """Return the call for ``key`` and whether the caller leads it."""
         with self._lock:
             call = self._calls.get(key)
             if call is not None and (
-                not call.done.is_set()
-                or (call.error is None and time.monotonic() - call.finished_at < self._reuse_window)
+                not call.done.is_set() or (call.error is None and _reusable(generation, call.generation))
             ):
                 return call, False
-            call = self._calls[key] = _Call()
+            call = self._calls[key] = _Call(generation)
             return call, True
 
     def release(self, key: str, call: _Call) -> None:
-        """The leader is done with ``call``: keep a success briefly, forget a failure."""
+        """The leader is done: keep a versioned success for late callers, forget the rest."""
         with self._lock:
-            call.finished_at = time.monotonic()
-            if call.error is not None and self._calls.get(key) is call:
+            if (call.error is not None or call.generation is None) and self._calls.get(key) is call:
                 del self._calls[key]
-            if len(self._calls) > _PRUNE_ABOVE:
-                horizon = call.finished_at - self._reuse_window
-                for stale in [k for k, c in self._calls.items() if c.done.is_set() and c.finished_at < horizon]:
-                    del self._calls[stale]
 
 
 class AsyncCoalescer:
     """Single-flight for asyncio tasks, per event loop."""
 
-    def __init__(self, reuse_window: float = REUSE_WINDOW) -> None:
-        self._calls: dict[tuple[int, str], tuple[asyncio.Future[HttpReply], float]] = {}
-        self._reuse_window = reuse_window
+    def __init__(self) -> None:
+        self._calls: dict[tuple[int, str], tuple[asyncio.Future[HttpReply], int | None]] = {}
 
-    def join(self, key: str) -> tuple[asyncio.Future[HttpReply], bool]:
+    def join(self, key: str, generation: int | None = None) -> tuple[asyncio.Future[HttpReply], bool]:
         """Return the shared future for ``key`` and whether the caller leads it."""
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
         entry = self._calls.get(slot)
         if entry is not None:
-            future, finished_at = entry
+            future, done_generation = entry
             if not future.done() or (
-                not future.cancelled()
-                and future.exception() is None
-                and time.monotonic() - finished_at < self._reuse_window
+                not future.cancelled() and future.exception() is None and _reusable(generation, done_generation)
             ):
                 return future, False
         future = loop.create_future()
-        self._calls[slot] = (future, 0.0)
+        self._calls[slot] = (future, generation)
         return future, True
 
     def release(self, key: str, future: asyncio.Future[HttpReply]) -> None:
-        """The leader settled ``future``: keep a success briefly, forget a failure."""
+        """The leader settled ``future``: keep a versioned success, forget the rest."""
         slot = (id(asyncio.get_running_loop()), key)
-        now = time.monotonic()
         entry = self._calls.get(slot)
         if entry is not None and entry[0] is future:
-            if future.cancelled() or future.exception() is not None:
+            if entry[1] is None or future.cancelled() or future.exception() is not None:
                 del self._calls[slot]
-            else:
-                self._calls[slot] = (future, now)
-        if len(self._calls) > _PRUNE_ABOVE:
-            horizon = now - self._reuse_window
-            for stale in [k for k, (f, t) in self._calls.items() if f.done() and t < horizon]:
-                del self._calls[stale]
 
 
 def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T:
@@ -250,7 +234,7 @@ def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T
                     continue
                 request = flow.send(reply)
                 continue
-            call, leader = coalescer.join(key)
+            call, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
                     call.reply = fetch_sync(client, request)
@@ -290,7 +274,7 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient, coalescer: AsyncCo
                     continue
                 request = flow.send(reply)
                 continue
-            future, leader = coalescer.join(key)
+            future, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
                     future.set_result(await fetch_async(client, request))

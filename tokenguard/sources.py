@@ -114,6 +114,9 @@ class DocumentState:
     last_attempt: float | None = None
     last_failure: float | None = None
     failures: int = 0
+    #: Incremented by every fetch outcome, success or failure: a caller that
+    #: saw generation g may share a reply fetched from g, never an older one.
+    generation: int = 0
 
     def is_fresh(self, now: float) -> bool:
         return self.value is not None and now < self.fresh_until
@@ -131,10 +134,14 @@ class DocumentState:
         return max(1, int(self.last_failure + settings.failed_retry_interval - now + 0.999))
 
     def fetched(self, value: Any, now: float, ttl: float) -> DocumentState:
-        return DocumentState(value=value, fetched_at=now, fresh_until=now + ttl, last_attempt=now)
+        return DocumentState(
+            value=value, fetched_at=now, fresh_until=now + ttl, last_attempt=now, generation=self.generation + 1
+        )
 
     def failed(self, now: float) -> DocumentState:
-        return replace(self, last_attempt=now, last_failure=now, failures=self.failures + 1)
+        return replace(
+            self, last_attempt=now, last_failure=now, failures=self.failures + 1, generation=self.generation + 1
+        )
 
 
 def _json_document(reply: HttpReply, what: str) -> dict[str, Any]:
@@ -200,7 +207,7 @@ class MetadataSource:
                 retry_after=state.retry_after(now, self.settings),
             )
         try:
-            document, reply = yield from self._discover()
+            document, reply = yield from self._discover(state.generation)
         except ServiceUnavailable:
             self.state = self.state.failed(now)
             if self.state.is_usable(now, self.settings):
@@ -217,10 +224,12 @@ class MetadataSource:
         self.state = self.state.fetched(document, now, ttl)
         return dict(document)
 
-    def _discover(self) -> Flow[tuple[dict[str, Any], HttpReply]]:
+    def _discover(self, generation: int) -> Flow[tuple[dict[str, Any], HttpReply]]:
         last_status = None
         for url in self.urls:
-            reply = yield HttpRequest("GET", url, coalesce_key=f"GET {url}", purpose="discovery")
+            reply = yield HttpRequest(
+                "GET", url, coalesce_key=f"GET {url}", purpose="discovery", generation=generation
+            )
             if 400 <= reply.status < 500:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
@@ -313,6 +322,7 @@ class JWKSSource:
                 headers=(("Accept", "application/jwk-set+json, application/json"),),
                 coalesce_key=f"GET {uri}",
                 purpose="jwks",
+                generation=state.generation,
             )
             keys = self._apply(reply, now)
         except ServiceUnavailable:
