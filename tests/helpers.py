@@ -28,7 +28,14 @@ def b64json(value: Any) -> str:
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"iss": ISS, "aud": AUD, "sub": "user", "iat": int(NOW), "exp": int(NOW) + 300, "scope": "read"}
+    base: dict[str, Any] = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "user",
+        "iat": int(NOW),
+        "exp": int(NOW) + 300,
+        "scope": "read",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 

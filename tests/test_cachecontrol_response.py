@@ -31,7 +31,9 @@ def test_parse_cache_control(value: str, expected: CacheControl) -> None:
     assert CacheControl.from_header(value) == expected
 
 
-@given(st.builds(CacheControl, max_age=st.none() | st.integers(0, 10**6), no_store=st.booleans(), private=st.booleans()))
+@given(
+    st.builds(CacheControl, max_age=st.none() | st.integers(0, 10**6), no_store=st.booleans(), private=st.booleans())
+)
 def test_cache_control_round_trip(cc: CacheControl) -> None:
     """to_header and from_header are inverses."""
     assert CacheControl.from_header(cc.to_header()) == cc

@@ -53,13 +53,17 @@ def test_async_and_sync_agree(shared_issuer: LocalIssuer) -> None:
     assert sync_claims == async_claims
 
 
-@pytest.mark.parametrize(("path", "style"), [("", "oidc"), ("/oidc/endpoint/OP", "oidc"), ("/tenant", "oauth"), ("", "oauth")])
+@pytest.mark.parametrize(
+    ("path", "style"), [("", "oidc"), ("/oidc/endpoint/OP", "oidc"), ("/tenant", "oauth"), ("", "oauth")]
+)
 def test_discovery_forms(path: str, style: str) -> None:
     """OIDC (appended) and RFC 8414 (inserted) metadata are both found, with and without a path."""
     with LocalIssuer(path=path, metadata_style=style, algorithms=("ES256",)) as issuer:
         guard = issuer.guard(introspection=False)
         assert guard.verify_sync(issuer.issue(alg="ES256")).subject == "user-1"
-        served = "/.well-known/openid-configuration" if style == "oidc" else f"/.well-known/oauth-authorization-server{path}"
+        served = (
+            "/.well-known/openid-configuration" if style == "oidc" else f"/.well-known/oauth-authorization-server{path}"
+        )
         assert any(served in name for name in issuer.requests)
 
 
@@ -355,7 +359,9 @@ def test_cached_introspection_survives_outage() -> None:
 def test_unknown_issuer_causes_no_network_call(issuer: LocalIssuer) -> None:
     """A JWT naming an unconfigured issuer is refused before any request is made."""
     guard = issuer.guard()
-    token = issuer.issue(claims={**issuer.claims(), "iss": "https://evil.example"}, headers={"jku": "https://evil.example/jwks"})
+    token = issuer.issue(
+        claims={**issuer.claims(), "iss": "https://evil.example"}, headers={"jku": "https://evil.example/jwks"}
+    )
     with pytest.raises(InvalidToken, match="untrusted issuer"):
         guard.verify_sync(token)
     assert sum(issuer.requests.values()) == 0

@@ -27,7 +27,9 @@ def verify(token: str, policy: JWTPolicy = POLICY, now: float = NOW, keys: KeySe
     return verify_jws(parse_jws(token), keys, policy, now)[0]
 
 
-@pytest.mark.parametrize(("key", "alg"), [(RSA_KEY, "RS256"), (RSA_KEY, "PS256"), (RSA_KEY, "RS512"), (EC_KEY, "ES256"), (ED_KEY, "EdDSA")])
+@pytest.mark.parametrize(
+    ("key", "alg"), [(RSA_KEY, "RS256"), (RSA_KEY, "PS256"), (RSA_KEY, "RS512"), (EC_KEY, "ES256"), (ED_KEY, "EdDSA")]
+)
 def test_each_algorithm_verifies(key: Any, alg: str) -> None:
     """Tokens signed with each supported asymmetric algorithm verify."""
     result = verify(sign(claims(), key, alg))
@@ -82,7 +84,9 @@ def test_audience_any_of(aud: Any) -> None:
     assert verify(sign(claims(aud=aud))).audience
 
 
-@pytest.mark.parametrize("aud", ["other", [], [[AUD]], AUD + "/", AUD[:-1], [AUD + "x"], None, 1, {"aud": AUD}, [AUD, 1]])
+@pytest.mark.parametrize(
+    "aud", ["other", [], [[AUD]], AUD + "/", AUD[:-1], [AUD + "x"], None, 1, {"aud": AUD}, [AUD, 1]]
+)
 def test_audience_mismatch(aud: Any) -> None:
     """Exact comparison only: no substrings, no trailing-slash tolerance, no nesting."""
     with pytest.raises(InvalidToken, match="audience"):
@@ -156,7 +160,15 @@ def test_jwk_alg_restricts_key() -> None:
 
 @pytest.mark.parametrize(
     "jwk_changes",
-    [{"use": "enc"}, {"key_ops": ["encrypt"]}, {"alg": "HS256"}, {"alg": "none"}, {"kid": 5}, {"kty": "XYZ"}, {"n": "!!"}],
+    [
+        {"use": "enc"},
+        {"key_ops": ["encrypt"]},
+        {"alg": "HS256"},
+        {"alg": "none"},
+        {"kid": 5},
+        {"kty": "XYZ"},
+        {"n": "!!"},
+    ],
 )
 def test_unusable_jwks_are_refused(jwk_changes: dict[str, Any]) -> None:
     """Keys for encryption, with a foreign alg, or malformed, are not used."""

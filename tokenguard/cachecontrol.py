@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 __all__ = ["CacheControl", "document_ttl"]
 
-_DIRECTIVE = re.compile(
-    r"""\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*)))?\s*"""
-)
+_DIRECTIVE = re.compile(r"""\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*)))?\s*""")
 
 
 def _delta_seconds(value: str | None) -> int | None:

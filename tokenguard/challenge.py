@@ -170,4 +170,3 @@ def parse_challenges(value: str) -> list[Challenge]:
             )
         )
     return challenges
-

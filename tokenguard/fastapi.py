@@ -83,7 +83,7 @@ def setup(
     app.add_exception_handler(TokenError, handle)
     if middleware:
         app.add_middleware(
-            TokenGuardMiddleware,  # type: ignore[arg-type]  # Starlette's factory protocol is looser than mypy sees
+            TokenGuardMiddleware,
             guard=guard,
             protect=protect,
             public_paths=public_paths,

@@ -147,7 +147,11 @@ class FlaskTokenGuard:
         secured, shareable = secure_headers(list(response.headers.items()), public_policy=self.public_cache_policy)
         if shareable and request.path not in self._warned:
             self._warned.add(request.path)
-            logger.warning("authenticated response on %s was marked shareable; applied policy %r", request.path, self.public_cache_policy)
+            logger.warning(
+                "authenticated response on %s was marked shareable; applied policy %r",
+                request.path,
+                self.public_cache_policy,
+            )
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)

@@ -137,7 +137,11 @@ class TokenGuard:
                 check_url(introspection.endpoint, require_https=self._require_https(), what="introspection endpoint")
             else:
                 assert introspection.issuer is not None
-                fetch = self._issuers[introspection.issuer].config.fetch if introspection.issuer in self._issuers else FetchSettings()
+                fetch = (
+                    self._issuers[introspection.issuer].config.fetch
+                    if introspection.issuer in self._issuers
+                    else FetchSettings()
+                )
                 self._introspection_metadata = self._metadata_for(introspection.issuer, fetch, None)
         self._timeout = httpx.Timeout(timeout)
         self._own_client = http_client is None

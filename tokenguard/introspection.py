@@ -26,7 +26,7 @@ from urllib.parse import quote_plus
 
 from ._http import Flow, HttpReply, HttpRequest
 from .claims import TokenClaims, numeric_date
-from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
+from .errors import ConfigurationError, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
 

@@ -69,9 +69,7 @@ _EC_CURVES: dict[str, tuple[str, int]] = {
 }
 
 Verifier = Callable[[bytes, bytes], bool]
-PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
-)
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 
 
 def _rsa_verifier(key: rsa.RSAPublicKey, alg: str) -> Verifier:
@@ -194,9 +192,7 @@ class VerificationKey:
             key = key.encode()
         if isinstance(key, bytes):
             key = _load_key_bytes(key)
-        if hasattr(key, "public_key") and not isinstance(
-            key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-        ):
+        if hasattr(key, "public_key") and not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             key = key.public_key()
         verifiers: dict[str, Verifier]
         if isinstance(key, rsa.RSAPublicKey):
@@ -243,13 +239,10 @@ class VerificationKey:
         unknown = wanted - HMAC_ALGORITHMS
         if unknown:
             raise ConfigurationError(f"not HMAC algorithms: {sorted(unknown)}")
-        verifiers = {
-            alg: _hmac_verifier(secret, alg) for alg in sorted(wanted) if len(secret) >= _HMAC_MIN_BYTES[alg]
-        }
+        verifiers = {alg: _hmac_verifier(secret, alg) for alg in sorted(wanted) if len(secret) >= _HMAC_MIN_BYTES[alg]}
         if not verifiers:
             raise ConfigurationError(
-                "HMAC secret too short: RFC 7518 §3.2 requires at least as many bytes as the hash output"
-                " (32 for HS256)"
+                "HMAC secret too short: RFC 7518 §3.2 requires at least as many bytes as the hash output (32 for HS256)"
             )
         thumb = hashlib.sha256(b"oct:" + hashlib.sha256(secret).digest()).hexdigest()
         return cls(kid=kid, kty="oct", verifiers=verifiers, thumbprint=thumb)
@@ -399,9 +392,7 @@ class KeySet:
 
     def thumbprints(self) -> frozenset[str]:
         """Fingerprints of every key, used to drop cache entries of removed keys."""
-        return frozenset(
-            key.thumbprint for key in (*self.without_kid, *(k for g in self.by_kid.values() for k in g))
-        )
+        return frozenset(key.thumbprint for key in (*self.without_kid, *(k for g in self.by_kid.values() for k in g)))
 
 
 def parse_jwks(document: object, *, max_keys: int = 100) -> tuple[KeySet, list[str]]:

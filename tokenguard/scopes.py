@@ -42,7 +42,9 @@ def parse_scope(value: object) -> frozenset[str]:
     if isinstance(value, list | tuple):
         return frozenset(
             # An array member with whitespace is not one scope-token; skip it.
-            item for item in value if isinstance(item, str) and item.split() == [item]
+            item
+            for item in value
+            if isinstance(item, str) and item.split() == [item]
         )
     return frozenset()
 

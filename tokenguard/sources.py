@@ -63,9 +63,7 @@ def check_url(url: str, *, require_https: bool, what: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"{what} must be an absolute http(s) URL")
     if parts.scheme == "http" and require_https and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(
-            f"{what} must use https (set require_https=False only for trusted test networks)"
-        )
+        raise ConfigurationError(f"{what} must use https (set require_https=False only for trusted test networks)")
     if parts.fragment:
         raise ConfigurationError(f"{what} must not have a fragment")
     return url
@@ -227,17 +225,13 @@ class MetadataSource:
     def _discover(self, generation: int) -> Flow[tuple[dict[str, Any], HttpReply]]:
         last_status = None
         for url in self.urls:
-            reply = yield HttpRequest(
-                "GET", url, coalesce_key=f"GET {url}", purpose="discovery", generation=generation
-            )
+            reply = yield HttpRequest("GET", url, coalesce_key=f"GET {url}", purpose="discovery", generation=generation)
             if 400 <= reply.status < 500:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
             document = _json_document(reply, "discovery document")
             if document.get("issuer") != self.issuer:
-                logger.error(
-                    "discovery document at %s names another issuer; expected exactly %r", url, self.issuer
-                )
+                logger.error("discovery document at %s names another issuer; expected exactly %r", url, self.issuer)
                 raise ServiceUnavailable("authorization server metadata names another issuer")
             return document, reply
         raise ServiceUnavailable(f"no discovery document found (last status {last_status})")

@@ -41,7 +41,14 @@ __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 logger = logging.getLogger("tokenguard.starlette")
 
 #: Paths left public by default: health checks and FastAPI's docs.
-DEFAULT_PUBLIC_PATHS: tuple[str, ...] = ("/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+DEFAULT_PUBLIC_PATHS: tuple[str, ...] = (
+    "/health",
+    "/healthz",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+)
 
 #: Form bodies read for an ``access_token`` are capped (only with ``allow_form_token``).
 _MAX_FORM_BYTES = 64 * 1024
@@ -267,4 +274,3 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
         return wrapper  # type: ignore[return-value]
 
     return decorator
-

@@ -46,7 +46,7 @@ _ALG_KEY = {
     "EdDSA": "Ed25519",
     "HS256": "oct", "HS384": "oct", "HS512": "oct",
 }  # fmt: skip
-_CURVES = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
+_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _make_key(alg: str, kid: str) -> SigningKey:
     elif kind == "Ed25519":
         private = ed25519.Ed25519PrivateKey.generate()
     else:
-        private = ec.generate_private_key(_CURVES[kind]())
+        private = ec.generate_private_key(_CURVES[kind])
     algorithm = pyjwt.get_algorithm_by_name(alg)
     jwk = json.loads(algorithm.to_jwk(private.public_key()))
     jwk.update({"kid": kid, "alg": alg, "use": "sig"})
@@ -147,8 +147,8 @@ class LocalIssuer:
     @property
     def origin(self) -> str:
         """``http://127.0.0.1:<port>``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     @property
     def issuer(self) -> str:
@@ -304,7 +304,9 @@ class LocalIssuer:
 
     # ------------------------------------------------------------------ guards
 
-    def guard(self, *, audience: str | list[str] | None = "https://api.test", introspection: bool = True, **options: Any) -> TokenGuard:
+    def guard(
+        self, *, audience: str | list[str] | None = "https://api.test", introspection: bool = True, **options: Any
+    ) -> TokenGuard:
         """A :class:`TokenGuard` for this issuer via discovery (plain HTTP on loopback is allowed)."""
         if introspection:
             options.setdefault("client_id", self.client_id)
@@ -363,7 +365,9 @@ class LocalIssuer:
             return {"active": False}
         return {"active": True, **claims}
 
-    def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _route(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         base = self.path
         if method == "GET":
             oidc = f"{base}/.well-known/openid-configuration"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from http import HTTPStatus
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
@@ -137,7 +137,10 @@ class TokenGuardWSGIMiddleware:
         def warn() -> None:
             if path not in self._warned:
                 self._warned.add(path)
-                logger.warning("authenticated response on %s was marked shareable; applied policy %r", path, self.public_cache_policy)
+                logger.warning(
+                    "authenticated response on %s was marked shareable; applied policy %r",
+                    path,
+                    self.public_cache_policy,
+                )
 
         return self.app(environ, secure_start_response(start_response, self.public_cache_policy, warn))
-
