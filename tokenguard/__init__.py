@@ -28,14 +28,14 @@ from .scopes import ScopeRequirement, format_scope, parse_scope
 from .sources import DEFAULT_KID_REFETCH_COOLDOWN, FetchSettings
 
 __all__ = [
-    "DEFAULT_KID_REFETCH_COOLDOWN",
-    "DEFAULT_LEEWAY",
-    "DEFAULT_MAX_TOKEN_BYTES",
     "CacheBackend",
     "CacheControl",
     "CachedResult",
     "Challenge",
     "ConfigurationError",
+    "DEFAULT_KID_REFETCH_COOLDOWN",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_TOKEN_BYTES",
     "ErrorResponse",
     "FetchSettings",
     "InsufficientScope",
