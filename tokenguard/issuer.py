@@ -96,7 +96,7 @@ class JWTIssuer:
                 keys.append(VerificationKey.from_public_key(key, kid=None))
         if self.jwks is not None:
             try:
-                parsed, skipped = parse_jwks(dict(self.jwks))
+                parsed, skipped = parse_jwks(dict(self.jwks), allow_symmetric=True)
             except ValueError as exc:
                 raise ConfigurationError(f"invalid jwks: {exc}") from None
             if skipped:

@@ -37,6 +37,7 @@ __all__ = [
     "UnverifiedJWS",
     "parse_jws",
     "peek_issuer",
+    "verify_compact",
     "verify_jws",
 ]
 
@@ -114,6 +115,23 @@ def looks_like_jws(token: str) -> bool:
     return token.count(".") == 2 and token[0] == "e"
 
 
+def _split(token: str) -> tuple[str, str, dict[str, Any], bytes, bytes]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken("malformed token")
+    header_b64, payload_b64, signature_b64 = parts
+    # RFC 7515 §7.1: the payload may be empty (it is never empty in a JWT,
+    # whose payload must be a JSON object).
+    if not _SEGMENT.fullmatch(header_b64) or (payload_b64 and not _SEGMENT.fullmatch(payload_b64)):
+        raise InvalidToken("malformed token")
+    if signature_b64 and not _SEGMENT.fullmatch(signature_b64):
+        raise InvalidToken("malformed token")
+    header = _json_object(_b64decode(header_b64), "header")
+    payload = _b64decode(payload_b64) if payload_b64 else b""
+    signature = _b64decode(signature_b64) if signature_b64 else b""
+    return header_b64, payload_b64, header, payload, signature
+
+
 def parse_jws(token: str) -> UnverifiedJWS:
     """Split and decode a JWS compact serialization without verifying it.
 
@@ -121,23 +139,29 @@ def parse_jws(token: str) -> UnverifiedJWS:
         InvalidToken: anything but three canonical base64url segments with JSON
             objects in the first two.
     """
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("malformed token")
-    header_b64, payload_b64, signature_b64 = parts
-    if not (_SEGMENT.fullmatch(header_b64) and _SEGMENT.fullmatch(payload_b64)):
-        raise InvalidToken("malformed token")
-    if signature_b64 and not _SEGMENT.fullmatch(signature_b64):
-        raise InvalidToken("malformed token")
-    header = _json_object(_b64decode(header_b64), "header")
-    payload = _json_object(_b64decode(payload_b64), "payload")
-    signature = _b64decode(signature_b64) if signature_b64 else b""
+    header_b64, payload_b64, header, payload, signature = _split(token)
     return UnverifiedJWS(
         header=header,
-        payload=payload,
+        payload=_json_object(payload, "payload"),
         signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
         signature=signature,
     )
+
+
+def verify_compact(token: str, keys: KeySet, algorithms: frozenset[str]) -> bytes:
+    """Verify a JWS compact serialization whose payload need not be JSON; return the payload.
+
+    The same structure, header and signature checks as the JWT path, without
+    claims: for signed documents other than access tokens, and for test vectors.
+
+    Raises:
+        InvalidToken: malformed, disallowed algorithm, unknown key or bad signature.
+    """
+    header_b64, payload_b64, header, payload, signature = _split(token)
+    alg, kid = _check_protected_header(header, algorithms)
+    jws = UnverifiedJWS(header, {}, f"{header_b64}.{payload_b64}".encode("ascii"), signature)
+    check_signature(jws, keys, alg, kid)
+    return payload
 
 
 def peek_issuer(jws: UnverifiedJWS) -> str | None:
@@ -211,10 +235,9 @@ class JWTPolicy:
         return tuple(audience)
 
 
-def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str | None]:
-    """Validate the protected header; return ``(alg, kid)``."""
+def _check_protected_header(header: Mapping[str, Any], algorithms: frozenset[str]) -> tuple[str, str | None]:
     alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in policy.algorithms:
+    if not isinstance(alg, str) or alg not in algorithms:
         raise InvalidToken("token algorithm not allowed")
     if "crit" in header:
         raise InvalidToken("unsupported critical header parameter")
@@ -223,6 +246,12 @@ def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise InvalidToken("malformed key id")
+    return alg, kid
+
+
+def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str | None]:
+    """Validate the protected header; return ``(alg, kid)``."""
+    alg, kid = _check_protected_header(header, policy.algorithms)
     if policy.token_types:
         typ = header.get("typ")
         if not isinstance(typ, str) or _normalise_typ(typ) not in policy.token_types:
