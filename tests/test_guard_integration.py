@@ -239,6 +239,23 @@ def test_oversized_jwks_is_refused() -> None:
             guard.verify_sync(issuer.issue(alg="ES256"))
 
 
+def test_oversized_introspection_answer_is_refused() -> None:
+    """An introspection answer over its size limit is an upstream failure."""
+    with LocalIssuer(algorithms=("ES256",)) as issuer:
+        issuer.faults["/introspect"] = Fault(status=200, body=b'{"active": true, "pad": "' + b"x" * 70_000 + b'"}')
+        with pytest.raises(ServiceUnavailable, match="exceeds"):
+            issuer.guard().verify_sync("opaque-token")
+
+
+def test_jwks_key_count_limit() -> None:
+    """A JWK Set with more keys than allowed is refused as a whole (503)."""
+    with LocalIssuer(algorithms=("ES256",)) as issuer:
+        guard = issuer.guard(introspection=False, fetch=FetchSettings(max_keys=1))
+        issuer.add_key("ES256")
+        with pytest.raises(ServiceUnavailable, match="limit"):
+            guard.verify_sync(issuer.issue(alg="ES256"))
+
+
 def test_jwks_with_a_bad_key_among_good_ones(issuer: LocalIssuer, caplog: pytest.LogCaptureFixture) -> None:
     """A malformed key is skipped and logged; the good keys keep working."""
     good = issuer.jwks()

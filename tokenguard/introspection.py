@@ -60,6 +60,7 @@ class Introspection:
         negative_ttl: how long an inactive answer is reused.
         leeway: clock skew tolerated on ``exp``/``nbf`` in the answer.
         scope_claims: members read for scopes.
+        max_response_bytes: largest accepted introspection answer.
     """
 
     endpoint: str | None = None
@@ -73,6 +74,7 @@ class Introspection:
     negative_ttl: float = 10.0
     leeway: float = 0.0
     scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS
+    max_response_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if self.endpoint is None and self.issuer is None:
@@ -116,6 +118,7 @@ def build_introspection_request(
         form=tuple(form),
         coalesce_key=coalesce_key,
         purpose="introspection",
+        max_bytes=config.max_response_bytes,
     )
 
 

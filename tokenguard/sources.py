@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._http import Flow, HttpReply, HttpRequest
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
@@ -85,6 +85,7 @@ class FetchSettings:
         failed_retry_interval: minimum time between attempts after a failure
             (Envoy's ``failed_refetch_duration`` is 1 s).
         max_keys: largest accepted JWK Set.
+        max_response_bytes: largest accepted discovery or JWKS document.
         require_https: refuse plain-http URLs except on loopback.
     """
 
@@ -95,6 +96,7 @@ class FetchSettings:
     max_staleness: float = 3600.0
     failed_retry_interval: float = 1.0
     max_keys: int = 100
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     require_https: bool = True
 
     def __post_init__(self) -> None:
@@ -225,7 +227,14 @@ class MetadataSource:
     def _discover(self, generation: int) -> Flow[tuple[dict[str, Any], HttpReply]]:
         last_status = None
         for url in self.urls:
-            reply = yield HttpRequest("GET", url, coalesce_key=f"GET {url}", purpose="discovery", generation=generation)
+            reply = yield HttpRequest(
+                "GET",
+                url,
+                coalesce_key=f"GET {url}",
+                purpose="discovery",
+                generation=generation,
+                max_bytes=self.settings.max_response_bytes,
+            )
             if 400 <= reply.status < 500:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
@@ -317,6 +326,7 @@ class JWKSSource:
                 coalesce_key=f"GET {uri}",
                 purpose="jwks",
                 generation=state.generation,
+                max_bytes=self.settings.max_response_bytes,
             )
             keys = self._apply(reply, now)
         except ServiceUnavailable:
