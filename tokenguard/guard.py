@@ -119,7 +119,10 @@ class TokenGuard:
         self.include_error_details = include_error_details
         self.resource_metadata = resource_metadata
         self.clock = clock
-        self.stats: Counter[str] = Counter()
+        self._events: Counter[str] = Counter()
+        # Plain ints on the hot path: a Counter update costs more than the lookup.
+        self._hits = 0
+        self._misses = 0
         self._hasher = TokenHasher(hash_key)
         self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
         self._metadata: dict[str, MetadataSource] = {}
@@ -266,28 +269,39 @@ class TokenGuard:
     # ------------------------------------------------------------------ verification
 
     def _lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
+        # The hot path: one keyed hash, one dict read, a few comparisons.
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token exceeds the maximum size")
         key = self._hasher.cache_key(token)
         entry = self._cache.get(key)
         if entry is None:
-            self.stats["cache_miss"] += 1
+            self._misses += 1
             return key, None
-        if entry.claims is None:
-            self.stats["cache_hit_rejected"] += 1
-            raise InvalidToken(entry.reason or "invalid token")
-        if entry.valid_from <= now < entry.valid_until:
-            if entry.key_thumbprint is None:
-                self.stats["cache_hit"] += 1
-                return key, entry.claims
-            runtime = self._issuers.get(entry.issuer or "")
-            if runtime is not None and entry.key_thumbprint in runtime.thumbprints():
-                self.stats["cache_hit"] += 1
-                return key, entry.claims
-        # Out of its time window, or its key was withdrawn: verify afresh.
+        if now < entry.cache_until:
+            claims = entry.claims
+            if claims is None:
+                raise InvalidToken(entry.reason or "invalid token")
+            if entry.valid_from <= now < entry.valid_until:
+                thumbprint = entry.key_thumbprint
+                if thumbprint is None:
+                    self._hits += 1
+                    return key, claims
+                runtime = self._issuers.get(entry.issuer or "")
+                if runtime is not None and thumbprint in runtime.thumbprints():
+                    self._hits += 1
+                    return key, claims
+        # Expired, out of its time window, or its key was withdrawn: verify afresh.
         self._cache.delete(key)
-        self.stats["cache_miss"] += 1
+        self._misses += 1
         return key, None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``.
+
+        Approximate under heavy concurrency (increments are not locked).
+        """
+        return {"cache_hit": self._hits, "cache_miss": self._misses, **self._events}
 
     def verify_sync(self, token: str) -> TokenClaims:
         """Verify ``token`` and return its claims (blocking; for WSGI and scripts).
@@ -331,7 +345,7 @@ class TokenGuard:
             iss = peek_issuer(jws)
             runtime = self._issuers.get(iss) if iss is not None else None
             if runtime is not None:
-                self.stats["jwt_verified_locally"] += 1
+                self._events["jwt_verified_locally"] += 1
                 claims, thumbprint = yield from runtime.verify_flow(jws, now)
                 self._store_jwt(key, claims, runtime, thumbprint, now)
                 return claims
@@ -339,7 +353,7 @@ class TokenGuard:
                 raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
-        self.stats["introspection"] += 1
+        self._events["introspection"] += 1
         result = yield from introspect_flow(
             token, self._introspection, self._introspection_metadata, now, coalesce_key="POST introspect " + key.hex()
         )
@@ -431,6 +445,7 @@ class TokenGuard:
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""
         extra: tuple[tuple[str, str], ...] = ()
+        self._events[f"rejected_{error.status_code}"] += 1
         if self.resource_metadata and error.status_code in (401, 403):
             extra = (("resource_metadata", self.resource_metadata),)
         headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
