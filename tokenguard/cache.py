@@ -16,7 +16,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from cachetools import TLRUCache
@@ -65,24 +64,40 @@ class TokenHasher:
         return hashlib.sha256(cache_key).hexdigest()[:8]
 
 
-@dataclass(frozen=True, slots=True)
 class CachedResult:
-    """A cached verification outcome.
+    """A cached verification outcome (read-only by convention; built once per miss).
 
     ``claims`` is ``None`` for a cached rejection (``reason`` says why).
     ``valid_from``/``valid_until`` bound when the claims may be served: time
     checks are redone on every hit, whatever the cache's own TTL.
     ``key_thumbprint`` ties a JWT result to the key that verified it, so the
-    entry dies with the key.
+    entry dies with the key. A plain slotted class rather than a frozen
+    dataclass: it is built on every cache miss, and frozen dataclasses pay for
+    ``object.__setattr__`` per field.
     """
 
-    claims: TokenClaims | None
-    cache_until: float
-    valid_from: float = float("-inf")
-    valid_until: float = float("inf")
-    reason: str = ""
-    issuer: str | None = None
-    key_thumbprint: str | None = None
+    __slots__ = ("cache_until", "claims", "issuer", "key_thumbprint", "reason", "valid_from", "valid_until")
+
+    def __init__(
+        self,
+        claims: TokenClaims | None,
+        cache_until: float,
+        valid_from: float = float("-inf"),
+        valid_until: float = float("inf"),
+        reason: str = "",
+        issuer: str | None = None,
+        key_thumbprint: str | None = None,
+    ) -> None:
+        self.claims = claims
+        self.cache_until = cache_until
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        self.reason = reason
+        self.issuer = issuer
+        self.key_thumbprint = key_thumbprint
+
+    def __repr__(self) -> str:
+        return f"CachedResult(claims={self.claims!r}, cache_until={self.cache_until!r}, reason={self.reason!r})"
 
 
 class CacheBackend(Protocol):

@@ -29,9 +29,12 @@ def numeric_date(value: object) -> float | None:
     NaN and infinities: ``exp: true`` or ``exp: 1e999`` must never pass a
     time check.
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
+    kind = type(value)
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]  # narrowed by the type check
+    if kind is not float:
+        return None  # bool, str, None, containers, and int/float subclasses
+    number: float = value  # type: ignore[assignment]  # narrowed by the type check
     if not math.isfinite(number):
         return None
     return number
@@ -96,16 +99,21 @@ class TokenClaims(Mapping[str, Any]):
         *,
         token_type: TokenType,
         scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS,
+        _owned: bool = False,
     ) -> None:
-        raw = dict(claims)
+        # _owned: the caller hands over a fresh dict nobody else holds (the
+        # verifiers' parsed payloads), so no defensive copy is needed.
+        raw = claims if _owned and type(claims) is dict else dict(claims)
         setter = object.__setattr__
         setter(self, "_claims", MappingProxyType(raw))
-        setter(self, "subject", _optional_str(raw.get("sub")))
-        setter(self, "issuer", _optional_str(raw.get("iss")))
+        sub = raw.get("sub")
+        setter(self, "subject", sub if type(sub) is str else None)
+        iss = raw.get("iss")
+        setter(self, "issuer", iss if type(iss) is str else None)
         setter(self, "audience", _audience(raw.get("aud")))
         setter(self, "scopes", scopes_from_claims(raw, scope_claims))
         client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
-        setter(self, "client_id", _optional_str(client_id))
+        setter(self, "client_id", client_id if type(client_id) is str else None)
         setter(self, "exp", numeric_date(raw.get("exp")))
         setter(self, "nbf", numeric_date(raw.get("nbf")))
         setter(self, "iat", numeric_date(raw.get("iat")))

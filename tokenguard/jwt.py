@@ -18,12 +18,12 @@ Order of checks, cheapest first, so a rejected token costs little:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .claims import TokenClaims, numeric_date
@@ -46,16 +46,21 @@ __all__ = [
 #: Node middleware 5 s, panva/jose 0 s, Microsoft.IdentityModel 300 s.
 DEFAULT_LEEWAY = 60.0
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# Header and signature segments are non-empty; the payload may be empty (RFC
+# 7515 §7.1), though never in a JWT, whose payload must be a JSON object.
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
 _B64_TAIL_OK = {
     # For a segment of length 4k+2 / 4k+3 the last character carries spare
     # bits that must be zero in a canonical encoding (RFC 4648 §3.5).
     2: frozenset("AQgw"),
     3: frozenset("AEIMQUYcgkosw048"),
 }
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", "", "==", "=")
 
 
 def _b64decode(segment: str) -> bytes:
+    # The caller has already checked the base64url alphabet with _COMPACT.
     rest = len(segment) % 4
     if rest == 1:
         raise InvalidToken("malformed token")
@@ -63,7 +68,7 @@ def _b64decode(segment: str) -> bytes:
         # Two encodings of the same bytes must not both verify.
         raise InvalidToken("malformed token")
     try:
-        return base64.urlsafe_b64decode(segment + "==="[: (4 - rest) % 4])
+        return binascii.a2b_base64((segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD))
     except (binascii.Error, ValueError):
         raise InvalidToken("malformed token") from None
 
@@ -81,14 +86,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Built once: json.loads() with keyword arguments builds a decoder per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # Strict UTF-8 first: json.loads(bytes) would also accept UTF-16/32.
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidToken(f"malformed token {what}") from None
     if not isinstance(value, dict):
@@ -115,18 +120,29 @@ def looks_like_jws(token: str) -> bool:
     return token.count(".") == 2 and token[0] == "e"
 
 
-def _split(token: str) -> tuple[str, str, dict[str, Any], bytes, bytes]:
-    parts = token.split(".")
-    if len(parts) != 3:
+# Headers repeat across an issuer's tokens (same alg, kid, typ): keep the last
+# few parsed ones. Keyed by the exact encoded bytes, so a hit is the same parse.
+_HEADER_MEMO: dict[str, dict[str, Any]] = {}
+_HEADER_MEMO_SIZE = 64
+
+
+def _header(header_b64: str) -> dict[str, Any]:
+    header = _HEADER_MEMO.get(header_b64)
+    if header is None:
+        header = _json_object(_b64decode(header_b64), "header")
+        if len(header_b64) <= 512:
+            if len(_HEADER_MEMO) >= _HEADER_MEMO_SIZE:
+                _HEADER_MEMO.clear()
+            _HEADER_MEMO[header_b64] = header
+    return header
+
+
+def _split(token: str) -> tuple[str, str, Mapping[str, Any], bytes, bytes]:
+    match = _COMPACT.fullmatch(token)
+    if match is None:
         raise InvalidToken("malformed token")
-    header_b64, payload_b64, signature_b64 = parts
-    # RFC 7515 §7.1: the payload may be empty (it is never empty in a JWT,
-    # whose payload must be a JSON object).
-    if not _SEGMENT.fullmatch(header_b64) or (payload_b64 and not _SEGMENT.fullmatch(payload_b64)):
-        raise InvalidToken("malformed token")
-    if signature_b64 and not _SEGMENT.fullmatch(signature_b64):
-        raise InvalidToken("malformed token")
-    header = _json_object(_b64decode(header_b64), "header")
+    header_b64, payload_b64, signature_b64 = match.groups()
+    header = MappingProxyType(_header(header_b64))
     payload = _b64decode(payload_b64) if payload_b64 else b""
     signature = _b64decode(signature_b64) if signature_b64 else b""
     return header_b64, payload_b64, header, payload, signature
@@ -335,7 +351,8 @@ def precheck(jws: UnverifiedJWS, policy: JWTPolicy, now: float) -> tuple[str, st
 def finish(jws: UnverifiedJWS, keys: KeySet, policy: JWTPolicy, alg: str, kid: str | None) -> tuple[TokenClaims, str]:
     """Check the signature of a prechecked token; return its claims and the key's thumbprint."""
     thumbprint = check_signature(jws, keys, alg, kid)
-    return TokenClaims(jws.payload, token_type="jwt", scope_claims=policy.scope_claims), thumbprint
+    claims = TokenClaims(jws.payload, token_type="jwt", scope_claims=policy.scope_claims, _owned=True)
+    return claims, thumbprint
 
 
 def verify_jws(

@@ -1,0 +1,336 @@
+"""Verify micro-benchmark: tokenguard against its Python peers and the physical floor.
+
+One process, one run, interleaved rounds, so that ratios hold on a noisy
+machine. For each algorithm (RS256, PS256, ES256, EdDSA, HS256) and a
+realistic ~600-byte access token:
+
+* tokenguard, new token (cold: the cache is bypassed, signature + claims);
+* tokenguard, repeated token (verified-token cache hit);
+* PyJWT, joserfc, authlib.jose, python-jose, jwcrypto: each with the key
+  object, an algorithm allow-list and iss/aud/exp checks;
+* floor: ``cryptography``'s ``verify()`` alone on the same bytes, and
+  HMAC-SHA256 + dict lookup for the cache path.
+
+Prints a table and writes ``benchmarks/results/verify.json``.
+
+    python benchmarks/bench_verify.py [--rounds 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import timeit
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from tokenguard import TokenGuard
+from tokenguard.cache import CachedResult, MemoryCache, TokenHasher
+from tokenguard.claims import TokenClaims
+
+ISS = "https://issuer.example.com/oidc"
+AUD = "https://api.example.com"
+ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA", "HS256")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_key(alg: str) -> tuple[Any, Any]:
+    """(private key or secret, public key or secret)."""
+    if alg in ("RS256", "PS256"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return key, key.public_key()
+    if alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        return key, key.public_key()
+    if alg == "EdDSA":
+        key = ed25519.Ed25519PrivateKey.generate()
+        return key, key.public_key()
+    secret = os.urandom(32)
+    return secret, secret
+
+
+def claims() -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "iss": ISS,
+        "sub": "248289761001",
+        "aud": AUD,
+        "exp": now + 3600,
+        "iat": now,
+        "scope": "openid profile email library-api-checked-books library-api-loans offline_access",
+        "client_id": "s6BhdRkqt3-web-frontend-application",
+        "jti": uuid.uuid4().hex,
+        "auth_time": now - 60,
+        "acr": "urn:mace:incommon:iap:silver",
+        "amr": ["pwd", "otp"],
+        "sid": uuid.uuid4().hex,
+    }
+
+
+def mint(alg: str, private: Any) -> str:
+    return pyjwt.encode(claims(), private, algorithm=alg, headers={"kid": "k1", "typ": "at+jwt"})
+
+
+def floor_verifier(alg: str, public: Any) -> Callable[[str], None]:
+    """cryptography's verify() alone (plus the base64 decode it cannot do without)."""
+
+    def b64(segment: str) -> bytes:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+    if alg == "RS256":
+
+        def verify(token: str) -> None:
+            signing_input, _, sig = token.rpartition(".")
+            public.verify(b64(sig), signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "PS256":
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+        def verify(token: str) -> None:
+            signing_input, _, sig = token.rpartition(".")
+            public.verify(b64(sig), signing_input.encode(), pss, hashes.SHA256())
+    elif alg == "ES256":
+
+        def verify(token: str) -> None:
+            signing_input, _, sig = token.rpartition(".")
+            raw = b64(sig)
+            der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+            public.verify(der, signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    elif alg == "EdDSA":
+
+        def verify(token: str) -> None:
+            signing_input, _, sig = token.rpartition(".")
+            public.verify(b64(sig), signing_input.encode())
+    else:
+
+        def verify(token: str) -> None:
+            signing_input, _, sig = token.rpartition(".")
+            if not hmac.compare_digest(hmac.digest(public, signing_input.encode(), "sha256"), b64(sig)):
+                raise InvalidSignature
+
+    return verify
+
+
+def peers(alg: str, public: Any) -> dict[str, Callable[[str], Any]]:
+    """Each peer library doing the same checks: key object, allow-list, iss, aud, exp."""
+    out: dict[str, Callable[[str], Any]] = {}
+
+    def pyjwt_decode(token: str) -> Any:
+        return pyjwt.decode(token, public, algorithms=[alg], audience=AUD, issuer=ISS)
+
+    out["pyjwt"] = pyjwt_decode
+    try:
+        from joserfc import jwt as jrfc_jwt
+        from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+        key_type = {"RS256": RSAKey, "PS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey, "HS256": OctKey}[alg]
+        jkey = key_type.import_key(public)
+        registry = jrfc_jwt.JWTClaimsRegistry(iss={"essential": True, "value": ISS}, aud={"essential": True, "value": AUD})
+        jalg = "Ed25519" if alg == "EdDSA" else alg
+
+        def joserfc_decode(token: str) -> Any:
+            decoded = jrfc_jwt.decode(token, jkey, algorithms=[jalg])
+            registry.validate(decoded.claims)
+            return decoded.claims
+
+        try:
+            joserfc_decode(mint_cache[alg])
+        except Exception:  # noqa: BLE001 - EdDSA naming differs across joserfc versions
+            jalg = alg
+        out["joserfc"] = joserfc_decode
+    except ImportError:
+        pass
+    try:
+        from authlib.jose import JsonWebKey, JsonWebToken
+
+        from cryptography.hazmat.primitives import serialization
+
+        if alg == "HS256":
+            akey = JsonWebKey.import_key({"kty": "oct", "k": base64.urlsafe_b64encode(public).rstrip(b"=").decode()})
+        else:
+            akey = JsonWebKey.import_key(
+                public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            )
+        ajwt = JsonWebToken([alg])
+        options = {"iss": {"essential": True, "value": ISS}, "aud": {"essential": True, "value": AUD}}
+
+        def authlib_decode(token: str) -> Any:
+            decoded = ajwt.decode(token, akey, claims_options=options)
+            decoded.validate()
+            return decoded
+
+        out["authlib"] = authlib_decode
+    except ImportError:
+        pass
+    try:
+        from jose import jwt as jose_jwt
+
+        if alg != "EdDSA":  # python-jose has no EdDSA
+            from cryptography.hazmat.primitives import serialization
+
+            jose_key = (
+                public
+                if alg == "HS256"
+                else public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            )
+
+            def jose_decode(token: str) -> Any:
+                return jose_jwt.decode(token, jose_key, algorithms=[alg], audience=AUD, issuer=ISS)
+
+            out["python-jose"] = jose_decode
+    except ImportError:
+        pass
+    try:
+        from jwcrypto import jwk as jwc_jwk
+        from jwcrypto import jwt as jwc_jwt
+
+        if alg == "HS256":
+            jwckey = jwc_jwk.JWK(kty="oct", k=base64.urlsafe_b64encode(public).rstrip(b"=").decode())
+        else:
+            jwckey = jwc_jwk.JWK.from_pyca(public)
+        check = {"iss": ISS, "aud": AUD, "exp": None}
+
+        def jwcrypto_decode(token: str) -> Any:
+            return jwc_jwt.JWT(jwt=token, key=jwckey, algs=[alg], check_claims=check).claims
+
+        out["jwcrypto"] = jwcrypto_decode
+    except ImportError:
+        pass
+    return out
+
+
+mint_cache: dict[str, str] = {}
+
+
+def per_call_us(func: Callable[[], Any], rounds: int, budget: float) -> float:
+    """Median of ``rounds`` timings, in microseconds per call."""
+    number = max(1, int(budget / max(_one(func), 1e-7)))
+    samples = [timeit.timeit(func, number=number) / number * 1e6 for _ in range(rounds)]
+    return statistics.median(samples)
+
+
+def _one(func: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def bench_algorithm(alg: str, rounds: int, budget: float) -> dict[str, float]:
+    private, public = make_key(alg)
+    token = mint(alg, private)
+    mint_cache[alg] = token
+    if alg == "HS256":
+        guard = TokenGuard.from_keys(issuer=ISS, audience=AUD, hmac_keys={"k1": public}, algorithms=["HS256"])
+    else:
+        guard = TokenGuard.from_keys(issuer=ISS, audience=AUD, keys=[public], algorithms=[alg])
+    assert guard.verify_sync(token).subject == "248289761001"
+    floor = floor_verifier(alg, public)
+    floor(token)
+
+    fresh_tokens = [mint(alg, private) for _ in range(64)]
+    cache = guard._cache  # the guard's cache: bypassed for "cold" by clearing it
+
+    def cold() -> None:
+        cache.clear()
+        guard.verify_sync(token)
+
+    row: dict[str, float] = {
+        "tokenguard_cold": per_call_us(cold, rounds, budget),
+        "tokenguard_cached": per_call_us(lambda: guard.verify_sync(token), rounds, budget),
+        "floor_verify": per_call_us(lambda: floor(token), rounds, budget),
+    }
+    for name, decode in peers(alg, public).items():
+        try:
+            decode(token)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot do this algorithm is reported, not fatal
+            print(f"  {name} cannot verify {alg}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        row[name] = per_call_us(lambda decode=decode: decode(token), rounds, budget)
+    # Make sure "cold" really measured verification of distinct tokens too.
+    for fresh in fresh_tokens:
+        guard.verify_sync(fresh)
+    return row
+
+
+def cache_floor_us(rounds: int, budget: float) -> float:
+    hasher = TokenHasher()
+    token = "x" * 600
+    table = {hasher.cache_key(token): 1}
+    return per_call_us(lambda: table.get(hasher.cache_key(token)), rounds, budget)
+
+
+def bytes_per_cached_token(count: int = 100_000) -> float:
+    """tracemalloc: memory held per cached verified token in the in-process cache."""
+    private, public = make_key("ES256")
+    payloads = [claims() for _ in range(count)]
+    hasher = TokenHasher()
+    cache = MemoryCache(maxsize=count + 1)
+    keys = [hasher.cache_key(uuid.uuid4().hex * 12) for _ in range(count)]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for key, payload in zip(keys, payloads, strict=True):
+        claims_obj = TokenClaims(payload, token_type="jwt")
+        cache.set(key, CachedResult(claims_obj, cache_until=time.time() + 3600, issuer=ISS, key_thumbprint="t"))
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    del payloads  # the claim dicts are now owned by the cache entries
+    return grown / count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--budget", type=float, default=0.2, help="seconds per timing sample")
+    parser.add_argument("--quick", action="store_true", help="one short round (smoke test)")
+    args = parser.parse_args()
+    rounds, budget = (1, 0.01) if args.quick else (args.rounds, args.budget)
+
+    table: dict[str, dict[str, float]] = {}
+    for alg in ALGORITHMS:
+        table[alg] = bench_algorithm(alg, rounds, budget)
+    cache_floor = cache_floor_us(rounds, budget)
+    memory = bytes_per_cached_token(2_000 if args.quick else 100_000)
+
+    columns = ["tokenguard_cold", "floor_verify", "tokenguard_cached", "pyjwt", "joserfc", "authlib", "python-jose", "jwcrypto"]
+    print(f"\nverify, µs per call (median of {rounds}); Python {platform.python_version()}, {platform.machine()}")
+    print(f"{'alg':<7}" + "".join(f"{c:>18}" for c in columns) + f"{'cold/floor':>12}{'pyjwt/cached':>14}")
+    for alg, row in table.items():
+        cells = "".join(f"{row[c]:>18.2f}" if c in row else f"{'-':>18}" for c in columns)
+        ratio = row["tokenguard_cold"] / row["floor_verify"]
+        speedup = row["pyjwt"] / row["tokenguard_cached"]
+        print(f"{alg:<7}{cells}{ratio:>12.2f}{speedup:>13.0f}x")
+    print(f"cache-path floor (HMAC-SHA256 + dict lookup): {cache_floor:.2f} µs")
+    print(f"memory per cached token: {memory:.0f} bytes")
+
+    RESULTS.mkdir(exist_ok=True)
+    result = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "rounds": rounds,
+        "verify_us": table,
+        "cache_floor_us": cache_floor,
+        "bytes_per_cached_token": memory,
+    }
+    (RESULTS / "verify.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
