@@ -1,0 +1,27 @@
+"""The benchmark runs (a smoke test: no timing is asserted in the test suite)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_verify_benchmark_runs_and_writes_results() -> None:
+    """bench_verify.py --quick completes and writes a result for every algorithm."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_verify.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((ROOT / "benchmarks" / "results" / "verify.json").read_text())
+    assert set(data["verify_us"]) == {"RS256", "PS256", "ES256", "EdDSA", "HS256"}
+    for row in data["verify_us"].values():
+        assert {"tokenguard_cold", "tokenguard_cached", "floor_verify", "pyjwt"} <= set(row)
+    assert data["bytes_per_cached_token"] > 0
