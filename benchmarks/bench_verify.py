@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -160,7 +159,6 @@ def peers(alg: str, public: Any) -> dict[str, Callable[[str], Any]]:
         pass
     try:
         from authlib.jose import JsonWebKey, JsonWebToken
-
         from cryptography.hazmat.primitives import serialization
 
         if alg == "HS256":

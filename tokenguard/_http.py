@@ -21,10 +21,11 @@ size cap, ``Accept: application/json``, a ``User-Agent``, timeouts.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -74,7 +75,19 @@ class HttpReply:
     body: bytes = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class CallVerifier:
+    """Ask the user's custom verifier about a token (sync or async callable)."""
+
+    verifier: Callable[[str], object] = field(repr=False)
+    token: str = field(repr=False)
+
+
+Effect = HttpRequest | CallVerifier
+#: An HTTP-only flow: yields requests, receives replies.
 Flow = Generator[HttpRequest, HttpReply, T]
+#: The guard's top-level flow, which may also call a custom verifier.
+GuardFlow = Generator[Effect, Any, T]
 
 
 def _headers(request: HttpRequest) -> dict[str, str]:
@@ -220,15 +233,28 @@ class AsyncCoalescer:
                 del self._calls[slot]
 
 
-def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T:
-    """Drive ``flow`` to completion with blocking I/O."""
+def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: SyncCoalescer) -> T:
+    """Drive ``flow`` to completion with blocking I/O.
+
+    ``client`` is a factory, called only when the flow needs the network: a
+    guard with static keys never builds an HTTP client (or its TLS context).
+    """
     try:
         request = next(flow)
         while True:
+            if isinstance(request, CallVerifier):
+                answer = request.verifier(request.token)
+                if inspect.isawaitable(answer):
+                    close = getattr(answer, "close", None)
+                    if close is not None:
+                        close()
+                    raise TypeError("an async custom verifier cannot serve verify_sync(); give a sync callable")
+                request = flow.send(answer)
+                continue
             key = request.coalesce_key
             if key is None:
                 try:
-                    reply = fetch_sync(client, request)
+                    reply = fetch_sync(client(), request)
                 except ServiceUnavailable as exc:
                     request = flow.throw(exc)
                     continue
@@ -237,7 +263,7 @@ def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T
             call, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
-                    call.reply = fetch_sync(client, request)
+                    call.reply = fetch_sync(client(), request)
                 except ServiceUnavailable as exc:
                     call.error = exc
                 call.done.set()
@@ -260,15 +286,21 @@ def run_sync(flow: Flow[T], client: httpx.Client, coalescer: SyncCoalescer) -> T
         flow.close()
 
 
-async def run_async(flow: Flow[T], client: httpx.AsyncClient, coalescer: AsyncCoalescer) -> T:
-    """Drive ``flow`` to completion with ``await``."""
+async def run_async(flow: GuardFlow[T], client: Callable[[], httpx.AsyncClient], coalescer: AsyncCoalescer) -> T:
+    """Drive ``flow`` to completion with ``await`` (``client`` is a factory, as for :func:`run_sync`)."""
     try:
         request = next(flow)
         while True:
+            if isinstance(request, CallVerifier):
+                answer = request.verifier(request.token)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                request = flow.send(answer)
+                continue
             key = request.coalesce_key
             if key is None:
                 try:
-                    reply = await fetch_async(client, request)
+                    reply = await fetch_async(client(), request)
                 except ServiceUnavailable as exc:
                     request = flow.throw(exc)
                     continue
@@ -277,7 +309,7 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient, coalescer: AsyncCo
             future, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
-                    future.set_result(await fetch_async(client, request))
+                    future.set_result(await fetch_async(client(), request))
                 except ServiceUnavailable as exc:
                     future.set_exception(exc)
                     # Retrieve it once so asyncio does not warn when nobody else waits.

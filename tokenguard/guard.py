@@ -25,12 +25,12 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._http import AsyncCoalescer, Flow, SyncCoalescer, run_async, run_sync
+from ._http import AsyncCoalescer, CallVerifier, GuardFlow, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
 from .claims import TokenClaims
@@ -44,7 +44,13 @@ from .sources import FetchSettings, MetadataSource, check_url
 if TYPE_CHECKING:
     from .requirement import Requirement
 
-__all__ = ["ErrorResponse", "TokenGuard"]
+__all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
+
+#: A user-supplied verifier for tokens no standard method covers: returns the
+#: token's claims, ``None`` when the token is not one it knows, or raises
+#: :class:`~tokenguard.InvalidToken`. May be sync or async (async ones serve
+#: only ``verify()``).
+CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 
 logger = logging.getLogger("tokenguard")
 
@@ -90,6 +96,11 @@ class TokenGuard:
         http_client / async_http_client: bring your own httpx clients (proxies,
             custom CA); tokenguard then never closes them.
         clock: the time source (seconds since the epoch), for tests.
+        verifier: a :data:`CustomVerifier` tried for tokens that no configured
+            JWT issuer claims, before introspection. Its claims are cached
+            (``verifier_cache_ttl``, never past ``exp``), scope-checked and
+            rendered like any other; ``token_type`` is ``"custom"``.
+        verifier_cache_ttl: how long a custom verifier's answer is reused.
     """
 
     def __init__(
@@ -109,9 +120,13 @@ class TokenGuard:
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        verifier: CustomVerifier | None = None,
+        verifier_cache_ttl: float = 60.0,
     ) -> None:
-        if not issuers and introspection is None:
-            raise ConfigurationError("configure at least one issuer or introspection")
+        if not issuers and introspection is None and verifier is None:
+            raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
+        self._verifier = verifier
+        self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
         self.max_token_bytes = max_token_bytes
         self.allow_query_token = allow_query_token
@@ -314,7 +329,7 @@ class TokenGuard:
         key, claims = self._lookup(token, now)
         if claims is not None:
             return claims
-        return run_sync(self._verify_flow(token, key, now), self._sync_client(), self._sync_coalescer)
+        return run_sync(self._verify_flow(token, key, now), self._sync_client, self._sync_coalescer)
 
     async def verify(self, token: str) -> TokenClaims:
         """Verify ``token`` and return its claims.
@@ -330,9 +345,9 @@ class TokenGuard:
         key, claims = self._lookup(token, now)
         if claims is not None:
             return claims
-        return await run_async(self._verify_flow(token, key, now), self._async_client(), self._async_coalescer)
+        return await run_async(self._verify_flow(token, key, now), self._async_client, self._async_coalescer)
 
-    def _verify_flow(self, token: str, key: bytes, now: float) -> Flow[TokenClaims]:
+    def _verify_flow(self, token: str, key: bytes, now: float) -> GuardFlow[TokenClaims]:
         jws = None
         if looks_like_jws(token):
             try:
@@ -349,8 +364,12 @@ class TokenGuard:
                 claims, thumbprint = yield from runtime.verify_flow(jws, now)
                 self._store_jwt(key, claims, runtime, thumbprint, now)
                 return claims
-            if not self._may_introspect(iss):
-                raise InvalidToken("untrusted issuer")
+        if self._verifier is not None:
+            answer = yield CallVerifier(self._verifier, token)
+            if answer is not None:
+                return self._store_custom(key, answer, now)
+        if jws is not None and not self._may_introspect(peek_issuer(jws)):
+            raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
         self._events["introspection"] += 1
@@ -372,6 +391,18 @@ class TokenGuard:
                 valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
             ),
         )
+        return claims
+
+    def _store_custom(self, key: bytes, answer: object, now: float) -> TokenClaims:
+        if not isinstance(answer, Mapping):
+            raise TypeError("a custom verifier must return a mapping of claims or None")
+        claims = TokenClaims(answer, token_type="custom")
+        if claims.exp is not None and now >= claims.exp:
+            raise InvalidToken("token expired")
+        cache_until = now + self._verifier_cache_ttl
+        if claims.exp is not None:
+            cache_until = min(cache_until, claims.exp)
+        self._cache.set(key, CachedResult(claims, cache_until, valid_until=claims.exp or float("inf")))
         return claims
 
     def _may_introspect(self, iss: str | None) -> bool:

@@ -110,6 +110,9 @@ class LocalIssuer:
         jwks_max_age: ``Cache-Control: max-age`` sent with the JWKS (``None``: none).
         metadata_style: ``"oidc"`` serves ``/.well-known/openid-configuration``
             appended to the issuer; ``"oauth"`` serves only the RFC 8414 form.
+        endpoints: paths (under the issuer) of ``jwks``, ``introspection``
+            and ``token``, to reproduce a provider's layout, e.g. Logto's
+            ``{"introspection": "/token/introspection"}``.
     """
 
     def __init__(
@@ -121,9 +124,11 @@ class LocalIssuer:
         client_secret: str = "s3cr3t: with+special/chars%",  # noqa: S107 - test credential
         jwks_max_age: int | None = 300,
         metadata_style: str = "oidc",
+        endpoints: Mapping[str, str] | None = None,
         port: int = 0,
     ) -> None:
         self.path = path.rstrip("/")
+        self.endpoints = {"jwks": "/jwks", "introspection": "/introspect", "token": "/token", **(endpoints or {})}
         self.client_id = client_id
         self.client_secret = client_secret
         self.jwks_max_age = jwks_max_age
@@ -157,15 +162,15 @@ class LocalIssuer:
 
     @property
     def jwks_uri(self) -> str:
-        return f"{self.issuer}/jwks"
+        return self.issuer + self.endpoints["jwks"]
 
     @property
     def introspection_endpoint(self) -> str:
-        return f"{self.issuer}/introspect"
+        return self.issuer + self.endpoints["introspection"]
 
     @property
     def token_endpoint(self) -> str:
-        return f"{self.issuer}/token"
+        return self.issuer + self.endpoints["token"]
 
     def start(self) -> LocalIssuer:
         """Serve in a background thread; returns ``self``."""
@@ -374,14 +379,15 @@ class LocalIssuer:
             oauth = f"/.well-known/oauth-authorization-server{base}"
             if path == (oidc if self.metadata_style == "oidc" else oauth):
                 return 200, {"Cache-Control": "max-age=600"}, json.dumps(self.metadata()).encode()
-            if path == f"{base}/jwks":
+            if path == base + self.endpoints["jwks"]:
                 extra = {"Cache-Control": f"max-age={self.jwks_max_age}"} if self.jwks_max_age is not None else {}
                 return 200, {"Content-Type": "application/jwk-set+json", **extra}, json.dumps(self.jwks()).encode()
-        if method == "POST" and path in (f"{base}/introspect", f"{base}/token"):
+        introspection_path = base + self.endpoints["introspection"]
+        if method == "POST" and path in (introspection_path, base + self.endpoints["token"]):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             if not self._client_authenticated(headers, form):
                 return 401, {"WWW-Authenticate": 'Basic realm="issuer"'}, b'{"error":"invalid_client"}'
-            if path.endswith("/introspect"):
+            if path == introspection_path:
                 self.introspection_requests.append(form)
                 if "token" not in form:
                     return 400, {}, b'{"error":"invalid_request"}'
