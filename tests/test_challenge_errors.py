@@ -128,3 +128,24 @@ def test_details_can_be_suppressed() -> None:
     assert error.body(include_description=False) == {"error": "invalid_token", "error_description": "invalid token"}
     header = dict(error.headers("api", include_description=False))["WWW-Authenticate"]
     assert "wrong audience" not in header
+
+
+@given(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+    st.text(max_size=80),
+    st.lists(st.text(alphabet=SCOPE_CHARS.replace(",", ""), min_size=1, max_size=10), max_size=3),
+)
+def test_header_round_trips_through_werkzeug(realm: str, description: str, scopes: list[str]) -> None:
+    """Werkzeug's independent WWW-Authenticate parser reads back what we wrote."""
+    from werkzeug.datastructures import WWWAuthenticate
+
+    challenge = Challenge(realm=realm, error="invalid_token", error_description=description, scope=tuple(scopes))
+    parsed = WWWAuthenticate.from_header(challenge.to_header())
+    assert parsed is not None
+    assert parsed.type == "bearer"
+    assert parsed.parameters["realm"] == realm
+    assert parsed.parameters["error"] == "invalid_token"
+    if challenge.error_description:
+        assert parsed.parameters["error_description"] == sanitize_error_text(description)
+    if scopes:
+        assert parsed.parameters["scope"] == " ".join(scopes)

@@ -21,7 +21,10 @@ def test_logto_jwt_and_opaque() -> None:
         path="/oidc", algorithms=("ES256",), endpoints={"introspection": "/token/introspection"}
     ) as server:
         with logto(
-            server.origin, resource="https://api.example", client_id=server.client_id, client_secret=server.client_secret
+            server.origin,
+            resource="https://api.example",
+            client_id=server.client_id,
+            client_secret=server.client_secret,
         ) as guard:
             jwt_claims = guard.verify_sync(server.issue(alg="ES256", audience="https://api.example", scope="read"))
             assert jwt_claims.scopes == {"read"}
@@ -39,7 +42,9 @@ def test_logto_jwt_and_opaque() -> None:
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
 def test_logto_client_auth_methods(auth_method: str) -> None:
     """Logto accepts HTTP Basic or client_id/client_secret in the body."""
-    with LocalIssuer(path="/oidc", algorithms=("ES256",), endpoints={"introspection": "/token/introspection"}) as server:
+    with LocalIssuer(
+        path="/oidc", algorithms=("ES256",), endpoints={"introspection": "/token/introspection"}
+    ) as server:
         with logto(
             server.origin + "/oidc",
             resource="https://api.example",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -32,13 +31,11 @@ from werkzeug.local import LocalProxy
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
-from .response import PublicCachePolicy, secure_headers
+from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
 from .wsgi import find_token
 
 __all__ = ["FlaskTokenGuard", "current_token"]
-
-logger = logging.getLogger("tokenguard.flask")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,7 +77,7 @@ class FlaskTokenGuard:
         self.protect_all = protect_all
         self.public_paths = public_paths
         self.public_cache_policy = public_cache_policy
-        self._warned: set[str] = set()
+        self.policy = ResponsePolicy(public_cache_policy=public_cache_policy)
         if app is not None:
             self.init_app(app)
 
@@ -92,6 +89,7 @@ class FlaskTokenGuard:
             self.protect_all = bool(app.config.get("TOKENGUARD_PROTECT_ALL", False))
         if self.public_paths is None:
             self.public_paths = tuple(app.config.get("TOKENGUARD_PUBLIC_PATHS", ("/health", "/healthz")))
+        self.policy = ResponsePolicy(public_paths=self.public_paths, public_cache_policy=self.public_cache_policy)
         app.extensions[_EXTENSION] = self
         app.register_error_handler(TokenError, self._render_error)
         app.before_request(self._before_request)
@@ -136,7 +134,7 @@ class FlaskTokenGuard:
         return claims
 
     def _before_request(self) -> None:
-        if not self.protect_all or request.path in (self.public_paths or ()):
+        if not self.protect_all or self.policy.is_public(request.path):
             return
         if self._verify_request() is None:
             raise MissingToken()
@@ -144,14 +142,7 @@ class FlaskTokenGuard:
     def _after_request(self, response: Response) -> Response:
         if g.get("token") is None:
             return response
-        secured, shareable = secure_headers(list(response.headers.items()), public_policy=self.public_cache_policy)
-        if shareable and request.path not in self._warned:
-            self._warned.add(request.path)
-            logger.warning(
-                "authenticated response on %s was marked shareable; applied policy %r",
-                request.path,
-                self.public_cache_policy,
-            )
+        secured = self.policy.secure(list(response.headers.items()), request.path)
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)

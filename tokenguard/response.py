@@ -15,12 +15,15 @@ with ``Authorization`` when they are marked ``public``). So:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from .cachecontrol import CacheControl
 
-__all__ = ["PublicCachePolicy", "secure_headers"]
+__all__ = ["PublicCachePolicy", "ResponsePolicy", "secure_headers"]
+
+logger = logging.getLogger("tokenguard.response")
 
 PublicCachePolicy = Literal["private", "keep", "no-store"]
 
@@ -84,3 +87,42 @@ def secure_headers(
         directives = CacheControl(no_store=True)
     out.append(("Cache-Control", directives.to_header()))
     return out, True
+
+
+class ResponsePolicy:
+    """What every adapter decides the same way: public paths, and the headers
+    of authenticated responses (with one warning per path for shareable ones).
+
+    Args:
+        public_paths: exact paths never checked.
+        public_prefixes: path prefixes never checked.
+        public_cache_policy: see :func:`secure_headers`.
+    """
+
+    def __init__(
+        self,
+        *,
+        public_paths: Iterable[str] = (),
+        public_prefixes: Iterable[str] = (),
+        public_cache_policy: PublicCachePolicy = "private",
+    ) -> None:
+        self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+        self.public_cache_policy = public_cache_policy
+        self._warned: set[str] = set()
+
+    def is_public(self, path: str) -> bool:
+        """Whether ``path`` is served without any token check."""
+        return path in self.public_paths or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
+
+    def secure(self, headers: Sequence[tuple[str, str]], path: str) -> list[tuple[str, str]]:
+        """Apply :func:`secure_headers`, logging once per path a route that marked its response shareable."""
+        secured, shareable = secure_headers(headers, public_policy=self.public_cache_policy)
+        if shareable and path not in self._warned:
+            self._warned.add(path)
+            logger.warning(
+                "authenticated response on %s was marked storable by shared caches; applied policy %r",
+                path,
+                self.public_cache_policy,
+            )
+        return secured

@@ -20,7 +20,6 @@ untouched. Per connection it:
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,12 +32,10 @@ from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .requirement import SCOPE_KEY, claims_for_connection
-from .response import PublicCachePolicy, secure_headers
+from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
 
 __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
-
-logger = logging.getLogger("tokenguard.starlette")
 
 #: Paths left public by default: health checks and FastAPI's docs.
 DEFAULT_PUBLIC_PATHS: tuple[str, ...] = (
@@ -131,19 +128,15 @@ class TokenGuardMiddleware:
         self.app = app
         self.guard = guard
         self.protect = protect
-        self.public_paths = frozenset(public_paths)
-        self.public_prefixes = tuple(public_prefixes)
-        self.public_cache_policy = public_cache_policy
-        self._warned_paths: set[str] = set()
-
-    def _is_public(self, path: str) -> bool:
-        return path in self.public_paths or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
+        self.policy = ResponsePolicy(
+            public_paths=public_paths, public_prefixes=public_prefixes, public_cache_policy=public_cache_policy
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._is_public(scope["path"]):
+        if self.policy.is_public(scope["path"]):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
@@ -197,14 +190,7 @@ class TokenGuardMiddleware:
 
     def _secure(self, message: Message, path: str) -> Message:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-        secured, found_public = secure_headers(headers, public_policy=self.public_cache_policy)
-        if found_public and path not in self._warned_paths:
-            self._warned_paths.add(path)
-            logger.warning(
-                "authenticated response on %s had Cache-Control: public; applied policy %r",
-                path,
-                self.public_cache_policy,
-            )
+        secured = self.policy.secure(headers, path)
         message = dict(message)
         message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in secured]
         return message

@@ -12,8 +12,7 @@ first requests share one JWKS fetch.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +21,12 @@ from werkzeug.wrappers import Request
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
-from .response import PublicCachePolicy, secure_headers
+from .response import PublicCachePolicy, ResponsePolicy
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = ["CLAIMS_KEY", "TokenGuardWSGIMiddleware", "error_wsgi_response", "find_token", "secure_start_response"]
-
-logger = logging.getLogger("tokenguard.wsgi")
 
 #: The environ key holding the verified :class:`TokenClaims` (or ``None``).
 CLAIMS_KEY = "tokenguard.claims"
@@ -67,18 +64,11 @@ def error_wsgi_response(guard: TokenGuard, error: TokenError) -> tuple[str, list
     return f"{rendered.status_code} {HTTPStatus(rendered.status_code).phrase}", headers, body
 
 
-def secure_start_response(
-    start_response: StartResponse,
-    policy: PublicCachePolicy,
-    on_shareable: Callable[[], None],
-) -> StartResponse:
+def secure_start_response(start_response: StartResponse, policy: ResponsePolicy, path: str) -> StartResponse:
     """Wrap ``start_response`` to apply the authenticated-response header rules."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        secured, shareable = secure_headers(headers, public_policy=policy)
-        if shareable:
-            on_shareable()
-        return start_response(status, secured, exc_info)
+        return start_response(status, policy.secure(headers, path), exc_info)
 
     return wrapped
 
@@ -108,15 +98,14 @@ class TokenGuardWSGIMiddleware:
         self.app = app
         self.guard = guard
         self.protect = protect
-        self.public_paths = frozenset(public_paths)
-        self.public_prefixes = tuple(public_prefixes)
-        self.public_cache_policy = public_cache_policy
-        self._warned: set[str] = set()
+        self.policy = ResponsePolicy(
+            public_paths=public_paths, public_prefixes=public_prefixes, public_cache_policy=public_cache_policy
+        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ, shallow=not self.guard.allow_form_token)
         path = request.path
-        if path in self.public_paths or (self.public_prefixes and path.startswith(self.public_prefixes)):
+        if self.policy.is_public(path):
             environ[CLAIMS_KEY] = None
             return self.app(environ, start_response)
         claims: TokenClaims | None = None
@@ -134,13 +123,4 @@ class TokenGuardWSGIMiddleware:
         if claims is None:
             return self.app(environ, start_response)
 
-        def warn() -> None:
-            if path not in self._warned:
-                self._warned.add(path)
-                logger.warning(
-                    "authenticated response on %s was marked shareable; applied policy %r",
-                    path,
-                    self.public_cache_policy,
-                )
-
-        return self.app(environ, secure_start_response(start_response, self.public_cache_policy, warn))
+        return self.app(environ, secure_start_response(start_response, self.policy, path))

@@ -36,8 +36,8 @@ def _load(name: str) -> dict[str, Any]:
     return data
 
 
-def _signature_cases() -> list[Any]:
-    path = VECTORS / "json_web_signature_test.json"
+def _cases(name: str) -> list[Any]:
+    path = VECTORS / name
     if not path.exists():
         return [pytest.param(None, None, id="vectors-missing")]
     data = json.loads(path.read_text())
@@ -68,7 +68,7 @@ def _accepts(group: dict[str, Any], test: dict[str, Any]) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("group", "test"), _signature_cases())
+@pytest.mark.parametrize(("group", "test"), _cases("json_web_signature_test.json"))
 def test_json_web_signature_vector(group: dict[str, Any] | None, test: dict[str, Any] | None) -> None:
     """Each Wycheproof JWS case gets the verdict its label demands."""
     if group is None or test is None:
@@ -104,18 +104,6 @@ def test_signature_vector_tally() -> None:
     assert sum(tally.values()) == data["numberOfTests"]
 
 
-def _key_cases() -> list[Any]:
-    path = VECTORS / "json_web_key_test.json"
-    if not path.exists():
-        return [pytest.param(None, None, id="vectors-missing")]
-    data = json.loads(path.read_text())
-    return [
-        pytest.param(group, test, id=f"tc{test['tcId']}-{test['comment']}")
-        for group in data["testGroups"]
-        for test in group["tests"]
-    ]
-
-
 def _key_set(material: dict[str, Any]) -> KeySet:
     if "keys" in material:
         # A key set as a user would configure it statically (the most lenient
@@ -128,7 +116,7 @@ def _key_set(material: dict[str, Any]) -> KeySet:
         return KeySet.of([])
 
 
-@pytest.mark.parametrize(("group", "test"), _key_cases())
+@pytest.mark.parametrize(("group", "test"), _cases("json_web_key_test.json"))
 def test_json_web_key_vector(group: dict[str, Any] | None, test: dict[str, Any] | None) -> None:
     """Each Wycheproof JWK case, checked against keys as tokenguard would load them from a JWKS."""
     if group is None or test is None:
