@@ -178,3 +178,73 @@ def test_custom_verifier_for_dian_access_tokens() -> None:
             return (await guard.verify("ok")).subject
 
     assert asyncio.run(main()) == "async"
+
+
+def test_identity_server_revocation_check_of_jwts() -> None:
+    """With check_revocation, a revoked JWT is refused although its signature is fine."""
+    with LocalIssuer(
+        algorithms=("RS256",),
+        endpoints={"introspection": "/connect/introspect"},
+        client_id="library-api",
+        client_secret="api-secret",
+    ) as server:
+        with identity_server(
+            server.issuer, api_name="library-api", api_secret="api-secret", check_revocation=True
+        ) as guard:
+            token = server.issue(audience="library-api", scope=["library-api-checked-books"])
+            assert guard.verify_sync(token).token_type == "jwt"
+            assert server.requests["/connect/introspect"] == 1
+            guard.verify_sync(token)  # cached: no second introspection
+            assert server.requests["/connect/introspect"] == 1
+        server.revoke(token)
+        with (
+            identity_server(
+                server.issuer, api_name="library-api", api_secret="api-secret", check_revocation=True
+            ) as fresh,
+            pytest.raises(InvalidToken, match="not active"),
+        ):
+            fresh.verify_sync(token)
+
+
+def test_check_revocation_needs_introspection() -> None:
+    """check_revocation without client credentials is a configuration error."""
+    from tokenguard import ConfigurationError, TokenGuard
+
+    with pytest.raises(ConfigurationError):
+        TokenGuard.from_issuer("https://idp.example", audience="api", check_revocation=True)
+
+
+@pytest.mark.parametrize("kind", ["jwt", "opaque"])
+def test_userinfo_enrichment(kind: str) -> None:
+    """userinfo() fetches the subject's UserInfo from the issuer's metadata, cached like introspection."""
+    import asyncio
+
+    with LocalIssuer(algorithms=("ES256",), endpoints={"userinfo": "/connect/userinfo"}) as server:
+        guard = server.guard()
+        token = server.issue(alg="ES256", subject="alice") if kind == "jwt" else server.issue_opaque(subject="alice")
+        info = guard.userinfo_sync(token)
+        assert info.subject == "alice" and info["email"] == "alice@example.test"
+        guard.userinfo_sync(token)
+        assert server.requests["/connect/userinfo"] == 1
+        assert asyncio.run(guard.userinfo(token))["name"] == "Test User"
+        assert server.requests["/connect/userinfo"] == 1
+
+
+def test_userinfo_refusal_and_subject_mismatch() -> None:
+    """A refused token is invalid_token; an answer for another subject is never used."""
+    from tokenguard.testing import Fault
+
+    with LocalIssuer(algorithms=("ES256",)) as server:
+        guard = server.guard()
+        token = server.issue(alg="ES256", subject="alice")
+        server.faults["/userinfo"] = Fault(status=200, body=b'{"sub": "mallory", "email": "m@evil"}')
+        with pytest.raises(InvalidToken, match="another subject"):
+            guard.userinfo_sync(token)
+        server.faults["/userinfo"] = Fault(status=401, body=b"{}")
+        with pytest.raises(InvalidToken, match="refused"):
+            guard.userinfo_sync(token)
+        server.faults["/userinfo"] = Fault(status=500)
+        from tokenguard import ServiceUnavailable
+
+        with pytest.raises(ServiceUnavailable):
+            guard.userinfo_sync(token)

@@ -30,16 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._http import AsyncCoalescer, CallVerifier, GuardFlow, SyncCoalescer, run_async, run_sync
+from ._http import AsyncCoalescer, CallVerifier, GuardFlow, HttpRequest, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
 from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, TokenError
-from .introspection import ClientAuthMethod, Introspection, introspect_flow
+from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
 from .jwt import looks_like_jws, parse_jws, peek_issuer
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
 from .sources import FetchSettings, MetadataSource, check_url
+from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
     from .requirement import Requirement
@@ -101,6 +102,7 @@ class TokenGuard:
             (``verifier_cache_ttl``, never past ``exp``), scope-checked and
             rendered like any other; ``token_type`` is ``"custom"``.
         verifier_cache_ttl: how long a custom verifier's answer is reused.
+        userinfo_cache_ttl: how long a userinfo answer is reused (never past ``exp``).
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class TokenGuard:
         clock: Callable[[], float] = time.time,
         verifier: CustomVerifier | None = None,
         verifier_cache_ttl: float = 60.0,
+        userinfo_cache_ttl: float = 60.0,
     ) -> None:
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
@@ -149,6 +152,9 @@ class TokenGuard:
             metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
+        if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
+            raise ConfigurationError("check_revocation needs introspection to be configured")
+        self._userinfo_cache_ttl = userinfo_cache_ttl
         self._introspection_metadata: MetadataSource | None = None
         if introspection is not None:
             if introspection.endpoint is not None:
@@ -202,6 +208,7 @@ class TokenGuard:
         scope_claims: Sequence[str] | None = None,
         leeway: float | None = None,
         introspection_cache_ttl: float = 60.0,
+        check_revocation: bool = False,
         fetch: FetchSettings | None = None,
         **options: Any,
     ) -> TokenGuard:
@@ -230,6 +237,7 @@ class TokenGuard:
             token_types=token_types,
             required_claims=required_claims,
             fetch=fetch,
+            check_revocation=check_revocation,
             **issuer_options,
         )
         introspection = None
@@ -362,7 +370,11 @@ class TokenGuard:
             if runtime is not None:
                 self._events["jwt_verified_locally"] += 1
                 claims, thumbprint = yield from runtime.verify_flow(jws, now)
-                self._store_jwt(key, claims, runtime, thumbprint, now)
+                cache_until = None
+                if runtime.config.check_revocation and self._introspection is not None:
+                    result = yield from self._introspect(token, key, now)
+                    cache_until = now + result.ttl
+                self._store_jwt(key, claims, runtime, thumbprint, now, cache_until)
                 return claims
         if self._verifier is not None:
             answer = yield CallVerifier(self._verifier, token)
@@ -372,6 +384,28 @@ class TokenGuard:
             raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
+        result = yield from self._introspect(token, key, now)
+        opaque_claims = result.claims
+        assert opaque_claims is not None
+        return self._store_opaque(key, opaque_claims, result.ttl, now)
+
+    def _store_opaque(self, key: bytes, claims: TokenClaims, ttl: float, now: float) -> TokenClaims:
+        assert self._introspection is not None
+        leeway = self._introspection.leeway
+        self._cache.set(
+            key,
+            CachedResult(
+                claims,
+                now + ttl,
+                valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
+                valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
+            ),
+        )
+        return claims
+
+    def _introspect(self, token: str, key: bytes, now: float) -> GuardFlow[IntrospectionResult]:
+        """Introspect ``token``; an inactive answer is cached briefly and raised."""
+        assert self._introspection is not None
         self._events["introspection"] += 1
         result = yield from introspect_flow(
             token, self._introspection, self._introspection_metadata, now, coalesce_key="POST introspect " + key.hex()
@@ -380,18 +414,7 @@ class TokenGuard:
             if result.ttl > 0:
                 self._cache.set(key, CachedResult(None, now + result.ttl, reason=result.reason))
             raise InvalidToken(result.reason)
-        claims = result.claims
-        leeway = self._introspection.leeway
-        self._cache.set(
-            key,
-            CachedResult(
-                claims,
-                now + result.ttl,
-                valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
-                valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
-            ),
-        )
-        return claims
+        return result
 
     def _store_custom(self, key: bytes, answer: object, now: float) -> TokenClaims:
         if not isinstance(answer, Mapping):
@@ -411,7 +434,15 @@ class TokenGuard:
             return False
         return config.issuer is None or iss is None or iss == config.issuer
 
-    def _store_jwt(self, key: bytes, claims: TokenClaims, runtime: IssuerRuntime, thumbprint: str, now: float) -> None:
+    def _store_jwt(
+        self,
+        key: bytes,
+        claims: TokenClaims,
+        runtime: IssuerRuntime,
+        thumbprint: str,
+        now: float,
+        cache_until: float | None = None,
+    ) -> None:
         policy = runtime.policy
         valid_until = claims.exp + policy.leeway if claims.exp is not None else now + _NO_EXP_CACHE_SECONDS
         if policy.max_token_age is not None and claims.iat is not None:
@@ -421,13 +452,74 @@ class TokenGuard:
             key,
             CachedResult(
                 claims,
-                cache_until=valid_until,
+                cache_until=valid_until if cache_until is None else min(valid_until, cache_until),
                 valid_from=valid_from,
                 valid_until=valid_until,
                 issuer=policy.issuer,
                 key_thumbprint=thumbprint,
             ),
         )
+
+    # ------------------------------------------------------------------ userinfo
+
+    def userinfo_sync(self, token: str) -> TokenClaims:
+        """Verify ``token``, then fetch the OIDC UserInfo of its subject (blocking).
+
+        The endpoint is the ``userinfo_endpoint`` of the configured issuer
+        that the token belongs to; answers are cached under a keyed hash of
+        the token for ``userinfo_cache_ttl`` (never past ``exp``).
+
+        Raises:
+            InvalidToken: the token is invalid, or the endpoint refused it.
+            ServiceUnavailable: the endpoint failed.
+            ConfigurationError: no metadata (hence no endpoint) for this token's issuer.
+        """
+        claims = self.verify_sync(token)
+        now = self.clock()
+        key, cached = self._userinfo_lookup(token, now)
+        if cached is not None:
+            return cached
+        return run_sync(self._userinfo_flow(token, claims, key, now), self._sync_client, self._sync_coalescer)
+
+    async def userinfo(self, token: str) -> TokenClaims:
+        """Async twin of :meth:`userinfo_sync`."""
+        claims = await self.verify(token)
+        now = self.clock()
+        key, cached = self._userinfo_lookup(token, now)
+        if cached is not None:
+            return cached
+        return await run_async(self._userinfo_flow(token, claims, key, now), self._async_client, self._async_coalescer)
+
+    def _userinfo_lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
+        # Its own key space: the same token maps to a different cache key here.
+        key = self._hasher.cache_key("\x00userinfo\x00" + token)
+        entry = self._cache.get(key)
+        if entry is not None and now < entry.cache_until and entry.claims is not None:
+            return key, entry.claims
+        return key, None
+
+    def _userinfo_flow(self, token: str, claims: TokenClaims, key: bytes, now: float) -> GuardFlow[TokenClaims]:
+        metadata = self._metadata.get(claims.issuer or "")
+        if metadata is None and claims.token_type == "opaque":
+            metadata = self._introspection_metadata
+        if metadata is None:
+            raise ConfigurationError("no issuer metadata for this token: userinfo is unavailable")
+        endpoint = yield from metadata.endpoint_flow("userinfo_endpoint", now)
+        if endpoint is None:
+            raise ConfigurationError("the issuer's metadata has no userinfo_endpoint")
+        reply = yield HttpRequest(
+            "GET",
+            endpoint,
+            headers=(("Authorization", f"Bearer {token}"),),
+            coalesce_key="GET userinfo " + key.hex(),
+            purpose="userinfo",
+        )
+        info = interpret_userinfo(reply, claims)
+        cache_until = now + self._userinfo_cache_ttl
+        if claims.exp is not None:
+            cache_until = min(cache_until, claims.exp)
+        self._cache.set(key, CachedResult(info, cache_until))
+        return info
 
     # ------------------------------------------------------------------ requests and scopes
 

@@ -46,6 +46,10 @@ class JWTIssuer:
         max_token_age: refuse tokens issued longer ago than this (seconds).
         scope_claims: claims read for scopes (default ``scope``, ``scp``).
         fetch: fetch and cache settings for discovery and JWKS.
+        check_revocation: also introspect this issuer's JWTs after local
+            verification, so revoked JWTs are refused (IdentityServer accepts
+            JWTs at its introspection endpoint for this). Costs one call per
+            token per introspection cache period; needs introspection configured.
     """
 
     issuer: str
@@ -63,6 +67,7 @@ class JWTIssuer:
     max_token_age: float | None = None
     scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS
     fetch: FetchSettings = FetchSettings()
+    check_revocation: bool = False
 
     def policy(self) -> JWTPolicy:
         """The claim and header rules for this issuer."""

@@ -128,7 +128,14 @@ class LocalIssuer:
         port: int = 0,
     ) -> None:
         self.path = path.rstrip("/")
-        self.endpoints = {"jwks": "/jwks", "introspection": "/introspect", "token": "/token", **(endpoints or {})}
+        self.endpoints = {
+            "jwks": "/jwks",
+            "introspection": "/introspect",
+            "token": "/token",
+            "userinfo": "/userinfo",
+            **(endpoints or {}),
+        }
+        self.revoked: set[str] = set()
         self.client_id = client_id
         self.client_secret = client_secret
         self.jwks_max_age = jwks_max_age
@@ -302,10 +309,11 @@ class LocalIssuer:
         return token
 
     def revoke(self, token: str) -> None:
-        """Make introspection answer ``active: false`` for ``token``."""
+        """Make introspection answer ``active: false`` for ``token`` (opaque or JWT)."""
         with self._lock:
             if token in self._opaque:
                 self._opaque[token].revoked = True
+            self.revoked.add(token)
 
     # ------------------------------------------------------------------ guards
 
@@ -330,6 +338,7 @@ class LocalIssuer:
             "jwks_uri": self.jwks_uri,
             "introspection_endpoint": self.introspection_endpoint,
             "token_endpoint": self.token_endpoint,
+            "userinfo_endpoint": self.issuer + self.endpoints["userinfo"],
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -361,6 +370,8 @@ class LocalIssuer:
             if entry.revoked or entry.claims.get("exp", 0) <= time.time():
                 return {"active": False}
             return {"active": True, **entry.claims}
+        if token in self.revoked:
+            return {"active": False}
         try:
             header = pyjwt.get_unverified_header(token)
             key = self.key(kid=header.get("kid"))
@@ -382,6 +393,13 @@ class LocalIssuer:
             if path == base + self.endpoints["jwks"]:
                 extra = {"Cache-Control": f"max-age={self.jwks_max_age}"} if self.jwks_max_age is not None else {}
                 return 200, {"Content-Type": "application/jwk-set+json", **extra}, json.dumps(self.jwks()).encode()
+        if method == "GET" and path == base + self.endpoints["userinfo"]:
+            auth = headers.get("authorization", "")
+            answer = self.introspect(auth[7:]) if auth[:7].lower() == "bearer " else {"active": False}
+            if not answer.get("active"):
+                return 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}, b'{"error":"invalid_token"}'
+            info = {"sub": answer.get("sub"), "email": f"{answer.get('sub')}@example.test", "name": "Test User"}
+            return 200, {}, json.dumps(info).encode()
         introspection_path = base + self.endpoints["introspection"]
         if method == "POST" and path in (introspection_path, base + self.endpoints["token"]):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
