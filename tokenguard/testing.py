@@ -136,6 +136,9 @@ class LocalIssuer:
             **(endpoints or {}),
         }
         self.revoked: set[str] = set()
+        self.token_requests: list[dict[str, str]] = []
+        self.token_lifetime = 300
+        self._refresh: dict[str, str] = {}
         self.client_id = client_id
         self.client_secret = client_secret
         self.jwks_max_age = jwks_max_age
@@ -410,10 +413,29 @@ class LocalIssuer:
                 if "token" not in form:
                     return 400, {}, b'{"error":"invalid_request"}'
                 return 200, {"Cache-Control": "no-store"}, json.dumps(self.introspect(form["token"])).encode()
-            if form.get("grant_type") != "client_credentials":
+            grant = form.get("grant_type")
+            if grant == "refresh_token":
+                with self._lock:
+                    scope = self._refresh.pop(form.get("refresh_token", ""), None)
+                if scope is None:
+                    return 400, {"Cache-Control": "no-store"}, b'{"error":"invalid_grant"}'
+            elif grant == "client_credentials":
+                scope = form.get("scope") or ""
+            else:
                 return 400, {}, b'{"error":"unsupported_grant_type"}'
-            token = self.issue(scope=form.get("scope"), audience=form.get("resource", "https://api.test"))
-            answer = {"access_token": token, "token_type": "Bearer", "expires_in": 300}
+            self.token_requests.append(form)
+            token = self.issue(scope=scope or None, audience=form.get("resource", "https://api.test"))
+            refresh = secrets.token_urlsafe(24)
+            with self._lock:
+                self._refresh[refresh] = scope
+            # The shape IBM Liberty answers with (and most OAuth servers).
+            answer = {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.token_lifetime,
+                "refresh_token": refresh,
+                "id_token": self.issue(typ="JWT", audience=self.client_id),
+            }
             return 200, {"Cache-Control": "no-store"}, json.dumps(answer).encode()
         return 404, {}, b'{"error":"not_found"}'
 

@@ -1,0 +1,471 @@
+"""Client side: OAuth token management (ClientCredentialsAuth) and the DIAN identity service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tokenguard import ConfigurationError, InvalidToken
+from tokenguard.client import (
+    ClientCredentialsAuth,
+    DianAuth,
+    DianClient,
+    DianError,
+    InvalidClient,
+    InvalidGrant,
+    TokenEndpointError,
+    decrypt_field,
+    encrypt_field,
+    parse_token_response,
+)
+from tokenguard.client.dian import COLOMBIA
+from tokenguard.testing import LocalIssuer
+
+from .conftest import UvicornServer
+from .test_adapters import fastapi_app
+from .test_oidc_provider import OIDCProvider
+
+pytestmark = pytest.mark.integration
+
+NOW = 1_800_000_000.0
+GOOD = {"access_token": "at", "token_type": "Bearer", "expires_in": 300}
+
+
+# ---------------------------------------------------------------- token answers (pure)
+
+
+def test_token_answer_parsed() -> None:
+    """A proper answer gives a token expiring expires_in seconds from now."""
+    token = parse_token_response(200, {"cache-control": "no-store"}, json.dumps(GOOD).encode(), NOW)
+    assert token.access_token == "at" and token.expires_at == NOW + 300
+    assert not token.needs_refresh(NOW + 269, 30) and token.needs_refresh(NOW + 270, 30)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {**GOOD, "token_type": "mac"},
+        {**GOOD, "expires_in": "300"},
+        {**GOOD, "expires_in": True},
+        {k: v for k, v in GOOD.items() if k != "access_token"},
+        ["not", "an", "object"],
+    ],
+)
+def test_bad_token_answers_refused(answer: Any) -> None:
+    """Wrong token_type, non-numeric expires_in, missing token, non-object: refused."""
+    with pytest.raises(TokenEndpointError):
+        parse_token_response(200, {"cache-control": "no-store"}, json.dumps(answer).encode(), NOW)
+
+
+def test_token_type_case_insensitive() -> None:
+    """token_type compares case-insensitively (RFC 6749 §7.1)."""
+    answer = {**GOOD, "token_type": "bearer"}
+    assert parse_token_response(200, {"cache-control": "no-store"}, json.dumps(answer).encode(), NOW).token_type
+
+
+def test_no_store_policy(caplog: pytest.LogCaptureFixture) -> None:
+    """A missing Cache-Control: no-store warns by default and fails under 'refuse'."""
+    parse_token_response(200, {}, json.dumps(GOOD).encode(), NOW)
+    assert "no-store" in caplog.text
+    with pytest.raises(TokenEndpointError, match="no-store"):
+        parse_token_response(200, {}, json.dumps(GOOD).encode(), NOW, no_store="refuse")
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b'{"error":"invalid_client","error_description":"bad secret"}', InvalidClient),
+        (b'{"error":"invalid_grant"}', InvalidGrant),
+        (b'{"error":"invalid_scope"}', TokenEndpointError),
+        (b"<html>", TokenEndpointError),
+    ],
+)
+def test_error_answers_are_typed(body: bytes, kind: type[TokenEndpointError]) -> None:
+    """RFC 6749 §5.2 errors surface as typed exceptions with the server's code and text."""
+    with pytest.raises(kind) as info:
+        parse_token_response(400, {}, body, NOW)
+    assert type(info.value) is kind
+    if body.startswith(b"{"):
+        assert info.value.error == json.loads(body)["error"]
+
+
+# ---------------------------------------------------------------- against a real oidc-provider
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OIDCProvider]:
+    server = OIDCProvider()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("client_id", "secret", "method"),
+    [("app", "app-secret", "client_secret_basic"), ("rs-post", "rs-post-secret", "client_secret_post")],
+)
+def test_oauth_auth_against_oidc_provider(provider: OIDCProvider, client_id: str, secret: str, method: str) -> None:
+    """Discovery, client credentials, Bearer attached: a protected API accepts the call."""
+    auth = ClientCredentialsAuth(
+        client_id,
+        secret,
+        issuer=provider.issuer,
+        auth_method=method,
+        scope="read",
+        resource="https://api.test/",  # type: ignore[arg-type]
+    )
+    with provider.guard() as guard, UvicornServer(fastapi_app(guard)) as api, httpx.Client(auth=auth) as http:
+        assert http.get(f"{api.url}/books").status_code == 200
+        assert http.get(f"{api.url}/books").status_code == 200
+    assert auth.token_requests == 1
+
+
+def test_revoked_on_close_and_single_flight(provider: OIDCProvider) -> None:
+    """Concurrent callers share one token request; close() revokes the token (RFC 7009)."""
+    auth = ClientCredentialsAuth("app", "app-secret", issuer=provider.issuer, scope="read")
+    tokens: list[str] = []
+    barrier = threading.Barrier(20)
+
+    def grab() -> None:
+        barrier.wait()
+        tokens.append(auth.get_token_sync().access_token)
+
+    threads = [threading.Thread(target=grab) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert auth.token_requests == 1 and len(set(tokens)) == 1
+    with provider.guard(introspection_cache_ttl=0) as guard:
+        assert guard.verify_sync(tokens[0]).token_type == "opaque"
+        auth.close()
+        with pytest.raises(InvalidToken, match="not active"):
+            guard.verify_sync(tokens[0])
+
+
+def test_retry_once_on_401_with_a_fresh_token(provider: OIDCProvider) -> None:
+    """When the API refuses the token (revoked), the auth fetches a new one and retries once."""
+    auth = ClientCredentialsAuth("app", "app-secret", issuer=provider.issuer, scope="read")
+    guard = provider.guard(introspection_cache_ttl=0)
+    with UvicornServer(fastapi_app(guard)) as api, httpx.Client(auth=auth) as http, guard:
+        assert http.get(f"{api.url}/books").status_code == 200
+        provider.revoke(auth.get_token_sync().access_token)
+        assert http.get(f"{api.url}/books").status_code == 200
+    assert auth.token_requests == 2
+
+
+def test_async_auth(provider: OIDCProvider) -> None:
+    """The async flow shares one token among concurrent tasks."""
+    auth = ClientCredentialsAuth(
+        "app", "app-secret", issuer=provider.issuer, scope="read", resource="https://api.test/"
+    )
+
+    async def main() -> list[str]:
+        return [t.access_token for t in await asyncio.gather(*(auth.get_token() for _ in range(20)))]
+
+    assert len(set(asyncio.run(main()))) == 1
+    assert auth.token_requests == 1
+
+
+def test_private_key_jwt_assertion_shape() -> None:
+    """private_key_jwt sends a signed assertion with iss = sub = client_id and aud = token endpoint."""
+    import jwt as pyjwt
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    seen: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(parse_qsl(request.content.decode()))
+        return httpx.Response(200, json=GOOD, headers={"Cache-Control": "no-store"})
+
+    auth = ClientCredentialsAuth(
+        "svc", token_endpoint="https://as.test/token", auth_method="private_key_jwt", private_key=key
+    )
+    transport = httpx.MockTransport(handler)
+    original = httpx.Client.__init__
+
+    def with_mock(self: httpx.Client, *args: Any, **kwargs: Any) -> None:
+        kwargs["transport"] = transport
+        original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx.Client, "__init__", with_mock)
+        assert auth.get_token_sync().access_token == "at"
+    claims = pyjwt.decode(
+        seen["client_assertion"], key.public_key(), algorithms=["RS256"], audience="https://as.test/token"
+    )
+    assert claims["iss"] == claims["sub"] == "svc"
+    assert seen["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def test_configuration_errors() -> None:
+    """Missing endpoint or credentials are configuration errors, raised at construction."""
+    with pytest.raises(ConfigurationError):
+        ClientCredentialsAuth("svc", "secret")
+    with pytest.raises(ConfigurationError):
+        ClientCredentialsAuth("svc", token_endpoint="https://as/token")
+    with pytest.raises(ConfigurationError):
+        ClientCredentialsAuth("svc", token_endpoint="https://as/token", auth_method="private_key_jwt")
+
+
+def test_liberty_token_endpoint_refresh_grant() -> None:
+    """Liberty's /oidc/endpoint/<p>/token: Basic auth, refresh_token honoured before expiry, proactively."""
+
+    class Clock:
+        now = time.time()
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    with LocalIssuer(path="/oidc/endpoint/OP", algorithms=("RS256",)) as server:
+        auth = ClientCredentialsAuth(
+            server.client_id, server.client_secret, token_endpoint=server.token_endpoint, refresh_margin=30, clock=clock
+        )
+        first = auth.get_token_sync()
+        assert first.refresh_token and first.id_token
+        assert auth.get_token_sync() is first
+        clock.now += 271  # within the 30 s margin of the 300 s lifetime
+        second = auth.get_token_sync()
+        assert second.access_token != first.access_token
+        assert [r["grant_type"] for r in server.token_requests] == ["client_credentials", "refresh_token"]
+        assert "client_secret" not in server.token_requests[0]  # HTTP Basic, not the body
+
+
+def test_refresh_refused_falls_back_to_client_grant() -> None:
+    """An invalid refresh token leads to a fresh client-credentials request."""
+
+    class Clock:
+        now = time.time()
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    with LocalIssuer(algorithms=("RS256",)) as server:
+        auth = ClientCredentialsAuth(
+            server.client_id, server.client_secret, token_endpoint=server.token_endpoint, clock=clock
+        )
+        auth.get_token_sync()
+        server._refresh.clear()  # the server forgot every refresh token
+        clock.now += 290
+        assert auth.get_token_sync().access_token
+        assert [r["grant_type"] for r in server.token_requests] == ["client_credentials", "client_credentials"]
+
+
+# ---------------------------------------------------------------- DIAN
+
+KEY = "0123456789abcdef"
+
+
+def test_dian_encryption_format() -> None:
+    """[value]-[YYYY-MM-DDTHH:MM:SS] in Colombian time, AES-128-CBC, zero IV, PKCS#7, base64."""
+    ciphertext = encrypt_field("s3cret", KEY, NOW)
+    value, stamp = decrypt_field(ciphertext, KEY)
+    assert value == "s3cret"
+    assert stamp == datetime.fromtimestamp(int(NOW), COLOMBIA)
+    assert stamp.utcoffset().total_seconds() == -5 * 3600  # type: ignore[union-attr]
+    with pytest.raises(ConfigurationError):
+        encrypt_field("x", "short-key", NOW)
+
+
+class DianServer:
+    """A loopback server implementing DIAN's token protocol as specified."""
+
+    def __init__(self, *, expire_in: int = 3600) -> None:
+        self.expire_in = expire_in
+        self.calls: list[str] = []
+        self.fail_next: list[tuple[int, dict[str, str], bytes]] = []
+        self.tokens: dict[str, str] = {}
+        self.refresh: dict[str, str] = {}
+        self.revoked: set[str] = set()
+        self.encrypted = True
+        self.clock = time.time
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                assert self.rfile.read(length) == b""
+                url = urlsplit(self.path)
+                status, body = server.handle(url.path, dict(parse_qsl(url.query)), self.headers)
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _field(self, value: str) -> str:
+        if not self.encrypted:
+            return value
+        plain, stamp = decrypt_field(value, KEY)
+        if abs(self.clock() - stamp.timestamp()) > 180:
+            raise ValueError("timestamp outside the 3-minute window")
+        return plain
+
+    def _issue(self, client_id: str) -> dict[str, Any]:
+        access, refresh = f"at-{len(self.tokens)}", f"rt-{len(self.tokens)}"
+        self.tokens[access] = client_id
+        self.refresh[refresh] = client_id
+        return {
+            "accessToken": access,
+            "idToken": "eyJ.id.token",
+            "refreshToken": refresh,
+            "tokenType": "Bearer",
+            "expireIn": self.expire_in,
+            "clientId": f"  {client_id}  ",
+        }
+
+    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any]:
+        name = path.rsplit("/", 1)[-1]
+        self.calls.append(name)
+        if self.fail_next:
+            status, _, body = self.fail_next.pop(0)
+            return status, json.loads(body)
+        if name == "login":
+            try:
+                ok = self._field(query["client_secret"]) == "client-secret" and self._field(query["password"]) == "pw"
+            except (KeyError, ValueError):
+                return 400, {"error": "invalid_request", "message": "bad encryption"}
+            if not ok or query.get("grant_type") != "password" or query.get("nit") != "900123456":
+                return 401, {"error": "invalid_credentials"}
+            return 200, self._issue(query["client_id"])
+        bearer = headers.get("Authorization", "")[7:]
+        if name == "refresh":
+            client = self.refresh.pop(bearer, None)
+            if client is None or headers.get("ClientId") != client:
+                return 401, {"error": "invalid_token"}
+            return 200, self._issue(client)
+        if name == "revoke":
+            if bearer not in self.tokens:
+                return 401, {"error": "invalid_token"}
+            self.revoked.add(bearer)
+            return 200, {"message": "success"}
+        return 404, {}
+
+    def __enter__(self) -> DianServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def dian_client(server: DianServer, **options: Any) -> DianClient:
+    return DianClient(
+        server.url,
+        client_id="my-client",
+        client_secret="client-secret",
+        encryption_key=KEY,
+        tipo_documento="US",
+        nro_documento="1234567890",
+        nit="900123456",
+        password="pw",
+        sleep=lambda s: None,
+        **options,
+    )
+
+
+def test_dian_login_refresh_revoke() -> None:
+    """Login with encrypted fields, refresh with the refresh token, revoke with the access token."""
+    with DianServer() as server:
+        client = dian_client(server)
+        token = client.login()
+        assert token.client_id == "my-client"  # surrounding spaces trimmed
+        refreshed = client.refresh(token)
+        assert refreshed.access_token != token.access_token
+        client.revoke(refreshed)
+        assert refreshed.access_token in server.revoked
+        client.close()
+
+
+def test_dian_errors_and_retries() -> None:
+    """401 is invalid credentials, 400 surfaces its error object, 429/503 are retried (bounded)."""
+    with DianServer() as server:
+        client = dian_client(server, max_retries=2)
+        server.fail_next = [(429, {}, b"{}"), (503, {}, b"{}")]
+        assert client.login().access_token
+        assert server.calls == ["login", "login", "login"]
+        server.fail_next = [(429, {}, b"{}")] * 3
+        with pytest.raises(DianError) as busy:
+            client.login()
+        assert busy.value.status == 429
+        server.fail_next = [(400, {}, b'{"error": "bad_request", "message": "nit missing"}')]
+        with pytest.raises(DianError) as bad:
+            client.login()
+        assert bad.value.status == 400 and bad.value.detail == {"error": "bad_request", "message": "nit missing"}
+        wrong = DianClient(
+            server.url, client_id="my-client", client_secret="nope", encryption_key=KEY,
+            tipo_documento="US", nro_documento="1", nit="900123456", password="pw",
+        )  # fmt: skip
+        with pytest.raises(DianError) as refused:
+            wrong.login()
+        assert refused.value.status == 401
+        wrong.close()
+        client.close()
+
+
+def test_dian_encryption_can_be_switched_off() -> None:
+    """DIAN's test environment accepts plaintext fields."""
+    with DianServer() as server:
+        server.encrypted = False
+        client = dian_client(server, encrypt=False)
+        assert client.login().access_token
+        client.close()
+
+
+def test_dian_auth_refreshes_before_expiry_and_revokes_on_close() -> None:
+    """DianAuth logs in once, refreshes near expiry (re-logging in if refresh fails), revokes on close."""
+
+    class Clock:
+        now = time.time()
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    with DianServer(expire_in=600) as server:
+        server.clock = clock
+        auth = DianAuth(dian_client(server, clock=clock), refresh_margin=60)
+        seen: list[str] = []
+
+        def api(request: httpx.Request) -> httpx.Response:
+            seen.append(request.headers["Authorization"])
+            return httpx.Response(200)
+
+        with httpx.Client(auth=auth, transport=httpx.MockTransport(api)) as http:
+            http.get("https://downstream.test/a")
+            http.get("https://downstream.test/b")
+            clock.now += 541
+            http.get("https://downstream.test/c")
+            server.refresh.clear()  # refresh will fail: a fresh login follows
+            clock.now += 541
+            http.get("https://downstream.test/d")
+        assert server.calls == ["login", "refresh", "refresh", "login"]
+        assert seen[0] == seen[1] != seen[2] != seen[3]
+        last = seen[3].split(" ", 1)[1]
+        auth.close()
+        assert last in server.revoked
