@@ -97,3 +97,16 @@ class WSGIServer:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[Any]:
+    """The real node oidc-provider, shared by every module that needs it."""
+    from .test_oidc_provider import OIDCProvider
+
+    server = OIDCProvider()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

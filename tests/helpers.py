@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import time as _time
 from typing import Any
 
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+
+class Clock:
+    """A controllable clock starting at real time; tests move ``now`` forward."""
+
+    def __init__(self) -> None:
+        self.now = _time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
 
 ISS = "https://issuer.test"
 AUD = "https://api.test"

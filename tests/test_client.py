@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +32,7 @@ from tokenguard.client.dian import COLOMBIA
 from tokenguard.testing import LocalIssuer
 
 from .conftest import UvicornServer
+from .helpers import Clock
 from .test_adapters import fastapi_app
 from .test_oidc_provider import OIDCProvider
 
@@ -103,39 +103,31 @@ def test_error_answers_are_typed(body: bytes, kind: type[TokenEndpointError]) ->
 # ---------------------------------------------------------------- against a real oidc-provider
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OIDCProvider]:
-    server = OIDCProvider()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize(
     ("client_id", "secret", "method"),
     [("app", "app-secret", "client_secret_basic"), ("rs-post", "rs-post-secret", "client_secret_post")],
 )
-def test_oauth_auth_against_oidc_provider(provider: OIDCProvider, client_id: str, secret: str, method: str) -> None:
+def test_oauth_auth_against_oidc_provider(
+    oidc_provider: OIDCProvider, client_id: str, secret: str, method: str
+) -> None:
     """Discovery, client credentials, Bearer attached: a protected API accepts the call."""
     auth = ClientCredentialsAuth(
         client_id,
         secret,
-        issuer=provider.issuer,
+        issuer=oidc_provider.issuer,
         auth_method=method,
         scope="read",
         resource="https://api.test/",  # type: ignore[arg-type]
     )
-    with provider.guard() as guard, UvicornServer(fastapi_app(guard)) as api, httpx.Client(auth=auth) as http:
+    with oidc_provider.guard() as guard, UvicornServer(fastapi_app(guard)) as api, httpx.Client(auth=auth) as http:
         assert http.get(f"{api.url}/books").status_code == 200
         assert http.get(f"{api.url}/books").status_code == 200
     assert auth.token_requests == 1
 
 
-def test_revoked_on_close_and_single_flight(provider: OIDCProvider) -> None:
+def test_revoked_on_close_and_single_flight(oidc_provider: OIDCProvider) -> None:
     """Concurrent callers share one token request; close() revokes the token (RFC 7009)."""
-    auth = ClientCredentialsAuth("app", "app-secret", issuer=provider.issuer, scope="read")
+    auth = ClientCredentialsAuth("app", "app-secret", issuer=oidc_provider.issuer, scope="read")
     tokens: list[str] = []
     barrier = threading.Barrier(20)
 
@@ -149,28 +141,28 @@ def test_revoked_on_close_and_single_flight(provider: OIDCProvider) -> None:
     for thread in threads:
         thread.join()
     assert auth.token_requests == 1 and len(set(tokens)) == 1
-    with provider.guard(introspection_cache_ttl=0) as guard:
+    with oidc_provider.guard(introspection_cache_ttl=0) as guard:
         assert guard.verify_sync(tokens[0]).token_type == "opaque"
         auth.close()
         with pytest.raises(InvalidToken, match="not active"):
             guard.verify_sync(tokens[0])
 
 
-def test_retry_once_on_401_with_a_fresh_token(provider: OIDCProvider) -> None:
+def test_retry_once_on_401_with_a_fresh_token(oidc_provider: OIDCProvider) -> None:
     """When the API refuses the token (revoked), the auth fetches a new one and retries once."""
-    auth = ClientCredentialsAuth("app", "app-secret", issuer=provider.issuer, scope="read")
-    guard = provider.guard(introspection_cache_ttl=0)
+    auth = ClientCredentialsAuth("app", "app-secret", issuer=oidc_provider.issuer, scope="read")
+    guard = oidc_provider.guard(introspection_cache_ttl=0)
     with UvicornServer(fastapi_app(guard)) as api, httpx.Client(auth=auth) as http, guard:
         assert http.get(f"{api.url}/books").status_code == 200
-        provider.revoke(auth.get_token_sync().access_token)
+        oidc_provider.revoke(auth.get_token_sync().access_token)
         assert http.get(f"{api.url}/books").status_code == 200
     assert auth.token_requests == 2
 
 
-def test_async_auth(provider: OIDCProvider) -> None:
+def test_async_auth(oidc_provider: OIDCProvider) -> None:
     """The async flow shares one token among concurrent tasks."""
     auth = ClientCredentialsAuth(
-        "app", "app-secret", issuer=provider.issuer, scope="read", resource="https://api.test/"
+        "app", "app-secret", issuer=oidc_provider.issuer, scope="read", resource="https://api.test/"
     )
 
     async def main() -> list[str]:
@@ -223,13 +215,6 @@ def test_configuration_errors() -> None:
 
 def test_liberty_token_endpoint_refresh_grant() -> None:
     """Liberty's /oidc/endpoint/<p>/token: Basic auth, refresh_token honoured before expiry, proactively."""
-
-    class Clock:
-        now = time.time()
-
-        def __call__(self) -> float:
-            return self.now
-
     clock = Clock()
     with LocalIssuer(path="/oidc/endpoint/OP", algorithms=("RS256",)) as server:
         auth = ClientCredentialsAuth(
@@ -247,13 +232,6 @@ def test_liberty_token_endpoint_refresh_grant() -> None:
 
 def test_refresh_refused_falls_back_to_client_grant() -> None:
     """An invalid refresh token leads to a fresh client-credentials request."""
-
-    class Clock:
-        now = time.time()
-
-        def __call__(self) -> float:
-            return self.now
-
     clock = Clock()
     with LocalIssuer(algorithms=("RS256",)) as server:
         auth = ClientCredentialsAuth(
@@ -439,13 +417,6 @@ def test_dian_encryption_can_be_switched_off() -> None:
 
 def test_dian_auth_refreshes_before_expiry_and_revokes_on_close() -> None:
     """DianAuth logs in once, refreshes near expiry (re-logging in if refresh fails), revokes on close."""
-
-    class Clock:
-        now = time.time()
-
-        def __call__(self) -> float:
-            return self.now
-
     clock = Clock()
     with DianServer(expire_in=600) as server:
         server.clock = clock

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -20,18 +19,9 @@ from tokenguard import (
 from tokenguard.testing import Fault, LocalIssuer
 
 from .conftest import API
+from .helpers import Clock
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    """A controllable clock starting at real time."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])

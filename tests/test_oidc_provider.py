@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tokenguard import InvalidToken, TokenGuard
 
 from .conftest import UvicornServer, WSGIServer, free_port, in_ci
+from .helpers import Clock
 from .test_adapters import fastapi_app, flask_app
 
 pytestmark = pytest.mark.integration
@@ -114,55 +113,39 @@ class OIDCProvider:
         )
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[OIDCProvider]:
-    server = OIDCProvider()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_jwt_access_token_verified_locally(provider: OIDCProvider) -> None:
+def test_jwt_access_token_verified_locally(oidc_provider: OIDCProvider) -> None:
     """An at+jwt token for our resource verifies with the provider's published keys."""
-    with provider.guard() as guard:
-        claims = guard.verify_sync(provider.token(scope="read write"))
+    with oidc_provider.guard() as guard:
+        claims = guard.verify_sync(oidc_provider.token(scope="read write"))
     assert claims.token_type == "jwt"
-    assert claims.issuer == provider.issuer
+    assert claims.issuer == oidc_provider.issuer
     assert claims.audience == (RESOURCE,)
     assert claims.scopes == {"read", "write"}
     assert claims.client_id == "app"
 
 
 @pytest.mark.parametrize("auth_method", ["client_secret_basic", "client_secret_post"])
-def test_opaque_token_introspected(provider: OIDCProvider, auth_method: str) -> None:
+def test_opaque_token_introspected(oidc_provider: OIDCProvider, auth_method: str) -> None:
     """An opaque token is accepted via the provider's introspection, with either client auth."""
-    with provider.guard(auth_method) as guard:
-        claims = guard.verify_sync(provider.token(resource=None, scope="read"))
+    with oidc_provider.guard(auth_method) as guard:
+        claims = guard.verify_sync(oidc_provider.token(resource=None, scope="read"))
     assert claims.token_type == "opaque"
     assert claims.scopes == {"read"}
     assert claims.client_id == "app"
 
 
-def test_revoked_opaque_token(provider: OIDCProvider) -> None:
+def test_revoked_opaque_token(oidc_provider: OIDCProvider) -> None:
     """Revocation is seen once the cache entry lapses, and at once without a cache."""
 
-    class Clock:
-        now = time.time()
-
-        def __call__(self) -> float:
-            return self.now
-
     clock = Clock()
-    token = provider.token(resource=None)
+    token = oidc_provider.token(resource=None)
     with (
-        provider.guard(clock=clock, introspection_cache_ttl=30) as cached,
-        provider.guard(introspection_cache_ttl=0) as uncached,
+        oidc_provider.guard(clock=clock, introspection_cache_ttl=30) as cached,
+        oidc_provider.guard(introspection_cache_ttl=0) as uncached,
     ):
         assert cached.verify_sync(token).token_type == "opaque"
         assert uncached.verify_sync(token).token_type == "opaque"
-        provider.revoke(token)
+        oidc_provider.revoke(token)
         with pytest.raises(InvalidToken, match="not active"):
             uncached.verify_sync(token)
         assert cached.verify_sync(token)  # still within its 30 s cache entry
@@ -171,24 +154,26 @@ def test_revoked_opaque_token(provider: OIDCProvider) -> None:
             cached.verify_sync(token)
 
 
-def test_wrong_resource_rejected(provider: OIDCProvider) -> None:
+def test_wrong_resource_rejected(oidc_provider: OIDCProvider) -> None:
     """A token minted for another resource (audience) is refused."""
-    with provider.guard() as guard, pytest.raises(InvalidToken, match="audience"):
-        guard.verify_sync(provider.token(resource="https://other.test/"))
+    with oidc_provider.guard() as guard, pytest.raises(InvalidToken, match="audience"):
+        guard.verify_sync(oidc_provider.token(resource="https://other.test/"))
 
 
 @pytest.mark.parametrize("stack", ["fastapi", "flask"])
-def test_through_both_adapters(provider: OIDCProvider, stack: str) -> None:
+def test_through_both_adapters(oidc_provider: OIDCProvider, stack: str) -> None:
     """JWT and opaque tokens pass; a token without the route's scope gets 403; none gets 401."""
-    guard = provider.guard()
+    guard = oidc_provider.guard()
     server: UvicornServer | WSGIServer = (
         UvicornServer(fastapi_app(guard)) if stack == "fastapi" else WSGIServer(flask_app(guard))
     )
     with server, guard:
-        for token in (provider.token(scope="read"), provider.token(resource=None, scope="read")):
+        for token in (oidc_provider.token(scope="read"), oidc_provider.token(resource=None, scope="read")):
             response = httpx.get(f"{server.url}/books", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200, response.text
-        response = httpx.get(f"{server.url}/write", headers={"Authorization": f"Bearer {provider.token(scope='read')}"})
+        response = httpx.get(
+            f"{server.url}/write", headers={"Authorization": f"Bearer {oidc_provider.token(scope='read')}"}
+        )
         assert response.status_code == 403
         assert 'scope="write"' in response.headers["www-authenticate"]
         assert httpx.get(f"{server.url}/books").status_code == 401
