@@ -147,15 +147,17 @@ def test_custom_verifier_for_dian_access_tokens() -> None:
     from tokenguard import InsufficientScope, TokenGuard
 
     calls: list[str] = []
-    sessions = {"dian-access-token-1": {"sub": "900123456", "scope": "facturacion", "exp": time.time() + 600}}
+    sessions = {
+        "dian-access-token-1": {"sub": "900123456", "scope": "facturacion", "exp": time.time() + 600},
+        "eyJkaWFuIjp0cnVlfQ.not.jws": {"sub": "900123457", "exp": time.time() + 600},
+    }
 
     def lookup(token: str) -> dict[str, object] | None:
         calls.append(token)
+        if token in sessions:
+            return sessions[token]
         if token.startswith("dian-"):
-            claims = sessions.get(token)
-            if claims is None:
-                raise InvalidToken("unknown DIAN session")
-            return claims
+            raise InvalidToken("unknown DIAN session")
         return None
 
     with TokenGuard(verifier=lookup) as guard:
@@ -163,6 +165,8 @@ def test_custom_verifier_for_dian_access_tokens() -> None:
         assert claims.token_type == "custom" and claims.scopes == {"facturacion"}
         assert guard.verify_sync("dian-access-token-1") is claims
         assert calls == ["dian-access-token-1"]  # second call served from the cache
+        # A JWS-shaped opaque token that does not parse as a JWS still reaches the verifier.
+        assert guard.verify_sync("eyJkaWFuIjp0cnVlfQ.not.jws").subject == "900123457"
         with pytest.raises(InsufficientScope):
             guard.require(claims, "nomina")
         with pytest.raises(InvalidToken, match="unknown DIAN session"):

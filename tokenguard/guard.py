@@ -361,8 +361,9 @@ class TokenGuard:
             try:
                 jws = parse_jws(token)
             except InvalidToken:
-                # Opaque tokens may contain dots; let introspection judge it.
-                if self._introspection is None:
+                # Opaque tokens may contain dots; let the custom verifier or
+                # introspection judge it.
+                if self._introspection is None and self._verifier is None:
                     raise
         if jws is not None:
             iss = peek_issuer(jws)
