@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,23 @@ class CallVerifier:
 
     verifier: Callable[[str], object] = field(repr=False)
     token: str = field(repr=False)
+
+
+def json_object(reply: HttpReply, source: str) -> dict[str, Any]:
+    """The body of a 200 reply as a JSON object; anything else is the upstream's fault.
+
+    Raises:
+        ServiceUnavailable: non-200 status, invalid JSON, or JSON that is not an object.
+    """
+    if reply.status != 200:
+        raise ServiceUnavailable(f"{source} answered HTTP {reply.status}")
+    try:
+        document = json.loads(reply.body)
+    except (ValueError, RecursionError):
+        raise ServiceUnavailable(f"{source} answer is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ServiceUnavailable(f"{source} answer is not a JSON object")
+    return document
 
 
 Effect = HttpRequest | CallVerifier

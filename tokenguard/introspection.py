@@ -18,15 +18,14 @@ flow only asks the runner to POST. Rules:
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote_plus
 
-from ._http import Flow, HttpReply, HttpRequest
+from ._http import Flow, HttpReply, HttpRequest, json_object
 from .claims import TokenClaims, numeric_date
-from .errors import ConfigurationError, ServiceUnavailable
+from .errors import ConfigurationError
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
 
@@ -137,14 +136,7 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
     Raises:
         ServiceUnavailable: non-200, not JSON, not an object: the server is at fault.
     """
-    if reply.status != 200:
-        raise ServiceUnavailable(f"introspection answered HTTP {reply.status}")
-    try:
-        document: Any = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ServiceUnavailable("introspection answer is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise ServiceUnavailable("introspection answer is not a JSON object")
+    document = json_object(reply, "introspection")
     inactive = IntrospectionResult(None, config.negative_ttl, "token is not active")
     if document.get("active") is not True:
         return inactive

@@ -20,13 +20,12 @@ pure functions of the snapshot and ``now``. The flows (``metadata_flow``,
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
@@ -144,18 +143,6 @@ class DocumentState:
         )
 
 
-def _json_document(reply: HttpReply, what: str) -> dict[str, Any]:
-    if reply.status != 200:
-        raise ServiceUnavailable(f"{what} answered HTTP {reply.status}")
-    try:
-        document = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ServiceUnavailable(f"{what} is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise ServiceUnavailable(f"{what} is not a JSON object")
-    return document
-
-
 def discovery_urls(issuer: str) -> list[str]:
     """Where an issuer's metadata may live, in the order to try.
 
@@ -238,7 +225,7 @@ class MetadataSource:
             if 400 <= reply.status < 500:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
-            document = _json_document(reply, "discovery document")
+            document = json_object(reply, "discovery")
             if document.get("issuer") != self.issuer:
                 logger.error("discovery document at %s names another issuer; expected exactly %r", url, self.issuer)
                 raise ServiceUnavailable("authorization server metadata names another issuer")
@@ -343,7 +330,7 @@ class JWKSSource:
             # A coalesced waiter: the leader already parsed this very reply.
             keys: KeySet = self.state.value[0]
             return keys
-        document = _json_document(reply, "JWKS")
+        document = json_object(reply, "JWKS")
         try:
             keys, skipped = parse_jwks(document, max_keys=self.settings.max_keys)
         except ValueError as exc:

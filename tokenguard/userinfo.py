@@ -10,10 +10,7 @@ otherwise the answer must not be used (token substitution).
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from ._http import HttpReply
+from ._http import HttpReply, json_object
 from .claims import TokenClaims
 from .errors import InvalidToken, ServiceUnavailable
 
@@ -36,12 +33,7 @@ def interpret_userinfo(reply: HttpReply, token_claims: TokenClaims) -> TokenClai
     content_type = reply.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/jwt":
         raise ServiceUnavailable("signed userinfo answers are not supported")
-    try:
-        document: Any = json.loads(reply.body)
-    except (ValueError, RecursionError):
-        raise ServiceUnavailable("userinfo answer is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise ServiceUnavailable("userinfo answer is not a JSON object")
+    document = json_object(reply, "userinfo")
     if token_claims.subject is not None and document.get("sub") != token_claims.subject:
         raise InvalidToken("userinfo answered for another subject")
     return TokenClaims(document, token_type=token_claims.token_type, _owned=True)

@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 import httpx
 
-from ..errors import ConfigurationError
+from .._http import AsyncCoalescer, SyncCoalescer, run_async, run_sync
+from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
-from ..sources import discovery_urls
+from ..sources import FetchSettings, MetadataSource
 from .tokens import AccessToken, NoStorePolicy, TokenEndpointError, client_assertion, parse_token_response
 
 __all__ = ["ClientCredentialsAuth"]
@@ -88,6 +89,8 @@ class ClientCredentialsAuth(httpx.Auth):
         self.no_store = no_store
         self._timeout = timeout
         self._clock = clock
+        # The same discovery the guard uses: exact issuer match, size cap, no redirects.
+        self._discovery = MetadataSource(issuer, FetchSettings()) if issuer is not None else None
         self._token: AccessToken | None = None
         self._lock = threading.Lock()
         self._async_locks: dict[int, asyncio.Lock] = {}
@@ -172,13 +175,12 @@ class ClientCredentialsAuth(httpx.Auth):
             return token
 
     def _discover_sync(self, http: httpx.Client) -> None:
-        assert self.issuer is not None
-        for url in discovery_urls(self.issuer):
-            response = http.get(url)
-            if response.status_code == 200:
-                self._metadata(response.json())
-                return
-        raise TokenEndpointError("invalid_metadata", "no discovery document found")
+        assert self._discovery is not None
+        try:
+            document = run_sync(self._discovery.metadata_flow(self._clock()), lambda: http, SyncCoalescer())
+        except ServiceUnavailable as exc:
+            raise TokenEndpointError("invalid_metadata", exc.description) from None
+        self._metadata(document)
 
     def _request_sync(self, http: httpx.Client, previous: AccessToken | None) -> AccessToken:
         assert self.token_endpoint is not None
@@ -245,13 +247,13 @@ class ClientCredentialsAuth(httpx.Auth):
             return token
 
     async def _discover_async(self, http: httpx.AsyncClient) -> None:
-        assert self.issuer is not None
-        for url in discovery_urls(self.issuer):
-            response = await http.get(url)
-            if response.status_code == 200:
-                self._metadata(response.json())
-                return
-        raise TokenEndpointError("invalid_metadata", "no discovery document found")
+        assert self._discovery is not None
+        try:
+            flow = self._discovery.metadata_flow(self._clock())
+            document = await run_async(flow, lambda: http, AsyncCoalescer())
+        except ServiceUnavailable as exc:
+            raise TokenEndpointError("invalid_metadata", exc.description) from None
+        self._metadata(document)
 
     async def _request_async(self, http: httpx.AsyncClient, previous: AccessToken | None) -> AccessToken:
         if previous is not None and previous.refresh_token:
