@@ -23,21 +23,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import threading
+import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from .errors import ServiceUnavailable
+from .telemetry import upstream_span
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreakers
+    from .limits import ConcurrencyLimit
+    from .metrics import Metrics
+    from .shared import SharedStore
 
 __all__ = [
     "AsyncCoalescer",
     "Flow",
     "HttpReply",
     "HttpRequest",
+    "SharedEffect",
     "SyncCoalescer",
+    "Upstream",
     "run_async",
     "run_sync",
 ]
@@ -101,9 +112,25 @@ def json_object(reply: HttpReply, source: str) -> dict[str, Any]:
     return document
 
 
-Effect = HttpRequest | CallVerifier
-#: An HTTP-only flow: yields requests, receives replies.
-Flow = Generator[HttpRequest, HttpReply, T]
+class SharedEffect:
+    """An operation on the shared store (see ``shared.py``); runners call ``run_sync``/``run``.
+
+    ``default`` is what the flow receives when no shared store is configured.
+    """
+
+    __slots__ = ()
+    default: Any = None
+
+    def run_sync(self, store: SharedStore) -> Any:
+        raise NotImplementedError
+
+    async def run(self, store: SharedStore) -> Any:
+        raise NotImplementedError
+
+
+Effect = HttpRequest | CallVerifier | SharedEffect
+#: A fetch flow: yields requests (and shared-store effects), receives replies (and their answers).
+Flow = Generator[HttpRequest | SharedEffect, Any, T]
 #: The guard's top-level flow, which may also call a custom verifier.
 GuardFlow = Generator[Effect, Any, T]
 
@@ -115,12 +142,13 @@ def _headers(request: HttpRequest) -> dict[str, str]:
 
 
 def _oversized(request: HttpRequest) -> ServiceUnavailable:
-    return ServiceUnavailable(f"{request.purpose} response exceeds {request.max_bytes} bytes")
+    return ServiceUnavailable(f"{request.purpose} response exceeds {request.max_bytes} bytes", reason="oversized")
 
 
 def _transport_failure(request: HttpRequest, exc: Exception) -> ServiceUnavailable:
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    return ServiceUnavailable(f"{request.purpose} request {kind}")
+    if isinstance(exc, httpx.TimeoutException):
+        return ServiceUnavailable(f"{request.purpose} request timed out", reason="timeout")
+    return ServiceUnavailable(f"{request.purpose} request failed", reason="transport")
 
 
 def fetch_sync(client: httpx.Client, request: HttpRequest) -> HttpReply:
@@ -251,7 +279,131 @@ class AsyncCoalescer:
                 del self._calls[slot]
 
 
-def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: SyncCoalescer) -> T:
+class Upstream:
+    """How a guard treats its upstreams: breakers, concurrency caps, metrics, the shared store.
+
+    Every call that reaches the network goes through :meth:`admit` (breaker,
+    then the purpose's concurrency cap) and :meth:`outcome` (breaker and
+    metrics), so the sync and async runners apply one policy.
+    """
+
+    def __init__(
+        self,
+        *,
+        breakers: CircuitBreakers,
+        metrics: Metrics,
+        limits: Mapping[str, ConcurrencyLimit] | None = None,
+        shared: SharedStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.breakers = breakers
+        self.metrics = metrics
+        self.limits = dict(limits or {})
+        self.shared = shared
+        self.clock = clock
+
+    def admit(self, request: HttpRequest) -> None:
+        """Refuse at once when the endpoint's breaker is open.
+
+        Raises:
+            ServiceUnavailable: reason ``circuit_open``, ``Retry-After`` = time left.
+        """
+        wait = self.breakers.get(_endpoint(request.url)).admit(self.clock())
+        if wait is not None:
+            self.metrics.upstream(request.purpose, "circuit_open")
+            raise ServiceUnavailable(
+                f"{request.purpose} paused after repeated failures",
+                retry_after=math.ceil(wait),
+                reason="circuit_open",
+            )
+
+    def refused(self, request: HttpRequest) -> ServiceUnavailable:
+        """The error for a call that found no free concurrency slot in time."""
+        self.metrics.upstream(request.purpose, "overloaded")
+        return ServiceUnavailable(f"too many {request.purpose} calls in flight", retry_after=1, reason="overloaded")
+
+    def outcome(
+        self, request: HttpRequest, started: float, reply: HttpReply | None, error: ServiceUnavailable | None
+    ) -> None:
+        """Record a finished call with the breaker and the metrics."""
+        elapsed = time.perf_counter() - started
+        breaker = self.breakers.get(_endpoint(request.url))
+        if reply is not None and reply.status < 500 and reply.status != 429:
+            breaker.succeeded()
+            self.metrics.upstream(request.purpose, "ok", elapsed)
+            return
+        reason = error.reason if error is not None else f"http_{reply.status if reply else 0}"
+        if reply is not None and reply.status >= 500:
+            reason = "http_5xx"
+        if breaker.failed(self.clock()):
+            self.metrics.event("circuit_opened")
+        self.metrics.upstream(request.purpose, reason, elapsed)
+
+
+def _endpoint(url: str) -> str:
+    # Breakers and span names go by endpoint; a query (never secret here, but
+    # variable) would split one upstream into many.
+    return url.split("?", 1)[0]
+
+
+def _fetch_guarded_sync(
+    client: Callable[[], httpx.Client], request: HttpRequest, upstream: Upstream | None
+) -> HttpReply:
+    if upstream is None:
+        return fetch_sync(client(), request)
+    upstream.admit(request)
+    limit = upstream.limits.get(request.purpose)
+    if limit is not None and not limit.acquire_sync():
+        raise upstream.refused(request)
+    started = time.perf_counter()
+    try:
+        with upstream_span(request.purpose, request.method, _endpoint(request.url)) as span:
+            try:
+                reply = fetch_sync(client(), request)
+            except ServiceUnavailable as exc:
+                span.failure(exc.reason)
+                upstream.outcome(request, started, None, exc)
+                raise
+            span.status(reply.status)
+        upstream.outcome(request, started, reply, None)
+        return reply
+    finally:
+        if limit is not None:
+            limit.release_sync()
+
+
+async def _fetch_guarded_async(
+    client: Callable[[], httpx.AsyncClient], request: HttpRequest, upstream: Upstream | None
+) -> HttpReply:
+    if upstream is None:
+        return await fetch_async(client(), request)
+    upstream.admit(request)
+    limit = upstream.limits.get(request.purpose)
+    if limit is not None and not await limit.acquire():
+        raise upstream.refused(request)
+    started = time.perf_counter()
+    try:
+        with upstream_span(request.purpose, request.method, _endpoint(request.url)) as span:
+            try:
+                reply = await fetch_async(client(), request)
+            except ServiceUnavailable as exc:
+                span.failure(exc.reason)
+                upstream.outcome(request, started, None, exc)
+                raise
+            span.status(reply.status)
+        upstream.outcome(request, started, reply, None)
+        return reply
+    finally:
+        if limit is not None:
+            limit.release()
+
+
+def run_sync(
+    flow: GuardFlow[T],
+    client: Callable[[], httpx.Client],
+    coalescer: SyncCoalescer,
+    upstream: Upstream | None = None,
+) -> T:
     """Drive ``flow`` to completion with blocking I/O.
 
     ``client`` is a factory, called only when the flow needs the network: a
@@ -269,10 +421,14 @@ def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: 
                     raise TypeError("an async custom verifier cannot serve verify_sync(); give a sync callable")
                 request = flow.send(answer)
                 continue
+            if isinstance(request, SharedEffect):
+                store = upstream.shared if upstream is not None else None
+                request = flow.send(request.default if store is None else request.run_sync(store))
+                continue
             key = request.coalesce_key
             if key is None:
                 try:
-                    reply = fetch_sync(client(), request)
+                    reply = _fetch_guarded_sync(client, request, upstream)
                 except ServiceUnavailable as exc:
                     request = flow.throw(exc)
                     continue
@@ -281,7 +437,7 @@ def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: 
             call, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
-                    call.reply = fetch_sync(client(), request)
+                    call.reply = _fetch_guarded_sync(client, request, upstream)
                 except ServiceUnavailable as exc:
                     call.error = exc
                 call.done.set()
@@ -289,7 +445,11 @@ def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: 
                 call.done.wait()
             try:
                 if call.error is not None:
-                    request = flow.throw(ServiceUnavailable(call.error.description, retry_after=call.error.retry_after))
+                    request = flow.throw(
+                        ServiceUnavailable(
+                            call.error.description, retry_after=call.error.retry_after, reason=call.error.reason
+                        )
+                    )
                 else:
                     assert call.reply is not None
                     request = flow.send(call.reply)
@@ -304,7 +464,12 @@ def run_sync(flow: GuardFlow[T], client: Callable[[], httpx.Client], coalescer: 
         flow.close()
 
 
-async def run_async(flow: GuardFlow[T], client: Callable[[], httpx.AsyncClient], coalescer: AsyncCoalescer) -> T:
+async def run_async(
+    flow: GuardFlow[T],
+    client: Callable[[], httpx.AsyncClient],
+    coalescer: AsyncCoalescer,
+    upstream: Upstream | None = None,
+) -> T:
     """Drive ``flow`` to completion with ``await`` (``client`` is a factory, as for :func:`run_sync`)."""
     try:
         request = next(flow)
@@ -315,10 +480,14 @@ async def run_async(flow: GuardFlow[T], client: Callable[[], httpx.AsyncClient],
                     answer = await answer
                 request = flow.send(answer)
                 continue
+            if isinstance(request, SharedEffect):
+                store = upstream.shared if upstream is not None else None
+                request = flow.send(request.default if store is None else await request.run(store))
+                continue
             key = request.coalesce_key
             if key is None:
                 try:
-                    reply = await fetch_async(client(), request)
+                    reply = await _fetch_guarded_async(client, request, upstream)
                 except ServiceUnavailable as exc:
                     request = flow.throw(exc)
                     continue
@@ -327,7 +496,7 @@ async def run_async(flow: GuardFlow[T], client: Callable[[], httpx.AsyncClient],
             future, leader = coalescer.join(key, request.generation)
             if leader:
                 try:
-                    future.set_result(await fetch_async(client(), request))
+                    future.set_result(await _fetch_guarded_async(client, request, upstream))
                 except ServiceUnavailable as exc:
                     future.set_exception(exc)
                     # Retrieve it once so asyncio does not warn when nobody else waits.
@@ -343,7 +512,9 @@ async def run_async(flow: GuardFlow[T], client: Callable[[], httpx.AsyncClient],
             try:
                 reply = await asyncio.shield(future)
             except ServiceUnavailable as exc:
-                request = flow.throw(ServiceUnavailable(exc.description, retry_after=exc.retry_after))
+                request = flow.throw(
+                    ServiceUnavailable(exc.description, retry_after=exc.retry_after, reason=exc.reason)
+                )
                 continue
             request = flow.send(reply)
     except StopIteration as done:

@@ -183,9 +183,12 @@ class ServiceUnavailable(TokenError):
     error_code = "temporarily_unavailable"
     generic_description = "the authorization server is unavailable"
 
-    def __init__(self, description: str = "", *, retry_after: int = 5) -> None:
+    def __init__(self, description: str = "", *, retry_after: int = 5, reason: str = "unavailable") -> None:
         super().__init__(description)
         self.retry_after = max(1, int(retry_after))
+        #: A short, fixed label for metrics and logs: ``timeout``, ``transport``,
+        #: ``http_5xx``, ``circuit_open``, ``overloaded``, ``rate_limited``...
+        self.reason = reason
 
     def challenge(
         self,

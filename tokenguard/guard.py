@@ -15,30 +15,64 @@ Strategy:
   headers and body, which adapters copy onto their framework's response.
 * **Sync and async.** :meth:`verify` and :meth:`verify_sync` share one flow
   (``_verify_flow``); only the runner that performs HTTP differs.
+* **Two cache levels.** With a shared store (Redis), the in-process cache
+  still answers first; on a miss the flow asks the store (effects, like
+  HTTP), and before an introspection call it takes a short lock so one
+  process calls while the others wait for its answer.
+* **Protecting the provider.** Every upstream call passes a per-endpoint
+  circuit breaker; introspection also a rate limit and a concurrency cap.
+  Refusals are 503 with ``Retry-After``, never 401.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
+import os
 import threading
 import time
 import weakref
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ._http import AsyncCoalescer, CallVerifier, GuardFlow, HttpRequest, SyncCoalescer, run_async, run_sync
+from ._http import (
+    AsyncCoalescer,
+    CallVerifier,
+    GuardFlow,
+    HttpRequest,
+    SyncCoalescer,
+    Upstream,
+    run_async,
+    run_sync,
+)
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
+from .breaker import BreakerSettings, CircuitBreakers
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
 from .claims import TokenClaims
-from .errors import ConfigurationError, InvalidToken, TokenError
+from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
 from .jwt import looks_like_jws, parse_jws, peek_issuer
+from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
+from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
+from .shared import (
+    SharedAdd,
+    SharedDelete,
+    SharedGet,
+    SharedPolicy,
+    SharedSet,
+    SharedStore,
+    SharedWait,
+    decode_result,
+    encode_result,
+    lock_key,
+    result_key,
+)
 from .sources import FetchSettings, MetadataSource, check_url
 from .userinfo import interpret_userinfo
 
@@ -81,9 +115,16 @@ class TokenGuard:
         issuers: issuers whose JWTs are verified locally.
         introspection: how to check opaque tokens (RFC 7662), if at all.
         realm: the ``realm`` of every challenge.
-        cache: the result cache; an in-process :class:`MemoryCache` by default.
-        hash_key: the HMAC key for cache keys; set it when several processes
-            share one cache, otherwise a random per-process key is used.
+        cache: the result cache: an in-process :class:`MemoryCache` by default;
+            a ``redis://`` / ``rediss://`` URL or a
+            :class:`~tokenguard.redis_cache.RedisCache` (any
+            :class:`~tokenguard.shared.SharedStore`) adds a cache shared by
+            every process, behind a small in-process one.
+        hash_key: the HMAC key for cache keys. Without a shared store a random
+            per-process key is used. With one, every process must use the same
+            key: it is this argument, else the ``TOKENGUARD_HASH_KEY``
+            environment variable, else a key derived from the configuration
+            (secret only if the configuration holds a client secret).
         max_token_bytes: longer tokens are refused before any parsing.
         allow_query_token / allow_form_token: accept ``access_token`` in the
             query string or form body (RFC 6750 §2.2/2.3). Tokens in URLs leak
@@ -103,6 +144,10 @@ class TokenGuard:
             rendered like any other; ``token_type`` is ``"custom"``.
         verifier_cache_ttl: how long a custom verifier's answer is reused.
         userinfo_cache_ttl: how long a userinfo answer is reused (never past ``exp``).
+        breaker: when a failing upstream endpoint is left alone for a while
+            (:class:`~tokenguard.breaker.BreakerSettings`).
+        introspection_limits: concurrency cap, wait and rate limits on
+            introspection calls (:class:`~tokenguard.limits.IntrospectionLimits`).
     """
 
     def __init__(
@@ -111,7 +156,7 @@ class TokenGuard:
         introspection: Introspection | None = None,
         *,
         realm: str | None = "api",
-        cache: CacheBackend | None = None,
+        cache: CacheBackend | SharedStore | str | None = None,
         hash_key: bytes | None = None,
         max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
         allow_query_token: bool = False,
@@ -125,6 +170,8 @@ class TokenGuard:
         verifier: CustomVerifier | None = None,
         verifier_cache_ttl: float = 60.0,
         userinfo_cache_ttl: float = 60.0,
+        breaker: BreakerSettings | None = None,
+        introspection_limits: IntrospectionLimits | None = None,
     ) -> None:
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
@@ -137,11 +184,19 @@ class TokenGuard:
         self.include_error_details = include_error_details
         self.resource_metadata = resource_metadata
         self.clock = clock
-        self._events: Counter[str] = Counter()
+        self._metrics = Metrics()
+        self._events = self._metrics.events
         # Plain ints on the hot path: a Counter update costs more than the lookup.
         self._hits = 0
         self._misses = 0
-        self._hasher = TokenHasher(hash_key)
+        shared: SharedStore | None = None
+        if isinstance(cache, str):
+            from .redis_cache import RedisCache
+
+            shared, cache = RedisCache(cache), None
+        elif isinstance(cache, SharedStore):
+            shared, cache = cache, None
+        self._shared = shared
         self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
         self._metadata: dict[str, MetadataSource] = {}
         self._issuers: dict[str, IssuerRuntime] = {}
@@ -177,6 +232,42 @@ class TokenGuard:
         )
         self._sync_coalescer = SyncCoalescer()
         self._async_coalescer = AsyncCoalescer()
+        if hash_key is None and shared is not None:
+            hash_key = self._shared_hash_key()
+        self._hasher = TokenHasher(hash_key)
+        if shared is not None:
+            policy = SharedPolicy(shared.lock_ttl, shared.lock_wait)
+            for source in self._metadata.values():
+                source.shared = policy
+            for runtime in self._issuers.values():
+                if runtime.jwks is not None:
+                    runtime.jwks.shared = policy
+        limits = introspection_limits or IntrospectionLimits()
+        self._rate = RateLimiter(limits)
+        self._breakers = CircuitBreakers(breaker or BreakerSettings())
+        caps = {"introspection": ConcurrencyLimit(limits.max_concurrent, limits.max_wait)}
+        self._upstream = Upstream(
+            breakers=self._breakers,
+            metrics=self._metrics,
+            limits=caps if limits.max_concurrent > 0 else None,
+            shared=shared,
+            clock=clock,
+        )
+
+    def _shared_hash_key(self) -> bytes:
+        # Processes sharing a store must agree on the HMAC key. An explicit key
+        # is best; failing that, one derived from what every worker of this
+        # API is configured with, and secret when a client secret is among it.
+        configured = os.environ.get("TOKENGUARD_HASH_KEY")
+        if configured:
+            return configured.encode()
+        parts = ["tokenguard shared cache key v1", *sorted(self._issuers)]
+        if self._introspection is not None:
+            config = self._introspection
+            parts += [config.endpoint or "", config.issuer or "", config.client_id, config.client_secret]
+        else:
+            logger.info("shared cache: no hash_key or client secret configured; cache keys are not secret")
+        return hashlib.sha256("\0".join(parts).encode()).digest()
 
     def _require_https(self) -> bool:
         return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
@@ -320,42 +411,95 @@ class TokenGuard:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``.
+        """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``,
+        ``shared_cache_hit`` / ``_miss``, ``upstream_calls``, ``upstream_failures``...
 
-        Approximate under heavy concurrency (increments are not locked).
+        Approximate under heavy concurrency (hot-path increments are not locked).
         """
-        return {"cache_hit": self._hits, "cache_miss": self._misses, **self._events}
+        snapshot = self.metrics()
+        upstream = snapshot.upstream_calls
+        failures = sum(n for (_, outcome), n in upstream.items() if outcome != "ok")
+        return {
+            "cache_hit": self._hits,
+            "cache_miss": self._misses,
+            **snapshot.events,
+            "upstream_calls": snapshot.upstream_total(),
+            "upstream_failures": failures,
+        }
 
-    def verify_sync(self, token: str) -> TokenClaims:
+    def metrics(self) -> MetricsSnapshot:
+        """Every counter, upstream latency histogram and breaker state, copied at once."""
+        return self._metrics.snapshot(self._hits, self._misses, self._breakers.states())
+
+    def _rejected(self, token: str, error: TokenError) -> None:
+        reason = error.description or error.error_code or "no credentials"
+        self._metrics.rejection(error.status_code, reason)
+        level = logging.INFO if isinstance(error, ServiceUnavailable) else logging.DEBUG
+        if logger.isEnabledFor(level):
+            # A fingerprint, never the token: enough to correlate log lines.
+            fingerprint = TokenHasher.fingerprint(self._hasher.cache_key(token[: self.max_token_bytes + 1]))
+            logger.log(
+                level,
+                "token %s refused: %s",
+                fingerprint,
+                reason,
+                extra={
+                    "event": "token_rejected",
+                    "token_fingerprint": fingerprint,
+                    "status": error.status_code,
+                    "reason": reason,
+                },
+            )
+
+    def verify_sync(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims (blocking; for WSGI and scripts).
+
+        Args:
+            token: the Bearer token as presented.
+            client: who presented it (the adapters pass the peer address), for
+                the per-client introspection rate limit; ``None`` skips that limit.
 
         Raises:
             InvalidToken: the token is not acceptable; answer 401.
-            ServiceUnavailable: an upstream failed; answer 503 and let the client retry.
+            ServiceUnavailable: an upstream failed or is being spared; answer
+                503 and let the client retry after ``retry_after`` seconds.
         """
         now = self.clock()
-        key, claims = self._lookup(token, now)
-        if claims is not None:
-            return claims
-        return run_sync(self._verify_flow(token, key, now), self._sync_client, self._sync_coalescer)
+        try:
+            key, claims = self._lookup(token, now)
+            if claims is not None:
+                return claims
+            return run_sync(
+                self._verify_flow(token, key, now, client), self._sync_client, self._sync_coalescer, self._upstream
+            )
+        except TokenError as exc:
+            self._rejected(token, exc)
+            raise
 
-    async def verify(self, token: str) -> TokenClaims:
+    async def verify(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims.
 
         A token seen before is answered from the cache without awaiting
-        anything upstream.
+        anything upstream. ``client`` as for :meth:`verify_sync`.
 
         Raises:
             InvalidToken: the token is not acceptable; answer 401.
-            ServiceUnavailable: an upstream failed; answer 503 and let the client retry.
+            ServiceUnavailable: an upstream failed or is being spared; answer
+                503 and let the client retry after ``retry_after`` seconds.
         """
         now = self.clock()
-        key, claims = self._lookup(token, now)
-        if claims is not None:
-            return claims
-        return await run_async(self._verify_flow(token, key, now), self._async_client, self._async_coalescer)
+        try:
+            key, claims = self._lookup(token, now)
+            if claims is not None:
+                return claims
+            return await run_async(
+                self._verify_flow(token, key, now, client), self._async_client, self._async_coalescer, self._upstream
+            )
+        except TokenError as exc:
+            self._rejected(token, exc)
+            raise
 
-    def _verify_flow(self, token: str, key: bytes, now: float) -> GuardFlow[TokenClaims]:
+    def _verify_flow(self, token: str, key: bytes, now: float, client: str | None) -> GuardFlow[TokenClaims]:
         jws = None
         if looks_like_jws(token):
             try:
@@ -365,59 +509,175 @@ class TokenGuard:
                 # introspection judge it.
                 if self._introspection is None and self._verifier is None:
                     raise
+        runtime = None
         if jws is not None:
             iss = peek_issuer(jws)
             runtime = self._issuers.get(iss) if iss is not None else None
-            if runtime is not None:
-                self._events["jwt_verified_locally"] += 1
-                claims, thumbprint = yield from runtime.verify_flow(jws, now)
-                cache_until = None
-                if runtime.config.check_revocation and self._introspection is not None:
-                    result = yield from self._introspect(token, key, now)
-                    cache_until = now + result.ttl
-                self._store_jwt(key, claims, runtime, thumbprint, now, cache_until)
-                return claims
+        shared = self._shared
+        if shared is not None and (runtime is None or self._shares_jwt(runtime, shared)):
+            found = yield from self._shared_lookup(key, now)
+            if found is not None:
+                return found
+        if runtime is not None:
+            assert jws is not None
+            self._events["jwt_verified_locally"] += 1
+            claims, thumbprint = yield from runtime.verify_flow(jws, now)
+            cache_until = None
+            leader = False
+            if runtime.config.check_revocation and self._introspection is not None:
+                found, leader = yield from self._before_introspection(key, now, client)
+                if found is not None:
+                    return found
+                result = yield from self._introspect(token, key, now, leader)
+                cache_until = now + result.ttl
+            yield from self._store_jwt(key, claims, runtime, thumbprint, now, cache_until, leader)
+            return claims
         if self._verifier is not None:
             answer = yield CallVerifier(self._verifier, token)
             if answer is not None:
-                return self._store_custom(key, answer, now)
+                return (yield from self._store_custom(key, answer, now))
         if jws is not None and not self._may_introspect(peek_issuer(jws)):
             raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
-        result = yield from self._introspect(token, key, now)
+        found, leader = yield from self._before_introspection(key, now, client)
+        if found is not None:
+            return found
+        result = yield from self._introspect(token, key, now, leader)
         opaque_claims = result.claims
         assert opaque_claims is not None
-        return self._store_opaque(key, opaque_claims, result.ttl, now)
+        return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
 
-    def _store_opaque(self, key: bytes, claims: TokenClaims, ttl: float, now: float) -> TokenClaims:
-        assert self._introspection is not None
-        leeway = self._introspection.leeway
-        self._cache.set(
-            key,
-            CachedResult(
-                claims,
-                now + ttl,
-                valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
-                valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
-            ),
-        )
+    @staticmethod
+    def _shares_jwt(runtime: IssuerRuntime, shared: SharedStore) -> bool:
+        # A verified JWT is worth sharing only when it cost an upstream call.
+        return shared.share_jwt_results or runtime.config.check_revocation
+
+    # ------------------------------------------------------------------ two-level cache
+
+    def _store(self, key: bytes, entry: CachedResult, now: float, *, share: bool, release: bool) -> GuardFlow[None]:
+        """Keep ``entry`` in process and, when ``share``, in the shared store; free the lock we hold."""
+        shared = self._shared
+        if shared is None:
+            self._cache.set(key, entry)
+            return
+        self._cache.set(key, _capped(entry, now + shared.local_ttl))
+        if share:
+            data = encode_result(entry)
+            if data is not None:
+                yield SharedSet(result_key(key), data, entry.cache_until - now)
+        if release:
+            yield SharedDelete(lock_key(result_key(key)))
+
+    def _shared_lookup(self, key: bytes, now: float) -> GuardFlow[TokenClaims | None]:
+        data = yield SharedGet(result_key(key))
+        if data is None:
+            self._events["shared_cache_miss"] += 1
+            return None
+        return self._accept_shared(key, data, now)
+
+    def _accept_shared(self, key: bytes, data: bytes, now: float) -> TokenClaims | None:
+        """Claims from another process's entry (kept locally too), ``None`` if unusable.
+
+        Raises:
+            InvalidToken: the entry is a cached rejection.
+        """
+        entry = decode_result(data)
+        if entry is None or now >= entry.cache_until:
+            self._events["shared_cache_miss"] += 1
+            return None
+        claims = entry.claims
+        if claims is not None:
+            if not entry.valid_from <= now < entry.valid_until:
+                return None
+            if entry.key_thumbprint is not None:
+                # Only keys this process trusts: a result signed by a key since
+                # withdrawn here is verified afresh (an empty set: not loaded yet).
+                runtime = self._issuers.get(entry.issuer or "")
+                if runtime is None:
+                    return None
+                thumbprints = runtime.thumbprints()
+                if thumbprints and entry.key_thumbprint not in thumbprints:
+                    return None
+        self._events["shared_cache_hit"] += 1
+        assert self._shared is not None
+        self._cache.set(key, _capped(entry, now + self._shared.local_ttl))
+        if claims is None:
+            raise InvalidToken(entry.reason or "invalid token")
         return claims
 
-    def _introspect(self, token: str, key: bytes, now: float) -> GuardFlow[IntrospectionResult]:
+    def _before_introspection(
+        self, key: bytes, now: float, client: str | None
+    ) -> GuardFlow[tuple[TokenClaims | None, bool]]:
+        """Rate limits, then (with a shared store) elect one process to call.
+
+        Returns claims another process obtained meanwhile, or ``None``, and
+        whether this caller holds the lock (and must release it).
+
+        Raises:
+            ServiceUnavailable: a rate limit refused the call.
+        """
+        if self._rate.active:
+            wait = self._rate.take(client, now)
+            if wait is not None:
+                self._metrics.upstream("introspection", "rate_limited")
+                raise ServiceUnavailable(
+                    "too many introspection calls", retry_after=math.ceil(wait), reason="rate_limited"
+                )
+        shared = self._shared
+        if shared is None:
+            return None, False
+        rkey = result_key(key)
+        lock = lock_key(rkey)
+        if (yield SharedAdd(lock, shared.lock_ttl)):
+            return None, True
+        data = yield SharedWait(rkey, lock, shared.lock_wait)
+        if data is not None:
+            found = self._accept_shared(key, data, now)
+            if found is not None:
+                return found, False
+        return None, False
+
+    def _store_opaque(
+        self, key: bytes, claims: TokenClaims, ttl: float, now: float, release: bool
+    ) -> GuardFlow[TokenClaims]:
+        assert self._introspection is not None
+        leeway = self._introspection.leeway
+        entry = CachedResult(
+            claims,
+            now + ttl,
+            valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
+            valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
+        )
+        yield from self._store(key, entry, now, share=True, release=release)
+        return claims
+
+    def _introspect(self, token: str, key: bytes, now: float, release: bool) -> GuardFlow[IntrospectionResult]:
         """Introspect ``token``; an inactive answer is cached briefly and raised."""
         assert self._introspection is not None
         self._events["introspection"] += 1
-        result = yield from introspect_flow(
-            token, self._introspection, self._introspection_metadata, now, coalesce_key="POST introspect " + key.hex()
-        )
+        try:
+            result = yield from introspect_flow(
+                token,
+                self._introspection,
+                self._introspection_metadata,
+                now,
+                coalesce_key="POST introspect " + key.hex(),
+            )
+        except ServiceUnavailable:
+            if release:
+                yield SharedDelete(lock_key(result_key(key)))
+            raise
         if result.claims is None:
+            entry = CachedResult(None, now + result.ttl, reason=result.reason)
             if result.ttl > 0:
-                self._cache.set(key, CachedResult(None, now + result.ttl, reason=result.reason))
+                yield from self._store(key, entry, now, share=True, release=release)
+            elif release:
+                yield SharedDelete(lock_key(result_key(key)))
             raise InvalidToken(result.reason)
         return result
 
-    def _store_custom(self, key: bytes, answer: object, now: float) -> TokenClaims:
+    def _store_custom(self, key: bytes, answer: object, now: float) -> GuardFlow[TokenClaims]:
         if not isinstance(answer, Mapping):
             raise TypeError("a custom verifier must return a mapping of claims or None")
         claims = TokenClaims(answer, token_type="custom")
@@ -426,7 +686,8 @@ class TokenGuard:
         cache_until = now + self._verifier_cache_ttl
         if claims.exp is not None:
             cache_until = min(cache_until, claims.exp)
-        self._cache.set(key, CachedResult(claims, cache_until, valid_until=claims.exp or float("inf")))
+        entry = CachedResult(claims, cache_until, valid_until=claims.exp or float("inf"))
+        yield from self._store(key, entry, now, share=True, release=False)
         return claims
 
     def _may_introspect(self, iss: str | None) -> bool:
@@ -442,24 +703,25 @@ class TokenGuard:
         runtime: IssuerRuntime,
         thumbprint: str,
         now: float,
-        cache_until: float | None = None,
-    ) -> None:
+        cache_until: float | None,
+        release: bool,
+    ) -> GuardFlow[None]:
         policy = runtime.policy
         valid_until = claims.exp + policy.leeway if claims.exp is not None else now + _NO_EXP_CACHE_SECONDS
         if policy.max_token_age is not None and claims.iat is not None:
             valid_until = min(valid_until, claims.iat + policy.max_token_age + policy.leeway)
         valid_from = claims.nbf - policy.leeway if claims.nbf is not None else float("-inf")
-        self._cache.set(
-            key,
-            CachedResult(
-                claims,
-                cache_until=valid_until if cache_until is None else min(valid_until, cache_until),
-                valid_from=valid_from,
-                valid_until=valid_until,
-                issuer=policy.issuer,
-                key_thumbprint=thumbprint,
-            ),
+        entry = CachedResult(
+            claims,
+            cache_until=valid_until if cache_until is None else min(valid_until, cache_until),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            issuer=policy.issuer,
+            key_thumbprint=thumbprint,
         )
+        shared = self._shared
+        share = shared is not None and self._shares_jwt(runtime, shared)
+        yield from self._store(key, entry, now, share=share, release=release)
 
     # ------------------------------------------------------------------ userinfo
 
@@ -480,7 +742,9 @@ class TokenGuard:
         key, cached = self._userinfo_lookup(token, now)
         if cached is not None:
             return cached
-        return run_sync(self._userinfo_flow(token, claims, key, now), self._sync_client, self._sync_coalescer)
+        return run_sync(
+            self._userinfo_flow(token, claims, key, now), self._sync_client, self._sync_coalescer, self._upstream
+        )
 
     async def userinfo(self, token: str) -> TokenClaims:
         """Async twin of :meth:`userinfo_sync`."""
@@ -489,7 +753,9 @@ class TokenGuard:
         key, cached = self._userinfo_lookup(token, now)
         if cached is not None:
             return cached
-        return await run_async(self._userinfo_flow(token, claims, key, now), self._async_client, self._async_coalescer)
+        return await run_async(
+            self._userinfo_flow(token, claims, key, now), self._async_client, self._async_coalescer, self._upstream
+        )
 
     def _userinfo_lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
         # Its own key space: the same token maps to a different cache key here.
@@ -597,10 +863,13 @@ class TokenGuard:
         return client
 
     def close(self) -> None:
-        """Close the HTTP clients tokenguard created (sync side)."""
+        """Close the HTTP clients tokenguard created (sync side), and the shared store's."""
         if self._own_client and self._client is not None:
             self._client.close()
             self._client = None
+        close_store = getattr(self._shared, "close", None)
+        if close_store is not None:
+            close_store()
 
     async def aclose(self) -> None:
         """Close the HTTP clients tokenguard created, including this loop's async one."""
@@ -612,6 +881,9 @@ class TokenGuard:
         client = self._async_clients.pop(loop, None)
         if client is not None:
             await client.aclose()
+        aclose_store = getattr(self._shared, "aclose", None)
+        if aclose_store is not None:
+            await aclose_store()
 
     def __enter__(self) -> TokenGuard:
         return self
@@ -628,3 +900,18 @@ class TokenGuard:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._issuers)) or "-"
         return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"
+
+
+def _capped(entry: CachedResult, until: float) -> CachedResult:
+    """``entry`` with its cache lifetime cut to ``until`` (the in-process level in front of a shared store)."""
+    if entry.cache_until <= until:
+        return entry
+    return CachedResult(
+        entry.claims,
+        until,
+        valid_from=entry.valid_from,
+        valid_until=entry.valid_until,
+        reason=entry.reason,
+        issuer=entry.issuer,
+        key_thumbprint=entry.key_thumbprint,
+    )

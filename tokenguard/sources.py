@@ -16,11 +16,16 @@ pure functions of the snapshot and ``now``. The flows (``metadata_flow``,
   ``failed_retry_interval`` so an outage is not turned into a request storm.
 * URLs come only from configuration and from the configured issuer's own
   metadata; nothing named inside a token is ever fetched.
+* With a shared store (``shared`` set by the guard), a copy fetched by
+  another process and newer than ours is used before the network, and only
+  one process at a time fetches a document (see ``shared.py``). Copies from
+  the store pass the same checks as replies from the network.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +34,7 @@ from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, jso
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
+from .shared import SharedPolicy, publish_flow, shared_copy_flow, shared_fetch_flow
 
 __all__ = [
     "DEFAULT_KID_REFETCH_COOLDOWN",
@@ -165,6 +171,28 @@ def discovery_urls(issuer: str) -> list[str]:
     ]
 
 
+def _ttl(reply: HttpReply, settings: FetchSettings) -> float:
+    return document_ttl(
+        reply.headers.get("cache-control"),
+        reply.headers.get("age"),
+        default=settings.default_ttl,
+        minimum=settings.min_ttl,
+        maximum=settings.max_ttl,
+    )
+
+
+def _newer(fetched_at: float, seen: float | None) -> bool:
+    return seen is None or fetched_at > seen
+
+
+def _one(request: HttpRequest) -> Callable[[], Flow[HttpReply]]:
+    def flow() -> Flow[HttpReply]:
+        reply: HttpReply = yield request
+        return reply
+
+    return flow
+
+
 class MetadataSource:
     """An issuer's discovery document (OIDC Discovery or RFC 8414), cached.
 
@@ -180,6 +208,8 @@ class MetadataSource:
             check_url(discovery_url, require_https=settings.require_https, what="discovery_url")
         self.urls = [discovery_url] if discovery_url else discovery_urls(issuer)
         self.state = DocumentState()
+        #: Set by the guard when a shared store is configured.
+        self.shared: SharedPolicy | None = None
 
     def metadata_flow(self, now: float) -> Flow[dict[str, Any]]:
         """The metadata document, fetched when missing or stale."""
@@ -194,22 +224,47 @@ class MetadataSource:
                 retry_after=state.retry_after(now, self.settings),
             )
         try:
-            document, reply = yield from self._discover(state.generation)
+            if self.shared is None:
+                document, reply = yield from self._discover(state.generation)
+            else:
+                document, reply = yield from self._discover_shared(state, now, self.shared)
         except ServiceUnavailable:
             self.state = self.state.failed(now)
             if self.state.is_usable(now, self.settings):
                 logger.warning("metadata refresh failed for %s; using the last good document", self.issuer)
                 return dict(self.state.value)
             raise
-        ttl = document_ttl(
-            reply.headers.get("cache-control"),
-            reply.headers.get("age"),
-            default=self.settings.default_ttl,
-            minimum=self.settings.min_ttl,
-            maximum=self.settings.max_ttl,
-        )
-        self.state = self.state.fetched(document, now, ttl)
+        self.state = self.state.fetched(document, now, _ttl(reply, self.settings))
         return dict(document)
+
+    def _discover_shared(
+        self, state: DocumentState, now: float, policy: SharedPolicy
+    ) -> Flow[tuple[dict[str, Any], HttpReply]]:
+        name = "metadata " + self.issuer
+        seen = state.fetched_at
+        copy = yield from shared_copy_flow(name, now)
+        if copy is not None and _newer(copy[1], seen):
+            try:
+                return self._document_of(copy[0], "shared copy"), copy[0]
+            except ServiceUnavailable:
+                seen = copy[1]
+
+        def fetch() -> Flow[HttpReply]:
+            _, reply = yield from self._discover(state.generation)
+            return reply
+
+        reply, fetched = yield from shared_fetch_flow(name, seen, now, policy, fetch)
+        document = self._document_of(reply, "discovery document")
+        if fetched:
+            yield from publish_flow(name, reply, now, _ttl(reply, self.settings))
+        return document, reply
+
+    def _document_of(self, reply: HttpReply, where: str) -> dict[str, Any]:
+        document = json_object(reply, "discovery")
+        if document.get("issuer") != self.issuer:
+            logger.error("%s names another issuer; expected exactly %r", where, self.issuer)
+            raise ServiceUnavailable("authorization server metadata names another issuer")
+        return document
 
     def _discover(self, generation: int) -> Flow[tuple[dict[str, Any], HttpReply]]:
         last_status = None
@@ -225,11 +280,7 @@ class MetadataSource:
             if 400 <= reply.status < 500:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
-            document = json_object(reply, "discovery")
-            if document.get("issuer") != self.issuer:
-                logger.error("discovery document at %s names another issuer; expected exactly %r", url, self.issuer)
-                raise ServiceUnavailable("authorization server metadata names another issuer")
-            return document, reply
+            return self._document_of(reply, f"discovery document at {url}"), reply
         raise ServiceUnavailable(f"no discovery document found (last status {last_status})")
 
     def endpoint_flow(self, name: str, now: float) -> Flow[str | None]:
@@ -265,6 +316,8 @@ class JWKSSource:
         self.jwks_uri = jwks_uri
         self.metadata = metadata
         self.state = DocumentState()
+        #: Set by the guard when a shared store is configured.
+        self.shared: SharedPolicy | None = None
         self._last_reply: HttpReply | None = None
         self._last_kid_refetch: float | None = None
 
@@ -306,7 +359,7 @@ class JWKSSource:
                 uri = yield from self.metadata.endpoint_flow("jwks_uri", now)
                 if uri is None:
                     raise ServiceUnavailable("authorization server metadata has no jwks_uri")
-            reply = yield HttpRequest(
+            request = HttpRequest(
                 "GET",
                 uri,
                 headers=(("Accept", "application/jwk-set+json, application/json"),),
@@ -315,7 +368,10 @@ class JWKSSource:
                 generation=state.generation,
                 max_bytes=self.settings.max_response_bytes,
             )
-            keys = self._apply(reply, now)
+            if self.shared is None:
+                keys = self._apply((yield request), now)
+            else:
+                keys = yield from self._keys_shared(request, kid, now, self.shared)
         except ServiceUnavailable:
             self.state = self.state.failed(now)
             if self.state.is_usable(now, self.settings):
@@ -323,6 +379,23 @@ class JWKSSource:
                 keys = self.state.value[0]
                 return keys
             raise
+        return keys
+
+    def _keys_shared(self, request: HttpRequest, kid: str | None, now: float, policy: SharedPolicy) -> Flow[KeySet]:
+        seen = self.state.fetched_at
+        copy = yield from shared_copy_flow(request.url, now)
+        if copy is not None and _newer(copy[1], seen):
+            try:
+                keys = self._apply(copy[0], now)
+            except ServiceUnavailable:
+                keys = None
+            if keys is not None and (kid is None or keys.has_kid(kid)):
+                return keys
+            seen = copy[1]  # that copy lacks the kid: wait only for a newer one
+        reply, fetched = yield from shared_fetch_flow(request.url, seen, now, policy, _one(request))
+        keys = self._apply(reply, now)
+        if fetched:
+            yield from publish_flow(request.url, reply, now, _ttl(reply, self.settings))
         return keys
 
     def _apply(self, reply: HttpReply, now: float) -> KeySet:
@@ -339,13 +412,6 @@ class JWKSSource:
             logger.warning("JWKS: skipped unusable %s", reason)
         if len(keys) == 0:
             raise ServiceUnavailable("JWKS holds no usable key")
-        ttl = document_ttl(
-            reply.headers.get("cache-control"),
-            reply.headers.get("age"),
-            default=self.settings.default_ttl,
-            minimum=self.settings.min_ttl,
-            maximum=self.settings.max_ttl,
-        )
-        self.state = self.state.fetched((keys, keys.thumbprints()), now, ttl)
+        self.state = self.state.fetched((keys, keys.thumbprints()), now, _ttl(reply, self.settings))
         self._last_reply = reply
         return keys
