@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -110,3 +112,105 @@ def oidc_provider() -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            message = "redis-server is not installed (scripts/test installs Debian's package)"
+            if in_ci():
+                pytest.fail(message)
+            pytest.skip(message)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Any) -> Iterator[list[RedisServer]]:
+    """Three real redis-server nodes joined into a Redis Cluster (no replicas)."""
+    nodes = [
+        RedisServer(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(tmp_path / f"nodes-{i}.conf"),
+            # The default bus port (port + 10000) may not exist for a high ephemeral port.
+            "--cluster-port",
+            str(free_port()),
+        )
+        for i in range(3)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.fail("redis-cli is missing (it comes with redis-server)")
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            info = subprocess.run(
+                [cli, "-p", str(nodes[0].port), "cluster", "info"], capture_output=True, text=True, timeout=5
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis cluster did not become ready")
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()

@@ -129,7 +129,7 @@ class FlaskTokenGuard:
             return cast("TokenClaims | None", g.token)
         guard = self._guard()
         token = find_token(guard, request)
-        claims = guard.verify_sync(token) if token is not None else None
+        claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
         g.token = claims
         return claims
 

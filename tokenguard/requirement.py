@@ -38,7 +38,8 @@ async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -
         connection.headers.getlist("authorization"),
         connection.query_params.getlist("access_token"),
     )
-    claims = await guard.verify(token)
+    client = connection.client
+    claims = await guard.verify(token, client=client.host if client is not None else None)
     scope[SCOPE_KEY] = claims
     return claims
 

@@ -142,7 +142,7 @@ class TokenGuardMiddleware:
             return
         try:
             receive, token = await self._find_token(scope, receive)
-            claims = await self.guard.verify(token) if token is not None else None
+            claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
@@ -260,3 +260,10 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _peer(scope: Scope) -> str | None:
+    """The peer address for per-client rate limits (behind a proxy, the proxy's unless the
+    server rewrites it, e.g. uvicorn's ``--proxy-headers``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None

@@ -144,6 +144,9 @@ class LocalIssuer:
         self.jwks_max_age = jwks_max_age
         self.metadata_style = metadata_style
         self.requests: Counter[str] = Counter()
+        #: Most requests in progress at once, per endpoint (e.g. ``"/introspect"``).
+        self.peak_concurrency: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self.faults: dict[str, Fault] = {}
         self.introspection_requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -455,6 +458,15 @@ def _handler_for(issuer: LocalIssuer) -> type[BaseHTTPRequestHandler]:
             with issuer._lock:
                 issuer.requests[name] += 1
                 fault = issuer.faults.get(name)
+                issuer._in_flight[name] += 1
+                issuer.peak_concurrency[name] = max(issuer.peak_concurrency[name], issuer._in_flight[name])
+            try:
+                self._respond(method, path, body, fault)
+            finally:
+                with issuer._lock:
+                    issuer._in_flight[name] -= 1
+
+        def _respond(self, method: str, path: str, body: bytes, fault: Fault | None) -> None:
             if fault is not None:
                 if fault.delay:
                     time.sleep(fault.delay)

@@ -112,7 +112,7 @@ class TokenGuardWSGIMiddleware:
         try:
             token = find_token(self.guard, request)
             if token is not None:
-                claims = self.guard.verify_sync(token)
+                claims = self.guard.verify_sync(token, client=request.remote_addr)
             elif self.protect:
                 raise MissingToken()
         except TokenError as error:
