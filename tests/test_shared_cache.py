@@ -18,7 +18,7 @@ from tokenguard.redis_cache import RedisCache
 from tokenguard.shared import decode_result, encode_result
 from tokenguard.testing import Fault, LocalIssuer
 
-from .conftest import API, RedisServer
+from .conftest import RedisServer
 
 pytestmark = pytest.mark.integration
 
