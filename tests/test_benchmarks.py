@@ -25,3 +25,24 @@ def test_verify_benchmark_runs_and_writes_results() -> None:
     for row in data["verify_us"].values():
         assert {"tokenguard_cold", "tokenguard_cached", "floor_verify", "pyjwt"} <= set(row)
     assert data["bytes_per_cached_token"] > 0
+
+
+def test_workers_benchmark_runs_and_shows_sharing() -> None:
+    """bench_workers.py --quick runs both modes against a real redis-server and a loopback issuer."""
+    from .conftest import RedisServer
+
+    RedisServer().start().kill()  # fails under CI, skips locally, when redis-server is missing
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_workers.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((ROOT / "benchmarks" / "results" / "workers.json").read_text())
+    memory, shared = data["runs"]
+    assert memory["failures"] == shared["failures"] == 0
+    # Each distinct opaque token is introspected once per worker alone, once in all with Redis.
+    assert shared["introspection_calls"] == data["opaque_tokens"]
+    assert memory["introspection_calls"] > shared["introspection_calls"]
