@@ -43,6 +43,6 @@ def test_workers_benchmark_runs_and_shows_sharing() -> None:
     data = json.loads((ROOT / "benchmarks" / "results" / "workers.json").read_text())
     memory, shared = data["runs"]
     assert memory["failures"] == shared["failures"] == 0
-    # Each distinct opaque token is introspected once per worker alone, once in all with Redis.
-    assert shared["introspection_calls"] == data["opaque_tokens"]
+    # With Redis each distinct opaque token is introspected at most once in all (alone: once per worker).
+    assert 0 < shared["introspection_calls"] <= data["opaque_tokens"]
     assert memory["introspection_calls"] > shared["introspection_calls"]
