@@ -6,6 +6,7 @@ Framework adapters live in their own modules (``tokenguard.starlette``,
 """
 
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token, parse_authorization
+from .breaker import BreakerSettings
 from .cache import CacheBackend, CachedResult, MemoryCache
 from .cachecontrol import CacheControl
 from .challenge import Challenge, parse_challenges
@@ -24,10 +25,15 @@ from .introspection import Introspection
 from .issuer import JWTIssuer
 from .jwt import DEFAULT_LEEWAY
 from .keys import VerificationKey
+from .limits import IntrospectionLimits
+from .metrics import MetricsSnapshot
+from .redis_cache import RedisCache
 from .scopes import ScopeRequirement, format_scope, parse_scope
+from .shared import SharedStore
 from .sources import DEFAULT_KID_REFETCH_COOLDOWN, FetchSettings
 
 __all__ = [
+    "BreakerSettings",
     "CacheBackend",
     "CacheControl",
     "CachedResult",
@@ -40,13 +46,17 @@ __all__ = [
     "FetchSettings",
     "InsufficientScope",
     "Introspection",
+    "IntrospectionLimits",
     "InvalidRequest",
     "InvalidToken",
     "JWTIssuer",
     "MemoryCache",
+    "MetricsSnapshot",
     "MissingToken",
+    "RedisCache",
     "ScopeRequirement",
     "ServiceUnavailable",
+    "SharedStore",
     "TokenClaims",
     "TokenError",
     "TokenGuard",

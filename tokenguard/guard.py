@@ -89,6 +89,11 @@ CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[s
 
 logger = logging.getLogger("tokenguard")
 
+#: Upstream timeouts: a provider that has not connected in 2 s is down for
+#: practical purposes (Spring's NimbusJwtDecoder: 5 s for both; Duende: 100 s,
+#: HttpClient's default, which keeps requests hanging through an outage).
+DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
 #: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
 _NO_EXP_CACHE_SECONDS = 300.0
 
@@ -134,7 +139,9 @@ class TokenGuard:
             ``error_description``; ``False`` sends generic text only.
         resource_metadata: URL of this API's RFC 9728 protected-resource
             metadata, advertised on 401 and 403 challenges.
-        timeout: seconds for each upstream HTTP call (connect and read).
+        timeout: seconds for each upstream HTTP call, or an ``httpx.Timeout``
+            to set connect, read, write and pool limits apart. The default
+            allows 2 s to connect and 5 s for the rest.
         http_client / async_http_client: bring your own httpx clients (proxies,
             custom CA); tokenguard then never closes them.
         clock: the time source (seconds since the epoch), for tests.
@@ -163,7 +170,7 @@ class TokenGuard:
         allow_form_token: bool = False,
         include_error_details: bool = True,
         resource_metadata: str | None = None,
-        timeout: float = 5.0,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
