@@ -46,3 +46,20 @@ def test_workers_benchmark_runs_and_shows_sharing() -> None:
     # With Redis each distinct opaque token is introspected at most once in all (alone: once per worker).
     assert 0 < shared["introspection_calls"] <= data["opaque_tokens"]
     assert memory["introspection_calls"] > shared["introspection_calls"]
+
+
+def test_introspection_benchmark_runs_and_meets_its_invariants() -> None:
+    """bench_introspection.py --quick: calls = distinct tokens cold, 0 warm, flood within the rate."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_introspection.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((ROOT / "benchmarks" / "results" / "introspection.json").read_text())
+    assert data["cold"]["upstream_calls"] == data["distinct_tokens"]
+    assert data["cold"]["outcomes"] == {"ok": data["requests"]}
+    assert data["warm"]["upstream_calls"] == 0
+    assert data["flood"]["upstream_calls"] <= data["flood"]["allowed_by_rate"]
