@@ -23,15 +23,20 @@ TokenType = Literal["jwt", "opaque", "custom"]
 
 
 def numeric_date(value: object) -> float | None:
-    """Return a JWT NumericDate (RFC 7519 §2) as a float, or ``None`` if it is not one.
+    """Return a JWT NumericDate (RFC 7519 §2) as a number, or ``None`` if it is not one.
 
     Booleans are refused although Python treats them as integers, and so are
     NaN and infinities: ``exp: true`` or ``exp: 1e999`` must never pass a
-    time check.
+    time check. So are integers beyond ±2**53, which no float holds exactly
+    (``exp`` with 400 digits would otherwise overflow a float conversion).
+    Integers are returned as they are: the token's dict already holds them,
+    so a cached token carries no extra float objects.
     """
     kind = type(value)
     if kind is int:
-        return float(value)  # type: ignore[arg-type]  # narrowed by the type check
+        if -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:  # type: ignore[operator]  # narrowed by the type check
+            return value  # type: ignore[return-value]  # an int is a valid float here (PEP 484)
+        return None
     if kind is not float:
         return None  # bool, str, None, containers, and int/float subclasses
     number: float = value  # type: ignore[assignment]  # narrowed by the type check
@@ -40,9 +45,22 @@ def numeric_date(value: object) -> float | None:
     return number
 
 
+_MAX_EXACT_INT = 2**53
+
+# One tuple per audience string, shared by every token naming it (most name one).
+_SINGLE_AUDIENCES: dict[str, tuple[str]] = {}
+
+
 def _audience(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,)
+        single = _SINGLE_AUDIENCES.get(value)
+        if single is None:
+            single = (value,)
+            if len(value) <= 256:
+                if len(_SINGLE_AUDIENCES) >= 1024:
+                    _SINGLE_AUDIENCES.clear()
+                _SINGLE_AUDIENCES[value] = single
+        return single
     if isinstance(value, list | tuple):
         return tuple(v for v in value if isinstance(v, str))
     return ()
@@ -150,18 +168,18 @@ class TokenClaims(Mapping[str, Any]):
 
     @property
     def expires_at(self) -> datetime | None:
-        """``exp`` as an aware UTC datetime."""
-        return None if self.exp is None else datetime.fromtimestamp(self.exp, UTC)
+        """``exp`` as an aware UTC datetime (clamped to the years 1–9999)."""
+        return _datetime(self.exp)
 
     @property
     def issued_at(self) -> datetime | None:
-        """``iat`` as an aware UTC datetime."""
-        return None if self.iat is None else datetime.fromtimestamp(self.iat, UTC)
+        """``iat`` as an aware UTC datetime (clamped to the years 1–9999)."""
+        return _datetime(self.iat)
 
     @property
     def not_before(self) -> datetime | None:
-        """``nbf`` as an aware UTC datetime."""
-        return None if self.nbf is None else datetime.fromtimestamp(self.nbf, UTC)
+        """``nbf`` as an aware UTC datetime (clamped to the years 1–9999)."""
+        return _datetime(self.nbf)
 
     def has_scopes(self, *scopes: str) -> bool:
         """Whether every one of ``scopes`` was granted."""
@@ -170,3 +188,13 @@ class TokenClaims(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the raw claims, e.g. to serialise."""
         return dict(self._claims)
+
+
+def _datetime(timestamp: float | None) -> datetime | None:
+    if timestamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        # A signed token may say exp = year 30000; that is "never", not a crash.
+        return (datetime.max if timestamp > 0 else datetime.min).replace(tzinfo=UTC)

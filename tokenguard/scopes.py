@@ -27,6 +27,15 @@ __all__ = [
 #: Claims read for scopes, in order; their values are merged.
 DEFAULT_SCOPE_CLAIMS: tuple[str, ...] = ("scope", "scp")
 
+# Tokens of one client carry the same scope string over and over: parse each
+# string once and share the frozenset (and its strings) between every cached
+# token that has it. Faster than splitting, and a few hundred bytes less per
+# cached token. Bounded, and only for strings of ordinary length, so hostile
+# tokens cannot grow it without limit.
+_PARSED: dict[str, frozenset[str]] = {}
+_PARSED_MAX_ENTRIES = 4096
+_PARSED_MAX_LENGTH = 1024
+
 
 def parse_scope(value: object) -> frozenset[str]:
     """Parse a scope claim: a space-separated string or a JSON array of strings.
@@ -36,9 +45,17 @@ def parse_scope(value: object) -> frozenset[str]:
     scope rather than failing the token.
     """
     if isinstance(value, str):
+        parsed = _PARSED.get(value)
+        if parsed is not None:
+            return parsed
         # RFC 6749 §3.3: scope-tokens separated by one space; be liberal about
         # runs of whitespace, which some providers emit.
-        return frozenset(value.split())
+        parsed = frozenset(value.split())
+        if len(value) <= _PARSED_MAX_LENGTH:
+            if len(_PARSED) >= _PARSED_MAX_ENTRIES:
+                _PARSED.clear()
+            _PARSED[value] = parsed
+        return parsed
     if isinstance(value, list | tuple):
         return frozenset(
             # An array member with whitespace is not one scope-token; skip it.
@@ -59,12 +76,16 @@ def format_scope(scopes: Iterable[str]) -> str:
 
 def scopes_from_claims(claims: Mapping[str, Any], names: Sequence[str] = DEFAULT_SCOPE_CLAIMS) -> frozenset[str]:
     """Merge the scopes found under each claim in ``names``."""
-    found: frozenset[str] = frozenset()
+    found: frozenset[str] = _EMPTY
     for name in names:
         value = claims.get(name)
         if value is not None:
-            found = found | parse_scope(value)
+            parsed = parse_scope(value)
+            found = parsed if not found else found | parsed
     return found
+
+
+_EMPTY: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,6 +259,9 @@ def test_crit_b64_and_zip_are_refused(guard: TokenGuard, extra: dict[str, Any]) 
         ({"nbf": "0"}, "nbf"),
         ({"iat": False}, "iat"),
         ({"exp": 1e400}, "exp"),
+        ({"exp": 10**400}, "exp"),  # an int no float holds: must not overflow into a crash
+        ({"nbf": -(10**30)}, "nbf"),
+        ({"iat": 2**53 + 1}, "iat"),
         ({"aud": []}, "audience"),
         ({"aud": [[AUD]]}, "audience"),
         ({"aud": AUD + ".evil.com"}, "audience"),
@@ -489,3 +492,11 @@ def test_jws_parser_on_random_segments(header: bytes, payload: bytes, signature:
         parse_jws(f"{b64(header)}.{b64(payload)}.{b64(signature)}")
     except InvalidToken:
         pass
+
+
+def test_far_future_exp_in_a_genuine_token_does_not_crash_datetimes(guard: TokenGuard) -> None:
+    """A trusted issuer may sign exp in the year 30000; the claims still render as datetimes."""
+    token = sign(claims(exp=2**50, iat=int(NOW)))
+    verified = guard.verify_sync(token)
+    assert verified.expires_at is not None and verified.expires_at.year == 9999
+    assert verified.issued_at is not None and verified.issued_at.year == 2027
