@@ -41,8 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokenguard import TokenGuard
-from tokenguard.cache import CachedResult, MemoryCache, TokenHasher
-from tokenguard.claims import TokenClaims
+from tokenguard.cache import TokenHasher
 
 ISS = "https://issuer.example.com/oidc"
 AUD = "https://api.example.com"

@@ -63,3 +63,31 @@ def test_introspection_benchmark_runs_and_meets_its_invariants() -> None:
     assert data["cold"]["outcomes"] == {"ok": data["requests"]}
     assert data["warm"]["upstream_calls"] == 0
     assert data["flood"]["upstream_calls"] <= data["flood"]["allowed_by_rate"]
+
+
+def test_http_benchmark_runs_every_case() -> None:
+    """bench_http.py --quick serves every case under uvicorn and gunicorn and loads it with wrk."""
+    import shutil
+
+    from .conftest import in_ci
+
+    if shutil.which("wrk") is None:
+        if in_ci():
+            raise AssertionError("wrk is missing (scripts/test installs Debian's package)")
+        import pytest
+
+        pytest.skip("wrk is not installed")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_http.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((ROOT / "benchmarks" / "results" / "http.json").read_text())
+    cases = {(r["stack"], r["mode"], r["tokens"]) for r in data["runs"]}
+    assert len(cases) == 8
+    for row in data["runs"]:
+        assert row["rps"] > 0
+        assert row["non_2xx"] == 0, row  # every protected request carried a valid token
