@@ -318,3 +318,49 @@ def test_redis_cluster(redis_cluster: list[RedisServer], issuer: LocalIssuer) ->
 
     assert asyncio.run(run()) == "user-1"
     assert issuer.requests["/introspect"] == 1
+
+
+def test_untrusted_issuer_touches_neither_provider_nor_redis(issuer: LocalIssuer, redis_server: RedisServer) -> None:
+    class CountingCache(RedisCache):
+        reads = 0
+
+        def get_sync(self, key: str) -> bytes | None:
+            CountingCache.reads += 1
+            return super().get_sync(key)
+
+    guard = issuer.guard(cache=CountingCache(redis_server.url), hash_key=HASH_KEY)
+    with LocalIssuer() as stranger:
+        token = stranger.issue()
+    with pytest.raises(InvalidToken, match="untrusted issuer"):
+        guard.verify_sync(token)
+    assert CountingCache.reads == 0
+    assert sum(issuer.requests.values()) == 0
+
+
+def test_many_tasks_in_one_worker_share_one_introspection_without_polling(
+    issuer: LocalIssuer, redis_server: RedisServer
+) -> None:
+    token = issuer.issue_opaque()
+    issuer.faults["/introspect"] = Fault(status=0, delay=0.2)
+
+    async def run() -> list[str | None]:
+        guard = worker(issuer, redis_server)
+        try:
+            return [c.subject for c in await asyncio.gather(*(guard.verify(token) for _ in range(20)))]
+        finally:
+            await guard.aclose()
+
+    assert asyncio.run(run()) == ["user-1"] * 20
+    assert issuer.requests["/introspect"] == 1
+
+
+def test_shared_jwt_result_serves_a_worker_that_never_loaded_keys(
+    issuer: LocalIssuer, redis_server: RedisServer
+) -> None:
+    token = issuer.issue(scope="read")
+    worker(issuer, redis_server, share_jwt_results=True).verify_sync(token)
+    second = worker(issuer, redis_server, share_jwt_results=True)
+    for _ in range(5):
+        assert second.verify_sync(token).scopes == {"read"}
+    assert second.stats["shared_cache_hit"] == 1, "then its in-process cache answers"
+    assert second.stats["cache_hit"] == 4

@@ -56,7 +56,7 @@ from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import looks_like_jws, parse_jws, peek_issuer
+from .jwt import UnverifiedJWS, looks_like_jws, parse_jws, peek_issuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
@@ -204,6 +204,8 @@ class TokenGuard:
         elif isinstance(cache, SharedStore):
             shared, cache = cache, None
         self._shared = shared
+        #: Shared-store locks this process holds (introspections it leads).
+        self._leading: set[str] = set()
         self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
         self._metadata: dict[str, MetadataSource] = {}
         self._issuers: dict[str, IssuerRuntime] = {}
@@ -408,9 +410,13 @@ class TokenGuard:
                     self._hits += 1
                     return key, claims
                 runtime = self._issuers.get(entry.issuer or "")
-                if runtime is not None and thumbprint in runtime.thumbprints():
-                    self._hits += 1
-                    return key, claims
+                if runtime is not None:
+                    thumbprints = runtime.thumbprints()
+                    # Empty: this process has not loaded the keys yet, and the
+                    # entry came from the shared store (local results load them).
+                    if thumbprint in thumbprints or not thumbprints:
+                        self._hits += 1
+                        return key, claims
         # Expired, out of its time window, or its key was withdrawn: verify afresh.
         self._cache.delete(key)
         self._misses += 1
@@ -521,7 +527,9 @@ class TokenGuard:
             iss = peek_issuer(jws)
             runtime = self._issuers.get(iss) if iss is not None else None
         shared = self._shared
-        if shared is not None and (runtime is None or self._shares_jwt(runtime, shared)):
+        if shared is not None and (
+            self._shares_jwt(runtime, shared) if runtime is not None else self._may_go_upstream(jws)
+        ):
             found = yield from self._shared_lookup(key, now)
             if found is not None:
                 return found
@@ -555,6 +563,14 @@ class TokenGuard:
         assert opaque_claims is not None
         return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
 
+    def _may_go_upstream(self, jws: UnverifiedJWS | None) -> bool:
+        # Only a token that would cost an upstream call is looked up in the
+        # shared store: one naming an untrusted issuer is refused without any
+        # network traffic at all, the cache's included.
+        if self._verifier is not None:
+            return True
+        return self._introspection is not None and (jws is None or self._may_introspect(peek_issuer(jws)))
+
     @staticmethod
     def _shares_jwt(runtime: IssuerRuntime, shared: SharedStore) -> bool:
         # A verified JWT is worth sharing only when it cost an upstream call.
@@ -574,7 +590,12 @@ class TokenGuard:
             if data is not None:
                 yield SharedSet(result_key(key), data, entry.cache_until - now)
         if release:
-            yield SharedDelete(lock_key(result_key(key)))
+            yield from self._release(key)
+
+    def _release(self, key: bytes) -> GuardFlow[None]:
+        lock = lock_key(result_key(key))
+        self._leading.discard(lock)
+        yield SharedDelete(lock)
 
     def _shared_lookup(self, key: bytes, now: float) -> GuardFlow[TokenClaims | None]:
         data = yield SharedGet(result_key(key))
@@ -636,7 +657,12 @@ class TokenGuard:
             return None, False
         rkey = result_key(key)
         lock = lock_key(rkey)
+        if lock in self._leading:
+            # Another thread or task of this process holds the lock: the
+            # in-process coalescer joins its call, no need to poll Redis.
+            return None, False
         if (yield SharedAdd(lock, shared.lock_ttl)):
+            self._leading.add(lock)
             return None, True
         data = yield SharedWait(rkey, lock, shared.lock_wait)
         if data is not None:
@@ -673,14 +699,14 @@ class TokenGuard:
             )
         except ServiceUnavailable:
             if release:
-                yield SharedDelete(lock_key(result_key(key)))
+                yield from self._release(key)
             raise
         if result.claims is None:
             entry = CachedResult(None, now + result.ttl, reason=result.reason)
             if result.ttl > 0:
                 yield from self._store(key, entry, now, share=True, release=release)
             elif release:
-                yield SharedDelete(lock_key(result_key(key)))
+                yield from self._release(key)
             raise InvalidToken(result.reason)
         return result
 
