@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .claims import TokenClaims
 
@@ -49,6 +49,13 @@ class TokenHasher:
     def __repr__(self) -> str:
         return "TokenHasher(key=[secret])"
 
+    def keyed_states(self) -> tuple[Any, Any]:
+        """The keyed inner and outer SHA-256 states, for callers that inline :meth:`cache_key`.
+
+        Copy them before use; never update them.
+        """
+        return self._inner, self._outer
+
     def cache_key(self, token: str) -> bytes:
         """The 32-byte cache key for ``token``: HMAC-SHA256(key, token)."""
         inner = self._inner.copy()
@@ -63,6 +70,12 @@ class TokenHasher:
         return hashlib.sha256(cache_key).hexdigest()[:8]
 
 
+class HasThumbprints(Protocol):
+    """Whatever knows the fingerprints of the keys an issuer trusts right now."""
+
+    current_thumbprints: frozenset[str]
+
+
 class CachedResult:
     """A cached verification outcome (read-only by convention; built once per miss).
 
@@ -70,12 +83,23 @@ class CachedResult:
     ``valid_from``/``valid_until`` bound when the claims may be served: time
     checks are redone on every hit, whatever the cache's own TTL.
     ``key_thumbprint`` ties a JWT result to the key that verified it, so the
-    entry dies with the key. A plain slotted class rather than a frozen
+    entry dies with the key; ``key_owner`` is where this process reads the
+    currently trusted fingerprints (the issuer's JWKS source or static keys),
+    set when the entry is stored or accepted from a shared store. A plain slotted class rather than a frozen
     dataclass: it is built on every cache miss, and frozen dataclasses pay for
     ``object.__setattr__`` per field.
     """
 
-    __slots__ = ("cache_until", "claims", "issuer", "key_thumbprint", "reason", "valid_from", "valid_until")
+    __slots__ = (
+        "cache_until",
+        "claims",
+        "issuer",
+        "key_owner",
+        "key_thumbprint",
+        "reason",
+        "valid_from",
+        "valid_until",
+    )
 
     def __init__(
         self,
@@ -86,6 +110,7 @@ class CachedResult:
         reason: str = "",
         issuer: str | None = None,
         key_thumbprint: str | None = None,
+        key_owner: HasThumbprints | None = None,
     ) -> None:
         self.claims = claims
         self.cache_until = cache_until
@@ -94,6 +119,7 @@ class CachedResult:
         self.reason = reason
         self.issuer = issuer
         self.key_thumbprint = key_thumbprint
+        self.key_owner = key_owner
 
     def __repr__(self) -> str:
         return f"CachedResult(claims={self.claims!r}, cache_until={self.cache_until!r}, reason={self.reason!r})"

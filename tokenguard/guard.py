@@ -244,6 +244,9 @@ class TokenGuard:
         if hash_key is None and shared is not None:
             hash_key = self._shared_hash_key()
         self._hasher = TokenHasher(hash_key)
+        self._hash_inner, self._hash_outer = self._hasher.keyed_states()
+        # The in-process cache's own dict lookup when it is ours: no Python frame per hit.
+        self._cache_get = self._cache._entries.get if isinstance(self._cache, MemoryCache) else self._cache.get
         if shared is not None:
             policy = SharedPolicy(shared.lock_ttl, shared.lock_wait)
             for source in self._metadata.values():
@@ -395,8 +398,13 @@ class TokenGuard:
         # The hot path: one keyed hash, one dict read, a few comparisons.
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token exceeds the maximum size")
-        key = self._hasher.cache_key(token)
-        entry = self._cache.get(key)
+        # TokenHasher.cache_key, inlined: this runs on every request.
+        inner = self._hash_inner.copy()
+        inner.update(token.encode("utf-8", "surrogateescape"))
+        outer = self._hash_outer.copy()
+        outer.update(inner.digest())
+        key: bytes = outer.digest()
+        entry = self._cache_get(key)
         if entry is None:
             self._misses += 1
             return key, None
@@ -405,16 +413,16 @@ class TokenGuard:
             if claims is None:
                 raise InvalidToken(entry.reason or "invalid token")
             if entry.valid_from <= now < entry.valid_until:
-                thumbprint = entry.key_thumbprint
-                if thumbprint is None:
-                    self._hits += 1
-                    return key, claims
-                runtime = self._issuers.get(entry.issuer or "")
-                if runtime is not None:
-                    thumbprints = runtime.thumbprints()
+                owner = entry.key_owner
+                if owner is None:
+                    if entry.key_thumbprint is None:  # not a JWT: no key to outlive
+                        self._hits += 1
+                        return key, claims
+                else:
+                    thumbprints = owner.current_thumbprints
                     # Empty: this process has not loaded the keys yet, and the
                     # entry came from the shared store (local results load them).
-                    if thumbprint in thumbprints or not thumbprints:
+                    if entry.key_thumbprint in thumbprints or not thumbprints:
                         self._hits += 1
                         return key, claims
         # Expired, out of its time window, or its key was withdrawn: verify afresh.
@@ -627,6 +635,7 @@ class TokenGuard:
                 thumbprints = runtime.thumbprints()
                 if thumbprints and entry.key_thumbprint not in thumbprints:
                     return None
+                entry.key_owner = runtime.key_owner
         self._events["shared_cache_hit"] += 1
         assert self._shared is not None
         self._cache.set(key, _capped(entry, now + self._shared.local_ttl))
@@ -751,6 +760,7 @@ class TokenGuard:
             valid_until=valid_until,
             issuer=policy.issuer,
             key_thumbprint=thumbprint,
+            key_owner=runtime.key_owner,
         )
         shared = self._shared
         share = shared is not None and self._shares_jwt(runtime, shared)
@@ -947,4 +957,5 @@ def _capped(entry: CachedResult, until: float) -> CachedResult:
         reason=entry.reason,
         issuer=entry.issuer,
         key_thumbprint=entry.key_thumbprint,
+        key_owner=entry.key_owner,
     )

@@ -131,13 +131,16 @@ class IssuerRuntime:
             if config.jwks_uri is not None:
                 check_url(config.jwks_uri, require_https=config.fetch.require_https, what="jwks_uri")
             self.jwks = JWKSSource(config.fetch, jwks_uri=config.jwks_uri, metadata=metadata)
-        self._static_thumbprints = self.static.thumbprints() if self.static is not None else frozenset()
+        #: Fingerprints of the static keys (empty when keys are fetched).
+        self.current_thumbprints = self.static.thumbprints() if self.static is not None else frozenset()
+        #: Whose ``current_thumbprints`` say which keys are trusted now.
+        self.key_owner: JWKSSource | IssuerRuntime = self.jwks if self.jwks is not None else self
 
     def thumbprints(self) -> frozenset[str]:
         """Fingerprints of the keys currently trusted for this issuer."""
         if self.jwks is not None:
-            return self.jwks.thumbprints()
-        return self._static_thumbprints
+            return self.jwks.current_thumbprints
+        return self.current_thumbprints
 
     def verify_flow(self, jws: UnverifiedJWS, now: float) -> Flow[tuple[TokenClaims, str]]:
         """Verify ``jws`` with this issuer's keys, fetching them if needed."""

@@ -316,6 +316,9 @@ class JWKSSource:
         self.jwks_uri = jwks_uri
         self.metadata = metadata
         self.state = DocumentState()
+        #: Fingerprints of the keys now published, read on every cache hit (an
+        #: attribute, not a method: the hot path avoids calls).
+        self.current_thumbprints: frozenset[str] = frozenset()
         #: Set by the guard when a shared store is configured.
         self.shared: SharedPolicy | None = None
         self._last_reply: HttpReply | None = None
@@ -412,6 +415,8 @@ class JWKSSource:
             logger.warning("JWKS: skipped unusable %s", reason)
         if len(keys) == 0:
             raise ServiceUnavailable("JWKS holds no usable key")
-        self.state = self.state.fetched((keys, keys.thumbprints()), now, _ttl(reply, self.settings))
+        thumbprints = keys.thumbprints()
+        self.state = self.state.fetched((keys, thumbprints), now, _ttl(reply, self.settings))
+        self.current_thumbprints = thumbprints
         self._last_reply = reply
         return keys
