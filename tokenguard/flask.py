@@ -110,6 +110,8 @@ class FlaskTokenGuard:
             client_secret=config.get("TOKENGUARD_CLIENT_SECRET"),
             realm=config.get("TOKENGUARD_REALM", "api"),
             allow_query_token=bool(config.get("TOKENGUARD_ALLOW_QUERY_TOKEN", False)),
+            cache=config.get("TOKENGUARD_CACHE"),
+            hash_key=_bytes_or_none(config.get("TOKENGUARD_HASH_KEY")),
         )
 
     def _guard(self) -> TokenGuard:
@@ -186,3 +188,7 @@ class FlaskTokenGuard:
     def requires_any(self, *scopes: str) -> Callable[[F], F]:
         """Decorate a view: any one of ``scopes`` suffices."""
         return self.requires(*scopes, any_of=True)
+
+
+def _bytes_or_none(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
