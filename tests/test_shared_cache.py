@@ -383,7 +383,7 @@ def test_flask_workers_share_through_app_config(issuer: LocalIssuer, redis_serve
             TOKENGUARD_CACHE=redis_server.url,
             TOKENGUARD_HASH_KEY="same-key-in-every-worker",
         )
-        FlaskTokenGuard(flask_app)
+        extensions.append(FlaskTokenGuard(flask_app))
 
         @flask_app.get("/me")
         def me() -> dict[str, Any]:
@@ -391,9 +391,15 @@ def test_flask_workers_share_through_app_config(issuer: LocalIssuer, redis_serve
 
         return flask_app
 
+    extensions: list[FlaskTokenGuard] = []
     token = issuer.issue_opaque()
-    for flask_app in (app(), app()):
-        response = flask_app.test_client().get("/me", headers={"Authorization": f"Bearer {token}"})
-        assert response.json == {"sub": "user-1"}
-        assert "Authorization" in response.headers["Vary"]
-    assert issuer.requests["/introspect"] == 1
+    try:
+        for flask_app in (app(), app()):
+            response = flask_app.test_client().get("/me", headers={"Authorization": f"Bearer {token}"})
+            assert response.json == {"sub": "user-1"}
+            assert "Authorization" in response.headers["Vary"]
+        assert issuer.requests["/introspect"] == 1
+    finally:
+        for extension in extensions:
+            assert extension.guard is not None
+            extension.guard.close()
