@@ -21,10 +21,8 @@ Needs ``wrk`` (``apt-get install wrk``), uvicorn and gunicorn (``pip install -e 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import signal
@@ -42,7 +40,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import free_port, write_results  # noqa: E402
+
 ISS = "https://issuer.example.com/oidc"
 AUD = "https://api.example.com"
 
@@ -57,12 +58,6 @@ request = function()
   return wrk.format(nil, nil, {{ ["Authorization"] = "Bearer " .. tokens[i] }})
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _mint(args: tuple[bytes, int, int]) -> list[str]:
@@ -252,21 +247,13 @@ def main() -> None:
             f"{r['p50_us']:>9.0f}{r['p99_us']:>9.0f}{r['overhead_us']:>13.1f}{r['overhead_vs_floor']:>8.2f}"
             f"{r['non_2xx']:>9.0f}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "http.json").write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                },
-                "floor_rs256_us": round(floor, 2),
-                "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds},
-                "runs": rows,
-            },
-            indent=2,
-        )
+    write_results(
+        "http",
+        {
+            "floor_rs256_us": round(floor, 2),
+            "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds},
+            "runs": rows,
+        },
     )
 
 

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import secrets
 import sys
@@ -32,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_results  # noqa: E402
 
 from tokenguard import IntrospectionLimits, InvalidToken, ServiceUnavailable, TokenGuard  # noqa: E402
 from tokenguard.testing import LocalIssuer  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = 50
 
 
@@ -95,7 +94,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await flood_guard.aclose()
     allowed = args.rate + args.rate * flood_seconds
     return {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "concurrency": CONCURRENCY,
         "distinct_tokens": args.tokens,
         "requests": args.requests,
@@ -134,8 +132,7 @@ def main() -> None:
         f"{flood['upstream_calls']} upstream calls (rate allows {flood['allowed_by_rate']}) "
         f"in {flood['seconds']} s; outcomes {flood['outcomes']}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "introspection.json").write_text(json.dumps(result, indent=2))
+    write_results("introspection", result)
 
 
 if __name__ == "__main__":

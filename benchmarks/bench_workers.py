@@ -19,10 +19,8 @@ Needs ``redis-server`` on the PATH (``scripts/test`` installs Debian's).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import random
 import shutil
 import socket
@@ -32,20 +30,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import free_port, write_results  # noqa: E402
 
 from tokenguard import TokenGuard  # noqa: E402
 from tokenguard.redis_cache import RedisCache  # noqa: E402
 from tokenguard.testing import LocalIssuer  # noqa: E402
 
 AUDIENCE = "https://api.test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], str]:
@@ -170,23 +164,15 @@ def main() -> None:
             f"{row['mode']:<8}{row['introspection_calls']:>12}{row['jwks_calls']:>6}{row['discovery_calls']:>7}"
             f"{row['upstream_per_1000']:>15}{row['failures']:>10}{row['seconds']:>9}"
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "workers.json").write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                },
-                "workers": args.workers,
-                "requests_per_worker": args.requests,
-                "opaque_tokens": args.tokens,
-                "jwts": args.jwts,
-                "runs": rows,
-            },
-            indent=2,
-        )
+    write_results(
+        "workers",
+        {
+            "workers": args.workers,
+            "requests_per_worker": args.requests,
+            "opaque_tokens": args.tokens,
+            "jwts": args.jwts,
+            "runs": rows,
+        },
     )
 
 

@@ -6,21 +6,27 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_verify_benchmark_runs_and_writes_results() -> None:
-    """bench_verify.py --quick completes and writes a result for every algorithm."""
+def run_quick(script: str, results: str, timeout: int = 300) -> Any:
+    """Run ``benchmarks/<script> --quick``, check it succeeded, return its JSON results."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_verify.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((ROOT / "benchmarks" / "results" / "verify.json").read_text())
+    return json.loads((ROOT / "benchmarks" / "results" / results).read_text())
+
+
+def test_verify_benchmark_runs_and_writes_results() -> None:
+    """bench_verify.py --quick completes and writes a result for every algorithm."""
+    data = run_quick("bench_verify.py", "verify.json", timeout=300)
     assert set(data["verify_us"]) == {"RS256", "PS256", "ES256", "EdDSA", "HS256"}
     for row in data["verify_us"].values():
         assert {"tokenguard_cold", "tokenguard_cached", "floor_verify", "pyjwt"} <= set(row)
@@ -32,15 +38,7 @@ def test_workers_benchmark_runs_and_shows_sharing() -> None:
     from .conftest import RedisServer
 
     RedisServer().start().kill()  # fails under CI, skips locally, when redis-server is missing
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_workers.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((ROOT / "benchmarks" / "results" / "workers.json").read_text())
+    data = run_quick("bench_workers.py", "workers.json", timeout=300)
     memory, shared = data["runs"]
     assert memory["failures"] == shared["failures"] == 0
     # With Redis each distinct opaque token is introspected at most once in all (alone: once per worker).
@@ -50,15 +48,7 @@ def test_workers_benchmark_runs_and_shows_sharing() -> None:
 
 def test_introspection_benchmark_runs_and_meets_its_invariants() -> None:
     """bench_introspection.py --quick: calls = distinct tokens cold, 0 warm, flood within the rate."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_introspection.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((ROOT / "benchmarks" / "results" / "introspection.json").read_text())
+    data = run_quick("bench_introspection.py", "introspection.json", timeout=300)
     assert data["cold"]["upstream_calls"] == data["distinct_tokens"]
     assert data["cold"]["outcomes"] == {"ok": data["requests"]}
     assert data["warm"]["upstream_calls"] == 0
@@ -77,15 +67,7 @@ def test_http_benchmark_runs_every_case() -> None:
         import pytest
 
         pytest.skip("wrk is not installed")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_http.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads((ROOT / "benchmarks" / "results" / "http.json").read_text())
+    data = run_quick("bench_http.py", "http.json", timeout=600)
     cases = {(r["stack"], r["mode"], r["tokens"]) for r in data["runs"]}
     assert len(cases) == 8
     for row in data["runs"]:

@@ -346,6 +346,33 @@ def _endpoint(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+class _Observed:
+    """Records one upstream call in a span, the breaker and the metrics; the twins below share it."""
+
+    __slots__ = ("_handle", "_request", "_span", "_started", "_upstream", "reply")
+
+    def __init__(self, upstream: Upstream, request: HttpRequest) -> None:
+        self._upstream = upstream
+        self._request = request
+        self._span = upstream_span(request.purpose, request.method, _endpoint(request.url))
+        self._started = 0.0
+        self.reply: HttpReply | None = None
+
+    def __enter__(self) -> _Observed:
+        self._started = time.perf_counter()
+        self._handle = self._span.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        if isinstance(error, ServiceUnavailable):
+            self._handle.failure(error.reason)
+            self._upstream.outcome(self._request, self._started, None, error)
+        elif self.reply is not None:
+            self._handle.status(self.reply.status)
+            self._upstream.outcome(self._request, self._started, self.reply, None)
+        self._span.__exit__(kind, error, tb)
+
+
 def _fetch_guarded_sync(
     client: Callable[[], httpx.Client], request: HttpRequest, upstream: Upstream | None
 ) -> HttpReply:
@@ -355,18 +382,10 @@ def _fetch_guarded_sync(
     limit = upstream.limits.get(request.purpose)
     if limit is not None and not limit.acquire_sync():
         raise upstream.refused(request)
-    started = time.perf_counter()
     try:
-        with upstream_span(request.purpose, request.method, _endpoint(request.url)) as span:
-            try:
-                reply = fetch_sync(client(), request)
-            except ServiceUnavailable as exc:
-                span.failure(exc.reason)
-                upstream.outcome(request, started, None, exc)
-                raise
-            span.status(reply.status)
-        upstream.outcome(request, started, reply, None)
-        return reply
+        with _Observed(upstream, request) as call:
+            call.reply = fetch_sync(client(), request)
+        return call.reply
     finally:
         if limit is not None:
             limit.release_sync()
@@ -381,18 +400,10 @@ async def _fetch_guarded_async(
     limit = upstream.limits.get(request.purpose)
     if limit is not None and not await limit.acquire():
         raise upstream.refused(request)
-    started = time.perf_counter()
     try:
-        with upstream_span(request.purpose, request.method, _endpoint(request.url)) as span:
-            try:
-                reply = await fetch_async(client(), request)
-            except ServiceUnavailable as exc:
-                span.failure(exc.reason)
-                upstream.outcome(request, started, None, exc)
-                raise
-            span.status(reply.status)
-        upstream.outcome(request, started, reply, None)
-        return reply
+        with _Observed(upstream, request) as call:
+            call.reply = await fetch_async(client(), request)
+        return call.reply
     finally:
         if limit is not None:
             limit.release()

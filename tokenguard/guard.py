@@ -672,6 +672,17 @@ class TokenGuard:
             return None, False
         if (yield SharedAdd(lock, shared.lock_ttl)):
             self._leading.add(lock)
+            # Double-checked: a winner may have stored its answer and released
+            # the lock between our first read and our lock.
+            data = yield SharedGet(rkey)
+            try:
+                found = self._accept_shared(key, data, now) if data is not None else None
+            except InvalidToken:  # a cached rejection: nothing to call for
+                yield from self._release(key)
+                raise
+            if found is not None:
+                yield from self._release(key)
+                return found, False
             return None, True
         data = yield SharedWait(rkey, lock, shared.lock_wait)
         if data is not None:

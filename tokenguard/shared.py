@@ -202,7 +202,10 @@ class SharedWait(SharedEffect):
             if value is not None and self.accept(value):
                 return value
             if time.monotonic() >= deadline or store.get_sync(self.lock) is None:
-                return None
+                # The winner stores its answer, then releases the lock: both may
+                # have happened between the two reads above.
+                value = store.get_sync(self.key)
+                return value if value is not None and self.accept(value) else None
             time.sleep(_POLL_SECONDS)
 
     async def run(self, store: SharedStore) -> bytes | None:
@@ -212,7 +215,8 @@ class SharedWait(SharedEffect):
             if value is not None and self.accept(value):
                 return value
             if time.monotonic() >= deadline or await store.get(self.lock) is None:
-                return None
+                value = await store.get(self.key)
+                return value if value is not None and self.accept(value) else None
             await asyncio.sleep(_POLL_SECONDS)
 
 
