@@ -102,3 +102,21 @@ def test_repr_does_not_dump_claims() -> None:
     """The repr names the token, not its personal data."""
     claims = TokenClaims({"sub": "u", "email": "secret@example.com"}, token_type="opaque")
     assert "secret@example.com" not in repr(claims)
+
+
+def test_claims_mapping_behaves_like_the_dict_it_came_from() -> None:
+    """Names are shared between tokens of one shape; each claims object reads like its dict."""
+    from tokenguard.claims import TokenClaims
+
+    first = TokenClaims({"sub": "a", "scope": "x y", "n": [1]}, token_type="jwt")
+    second = TokenClaims({"sub": "b", "scope": "x", "n": [2]}, token_type="jwt")
+    assert first._shape is second._shape
+    assert dict(first) == {"sub": "a", "scope": "x y", "n": [1]}
+    assert (first["sub"], second["sub"]) == ("a", "b")
+    assert first.get("missing") is None and first.get("missing", 5) == 5
+    assert "n" in first and "missing" not in first
+    assert list(first) == ["sub", "scope", "n"] and len(first) == 3
+    assert first != second and first == TokenClaims(first.to_dict(), token_type="jwt")
+    with pytest.raises(KeyError):
+        first["missing"]
+    assert dict(TokenClaims({}, token_type="opaque")) == {}

@@ -77,7 +77,10 @@ def _b64decode(segment: str) -> bytes:
 #: Claims whose values repeat across the tokens of one issuer: interned, so the
 #: cache holds one copy of each, not one per token.
 _REPEATED_VALUES = ("iss", "aud", "azp", "client_id", "scope", "acr", "typ", "token_type", "tid", "idp")
+#: Claims that are arrays of such strings (their members are interned in place).
+_REPEATED_MEMBERS = ("aud", "amr", "scp", "roles", "groups")
 _MAX_INTERNED_VALUE = 256
+_MAX_INTERNED_MEMBERS = 32
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -97,6 +100,12 @@ def _share_repeated_values(claims: dict[str, Any]) -> None:
         value = claims.get(name)
         if type(value) is str and len(value) <= _MAX_INTERNED_VALUE:
             claims[name] = intern(value)
+    for name in _REPEATED_MEMBERS:
+        members = claims.get(name)
+        if type(members) is list and len(members) <= _MAX_INTERNED_MEMBERS:
+            for position, member in enumerate(members):
+                if type(member) is str and len(member) <= _MAX_INTERNED_VALUE:
+                    members[position] = intern(member)
 
 
 def _reject_constant(name: str) -> Any:
