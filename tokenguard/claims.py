@@ -74,6 +74,7 @@ def _shape_of(names: tuple[str, ...]) -> _Shape:
             _SHAPES[names] = shape
     return shape
 
+
 # One tuple per audience string, shared by every token naming it (most name one).
 _SINGLE_AUDIENCES: dict[str, tuple[str]] = {}
 

@@ -486,6 +486,25 @@ class TokenGuard:
                 503 and let the client retry after ``retry_after`` seconds.
         """
         now = self.clock()
+        # The hot path, inlined (a call costs ~10 % of a hit) and kept identical
+        # in verify(): keyed hash, dict read, time window, key still trusted.
+        # Anything else (misses, cached rejections, stale entries) goes to _lookup.
+        if len(token) <= self.max_token_bytes:
+            inner = self._hash_inner.copy()
+            inner.update(token.encode("utf-8", "surrogateescape"))
+            outer = self._hash_outer.copy()
+            outer.update(inner.digest())
+            entry = self._cache_get(outer.digest())
+            if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
+                hit = entry.claims
+                owner = entry.key_owner
+                if hit is not None and (
+                    entry.key_thumbprint is None
+                    if owner is None
+                    else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
+                ):
+                    self._hits += 1
+                    return hit
         try:
             key, claims = self._lookup(token, now)
             if claims is not None:
@@ -509,6 +528,23 @@ class TokenGuard:
                 503 and let the client retry after ``retry_after`` seconds.
         """
         now = self.clock()
+        # The hot path, as in verify_sync().
+        if len(token) <= self.max_token_bytes:
+            inner = self._hash_inner.copy()
+            inner.update(token.encode("utf-8", "surrogateescape"))
+            outer = self._hash_outer.copy()
+            outer.update(inner.digest())
+            entry = self._cache_get(outer.digest())
+            if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
+                hit = entry.claims
+                owner = entry.key_owner
+                if hit is not None and (
+                    entry.key_thumbprint is None
+                    if owner is None
+                    else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
+                ):
+                    self._hits += 1
+                    return hit
         try:
             key, claims = self._lookup(token, now)
             if claims is not None:
