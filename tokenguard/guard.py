@@ -394,16 +394,13 @@ class TokenGuard:
 
     # ------------------------------------------------------------------ verification
 
-    def _lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
-        # The hot path: one keyed hash, one dict read, a few comparisons.
+    def _lookup(self, token: str, now: float, key: bytes | None = None) -> tuple[bytes, TokenClaims | None]:
+        # Everything the inlined hit in verify()/verify_sync() leaves: misses,
+        # cached rejections, stale entries. ``key``: the cache key, if computed.
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token exceeds the maximum size")
-        # TokenHasher.cache_key, inlined: this runs on every request.
-        inner = self._hash_inner.copy()
-        inner.update(token.encode("utf-8", "surrogateescape"))
-        outer = self._hash_outer.copy()
-        outer.update(inner.digest())
-        key: bytes = outer.digest()
+        if key is None:
+            key = self._hasher.cache_key(token)
         entry = self._cache_get(key)
         if entry is None:
             self._misses += 1
@@ -489,12 +486,14 @@ class TokenGuard:
         # The hot path, inlined (a call costs ~10 % of a hit) and kept identical
         # in verify(): keyed hash, dict read, time window, key still trusted.
         # Anything else (misses, cached rejections, stale entries) goes to _lookup.
+        key = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
             outer = self._hash_outer.copy()
             outer.update(inner.digest())
-            entry = self._cache_get(outer.digest())
+            key = outer.digest()
+            entry = self._cache_get(key)
             if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
                 hit = entry.claims
                 owner = entry.key_owner
@@ -506,7 +505,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key, claims = self._lookup(token, now)
+            key, claims = self._lookup(token, now, key)
             if claims is not None:
                 return claims
             return run_sync(
@@ -529,12 +528,14 @@ class TokenGuard:
         """
         now = self.clock()
         # The hot path, as in verify_sync().
+        key = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
             outer = self._hash_outer.copy()
             outer.update(inner.digest())
-            entry = self._cache_get(outer.digest())
+            key = outer.digest()
+            entry = self._cache_get(key)
             if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
                 hit = entry.claims
                 owner = entry.key_owner
@@ -546,7 +547,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key, claims = self._lookup(token, now)
+            key, claims = self._lookup(token, now, key)
             if claims is not None:
                 return claims
             return await run_async(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from sys import intern
@@ -47,9 +46,6 @@ __all__ = [
 #: Node middleware 5 s, panva/jose 0 s, Microsoft.IdentityModel 300 s.
 DEFAULT_LEEWAY = 60.0
 
-# Header and signature segments are non-empty; the payload may be empty (RFC
-# 7515 §7.1), though never in a JWT, whose payload must be a JSON object.
-_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]*)")
 _B64_TAIL_OK = {
     # For a segment of length 4k+2 / 4k+3 the last character carries spare
     # bits that must be zero in a canonical encoding (RFC 4648 §3.5).
@@ -61,7 +57,9 @@ _PADDING = ("", "", "==", "=")
 
 
 def _b64decode(segment: str) -> bytes:
-    # The caller has already checked the base64url alphabet with _COMPACT.
+    # The alphabet is enforced here: the caller refused "+", "/" and "=" (in
+    # standard base64, not in base64url), ASCII encoding refuses the rest of
+    # Unicode and strict mode every other byte, whitespace included.
     rest = len(segment) % 4
     if rest == 1:
         raise InvalidToken("malformed token")
@@ -69,8 +67,10 @@ def _b64decode(segment: str) -> bytes:
         # Two encodings of the same bytes must not both verify.
         raise InvalidToken("malformed token")
     try:
-        return binascii.a2b_base64((segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD))
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(
+            (segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True
+        )
+    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise InvalidToken("malformed token") from None
 
 
@@ -148,14 +148,14 @@ def looks_like_jws(token: str) -> bool:
 
 # Headers repeat across an issuer's tokens (same alg, kid, typ): keep the last
 # few parsed ones. Keyed by the exact encoded bytes, so a hit is the same parse.
-_HEADER_MEMO: dict[str, dict[str, Any]] = {}
+_HEADER_MEMO: dict[str, Mapping[str, Any]] = {}
 _HEADER_MEMO_SIZE = 64
 
 
-def _header(header_b64: str) -> dict[str, Any]:
+def _header(header_b64: str) -> Mapping[str, Any]:
     header = _HEADER_MEMO.get(header_b64)
     if header is None:
-        header = _json_object(_b64decode(header_b64), "header")
+        header = MappingProxyType(_json_object(_b64decode(header_b64), "header"))
         if len(header_b64) <= 512:
             if len(_HEADER_MEMO) >= _HEADER_MEMO_SIZE:
                 _HEADER_MEMO.clear()
@@ -164,11 +164,14 @@ def _header(header_b64: str) -> dict[str, Any]:
 
 
 def _split(token: str) -> tuple[str, str, Mapping[str, Any], bytes, bytes]:
-    match = _COMPACT.fullmatch(token)
-    if match is None:
+    # Three segments; the header is never empty, the payload may be (RFC 7515
+    # §7.1; never in a JWT, whose payload must be a JSON object). Splitting and
+    # three memchr scans replace a regular expression: a third of the cost.
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or "+" in token or "/" in token or "=" in token:
         raise InvalidToken("malformed token")
-    header_b64, payload_b64, signature_b64 = match.groups()
-    header = MappingProxyType(_header(header_b64))
+    header_b64, payload_b64, signature_b64 = parts
+    header = _header(header_b64)
     payload = _b64decode(payload_b64) if payload_b64 else b""
     signature = _b64decode(signature_b64) if signature_b64 else b""
     return header_b64, payload_b64, header, payload, signature
