@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from types import MappingProxyType
@@ -67,9 +67,7 @@ def _b64decode(segment: str) -> bytes:
         # Two encodings of the same bytes must not both verify.
         raise InvalidToken("malformed token")
     try:
-        return binascii.a2b_base64(
-            (segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True
-        )
+        return binascii.a2b_base64((segment + _PADDING[rest]).encode("ascii").translate(_TO_STANDARD), strict_mode=True)
     except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
         raise InvalidToken("malformed token") from None
 
@@ -114,15 +112,22 @@ def _reject_constant(name: str) -> Any:
 
 # Built once: json.loads() with keyword arguments builds a decoder per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+# JSONDecoder.decode() minus its two Python frames and whitespace regexes: the
+# C scanner on the text stripped of JSON whitespace (RFC 8259 §2), which must
+# consume all of it. The top-level value must be an object, so no whitespace
+# that matters can sit at either end.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]  # CPython's, untyped
+_JSON_WHITESPACE = " \t\n\r"
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # Strict UTF-8 first: json.loads(bytes) would also accept UTF-16/32.
-        value = _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        text = raw.decode("utf-8").strip(_JSON_WHITESPACE)
+        value, end = _SCAN(text, 0)
+    except (UnicodeDecodeError, ValueError, RecursionError, StopIteration):
         raise InvalidToken(f"malformed token {what}") from None
-    if not isinstance(value, dict):
+    if end != len(text) or not isinstance(value, dict):
         raise InvalidToken(f"malformed token {what}")
     return value
 
