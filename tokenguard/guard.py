@@ -758,6 +758,11 @@ class TokenGuard:
             if release:
                 yield from self._release(key)
             raise
+        except GeneratorExit:
+            # Cancelled mid-call: nothing may be yielded now. The Redis lock
+            # expires by itself; this process must just stop counting it as held.
+            self._leading.discard(lock_key(result_key(key)))
+            raise
         if result.claims is None:
             entry = CachedResult(None, now + result.ttl, reason=result.reason)
             if result.ttl > 0:
