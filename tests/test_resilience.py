@@ -327,3 +327,18 @@ def test_rejections_are_logged_with_a_fingerprint_never_the_token(
     for logged in caplog.records:
         assert token not in logged.getMessage()
         assert token.split(".")[2] not in logged.getMessage()
+
+
+def test_timeouts_take_an_httpx_timeout_and_default_to_2s_connect(issuer: LocalIssuer) -> None:
+    import httpx
+
+    from tokenguard.guard import DEFAULT_TIMEOUT
+
+    assert (DEFAULT_TIMEOUT.connect, DEFAULT_TIMEOUT.read) == (2.0, 5.0)
+    guard = issuer.guard(timeout=httpx.Timeout(5.0, read=0.2))
+    issuer.faults["/introspect"] = Fault(status=0, delay=1.0)
+    started = time.perf_counter()
+    with pytest.raises(ServiceUnavailable, match="timed out") as info:
+        guard.verify_sync(issuer.issue_opaque())
+    assert info.value.reason == "timeout"
+    assert time.perf_counter() - started < 0.9, "the read timeout, not the server's delay, ended the call"
