@@ -581,7 +581,11 @@ class TokenGuard:
         if runtime is not None:
             assert jws is not None
             self._events["jwt_verified_locally"] += 1
-            claims, thumbprint = yield from runtime.verify_flow(jws, now)
+            if runtime.jwks is None:
+                # Static keys: nothing to fetch, so no sub-flow to drive.
+                claims, thumbprint = runtime.verify_static(jws, now)
+            else:
+                claims, thumbprint = yield from runtime.verify_flow(jws, now)
             cache_until = None
             leader = False
             if runtime.config.check_revocation and self._introspection is not None:
@@ -590,7 +594,11 @@ class TokenGuard:
                     return found
                 result = yield from self._introspect(token, key, now, leader)
                 cache_until = now + result.ttl
-            yield from self._store_jwt(key, claims, runtime, thumbprint, now, cache_until, leader)
+            entry = self._jwt_entry(claims, runtime, thumbprint, now, cache_until)
+            if shared is None:
+                self._cache.set(key, entry)  # the common case, without a sub-flow
+            else:
+                yield from self._store(key, entry, now, share=self._shares_jwt(runtime, shared), release=leader)
             return claims
         if self._verifier is not None:
             answer = yield CallVerifier(self._verifier, token)
@@ -791,22 +799,17 @@ class TokenGuard:
             return False
         return config.issuer is None or iss is None or iss == config.issuer
 
-    def _store_jwt(
-        self,
-        key: bytes,
-        claims: TokenClaims,
-        runtime: IssuerRuntime,
-        thumbprint: str,
-        now: float,
-        cache_until: float | None,
-        release: bool,
-    ) -> GuardFlow[None]:
+    @staticmethod
+    def _jwt_entry(
+        claims: TokenClaims, runtime: IssuerRuntime, thumbprint: str, now: float, cache_until: float | None
+    ) -> CachedResult:
+        """The cache entry of a verified JWT: valid until ``exp`` (and ``max_token_age``) plus leeway."""
         policy = runtime.policy
         valid_until = claims.exp + policy.leeway if claims.exp is not None else now + _NO_EXP_CACHE_SECONDS
         if policy.max_token_age is not None and claims.iat is not None:
             valid_until = min(valid_until, claims.iat + policy.max_token_age + policy.leeway)
         valid_from = claims.nbf - policy.leeway if claims.nbf is not None else float("-inf")
-        entry = CachedResult(
+        return CachedResult(
             claims,
             cache_until=valid_until if cache_until is None else min(valid_until, cache_until),
             valid_from=valid_from,
@@ -815,9 +818,6 @@ class TokenGuard:
             key_thumbprint=thumbprint,
             key_owner=runtime.key_owner,
         )
-        shared = self._shared
-        share = shared is not None and self._shares_jwt(runtime, shared)
-        yield from self._store(key, entry, now, share=share, release=release)
 
     # ------------------------------------------------------------------ userinfo
 

@@ -142,6 +142,12 @@ class IssuerRuntime:
             return self.jwks.current_thumbprints
         return self.current_thumbprints
 
+    def verify_static(self, jws: UnverifiedJWS, now: float) -> tuple[TokenClaims, str]:
+        """Verify ``jws`` with the static keys (only when there is no JWKS source)."""
+        assert self.static is not None
+        alg, kid = precheck(jws, self.policy, now)
+        return finish(jws, self.static, self.policy, alg, kid)
+
     def verify_flow(self, jws: UnverifiedJWS, now: float) -> Flow[tuple[TokenClaims, str]]:
         """Verify ``jws`` with this issuer's keys, fetching them if needed."""
         alg, kid = precheck(jws, self.policy, now)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from sys import intern
 from types import MappingProxyType
 from typing import Any
@@ -93,17 +93,25 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+#: For each such claim, whether an array value has its members interned.
+_INTERNED_CLAIMS = {name: name in _REPEATED_MEMBERS for name in (*_REPEATED_VALUES, *_REPEATED_MEMBERS)}
+
+
 def _share_repeated_values(claims: dict[str, Any]) -> None:
-    for name in _REPEATED_VALUES:
-        value = claims.get(name)
-        if type(value) is str and len(value) <= _MAX_INTERNED_VALUE:
-            claims[name] = intern(value)
-    for name in _REPEATED_MEMBERS:
-        members = claims.get(name)
-        if type(members) is list and len(members) <= _MAX_INTERNED_MEMBERS:
-            for position, member in enumerate(members):
+    # One pass over the claims (replacing values, never adding keys, is safe
+    # while iterating).
+    for name, value in claims.items():
+        members = _INTERNED_CLAIMS.get(name)
+        if members is None:
+            continue
+        kind = type(value)
+        if kind is str:
+            if len(value) <= _MAX_INTERNED_VALUE:
+                claims[name] = intern(value)
+        elif members and kind is list and len(value) <= _MAX_INTERNED_MEMBERS:
+            for position, member in enumerate(value):
                 if type(member) is str and len(member) <= _MAX_INTERNED_VALUE:
-                    members[position] = intern(member)
+                    value[position] = intern(member)
 
 
 def _reject_constant(name: str) -> Any:
@@ -132,18 +140,27 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-@dataclass(frozen=True, slots=True)
 class UnverifiedJWS:
     """A structurally valid JWS whose signature has not been checked yet.
 
     Nothing in it may be trusted except for routing (which issuer's keys to
-    try); :func:`verify_jws` turns it into :class:`TokenClaims`.
+    try); :func:`verify_jws` turns it into :class:`TokenClaims`. Read-only by
+    convention: a plain slotted class, as one is built per new token and a
+    frozen dataclass costs three times as much to build.
     """
 
-    header: Mapping[str, Any]
-    payload: Mapping[str, Any]
-    signing_input: bytes
-    signature: bytes = field(repr=False)
+    __slots__ = ("header", "payload", "signature", "signing_input")
+
+    def __init__(
+        self, header: Mapping[str, Any], payload: Mapping[str, Any], signing_input: bytes, signature: bytes
+    ) -> None:
+        self.header = header
+        self.payload = payload
+        self.signing_input = signing_input
+        self.signature = signature
+
+    def __repr__(self) -> str:
+        return f"UnverifiedJWS(header={dict(self.header)!r})"
 
 
 def looks_like_jws(token: str) -> bool:
