@@ -233,7 +233,6 @@ class TokenClaims(Mapping[str, Any]):
         return dict(zip(self._shape.names, self._values, strict=True))
 
 
-
 # TokenClaims refuses attribute assignment; its constructor writes the slots
 # through their member descriptors, about twice as fast as object.__setattr__.
 _SLOT_SETTERS = {name: TokenClaims.__dict__[name].__set__ for name in TokenClaims.__slots__}
@@ -248,6 +247,7 @@ _set_exp = _SLOT_SETTERS["exp"]
 _set_nbf = _SLOT_SETTERS["nbf"]
 _set_iat = _SLOT_SETTERS["iat"]
 _set_token_type = _SLOT_SETTERS["token_type"]
+
 
 def _datetime(timestamp: float | None) -> datetime | None:
     if timestamp is None:

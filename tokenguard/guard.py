@@ -394,38 +394,32 @@ class TokenGuard:
 
     # ------------------------------------------------------------------ verification
 
-    def _lookup(self, token: str, now: float, key: bytes | None = None) -> tuple[bytes, TokenClaims | None]:
-        # Everything the inlined hit in verify()/verify_sync() leaves: misses,
-        # cached rejections, stale entries. ``key``: the cache key, if computed.
+    def _miss(self, token: str, now: float, key: bytes | None) -> bytes:
+        """After the inlined hit in verify()/verify_sync() failed: the cache key to verify afresh under.
+
+        ``key`` is the cache key if the caller computed it. A cached rejection
+        is raised; a stale entry (expired, out of its window, or its key
+        withdrawn) is dropped.
+
+        Raises:
+            InvalidToken: the token is oversized, or its rejection is cached.
+        """
         if len(token) > self.max_token_bytes:
             raise InvalidToken("token exceeds the maximum size")
         if key is None:
             key = self._hasher.cache_key(token)
         entry = self._cache_get(key)
-        if entry is None:
-            self._misses += 1
-            return key, None
-        if now < entry.cache_until:
-            claims = entry.claims
-            if claims is None:
-                raise InvalidToken(entry.reason or "invalid token")
-            if entry.valid_from <= now < entry.valid_until:
-                owner = entry.key_owner
-                if owner is None:
-                    if entry.key_thumbprint is None:  # not a JWT: no key to outlive
-                        self._hits += 1
-                        return key, claims
-                else:
-                    thumbprints = owner.current_thumbprints
-                    # Empty: this process has not loaded the keys yet, and the
-                    # entry came from the shared store (local results load them).
-                    if entry.key_thumbprint in thumbprints or not thumbprints:
-                        self._hits += 1
-                        return key, claims
-        # Expired, out of its time window, or its key was withdrawn: verify afresh.
-        self._cache.delete(key)
+        if entry is not None:
+            if entry.claims is None:
+                if now < entry.cache_until:
+                    raise InvalidToken(entry.reason or "invalid token")
+                self._cache.delete(key)
+            elif not _serves(entry, now):
+                self._cache.delete(key)
+            # else: another thread stored it between the two reads; verifying
+            # afresh gives the same answer, so keep it and carry on.
         self._misses += 1
-        return key, None
+        return key
 
     @property
     def stats(self) -> dict[str, int]:
@@ -485,7 +479,8 @@ class TokenGuard:
         now = self.clock()
         # The hot path, inlined (a call costs ~10 % of a hit) and kept identical
         # in verify(): keyed hash, dict read, time window, key still trusted.
-        # Anything else (misses, cached rejections, stale entries) goes to _lookup.
+        # It is _serves() spelled out. Anything else (misses, cached rejections,
+        # stale entries) goes to _miss.
         key = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
@@ -505,9 +500,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key, claims = self._lookup(token, now, key)
-            if claims is not None:
-                return claims
+            key = self._miss(token, now, key)
             return run_sync(
                 self._verify_flow(token, key, now, client), self._sync_client, self._sync_coalescer, self._upstream
             )
@@ -547,9 +540,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key, claims = self._lookup(token, now, key)
-            if claims is not None:
-                return claims
+            key = self._miss(token, now, key)
             return await run_async(
                 self._verify_flow(token, key, now, client), self._async_client, self._async_coalescer, self._upstream
             )
@@ -669,18 +660,15 @@ class TokenGuard:
             return None
         claims = entry.claims
         if claims is not None:
-            if not entry.valid_from <= now < entry.valid_until:
-                return None
             if entry.key_thumbprint is not None:
-                # Only keys this process trusts: a result signed by a key since
-                # withdrawn here is verified afresh (an empty set: not loaded yet).
+                # Judged against the keys this process trusts: a result signed
+                # by a key since withdrawn here is verified afresh.
                 runtime = self._issuers.get(entry.issuer or "")
                 if runtime is None:
                     return None
-                thumbprints = runtime.thumbprints()
-                if thumbprints and entry.key_thumbprint not in thumbprints:
-                    return None
                 entry.key_owner = runtime.key_owner
+            if not _serves(entry, now):
+                return None
         self._events["shared_cache_hit"] += 1
         assert self._shared is not None
         self._cache.set(key, _capped(entry, now + self._shared.local_ttl))
@@ -996,6 +984,21 @@ class TokenGuard:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._issuers)) or "-"
         return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"
+
+
+def _serves(entry: CachedResult, now: float) -> bool:
+    """Whether a positive entry may answer now: inside its lifetime and time
+    window, and, for a JWT, its key still trusted (an empty set of trusted
+    fingerprints: this process has not loaded the keys yet, so the entry came
+    from the shared store; local results load them). The hit in
+    :meth:`TokenGuard.verify_sync` and :meth:`TokenGuard.verify` is this,
+    inlined."""
+    if not (now < entry.cache_until and entry.valid_from <= now < entry.valid_until):
+        return False
+    owner = entry.key_owner
+    if owner is None:
+        return entry.key_thumbprint is None  # not a JWT: no key to outlive
+    return entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
 
 
 def _capped(entry: CachedResult, until: float) -> CachedResult:
