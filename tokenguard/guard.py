@@ -245,8 +245,7 @@ class TokenGuard:
             hash_key = self._shared_hash_key()
         self._hasher = TokenHasher(hash_key)
         self._hash_inner, self._hash_outer = self._hasher.keyed_states()
-        # The in-process cache's own dict lookup when it is ours: no Python frame per hit.
-        self._cache_get = self._cache._entries.get if isinstance(self._cache, MemoryCache) else self._cache.get
+        self._cache_get = self._cache.get  # bound once: read on every request
         if shared is not None:
             policy = SharedPolicy(shared.lock_ttl, shared.lock_wait)
             for source in self._metadata.values():
