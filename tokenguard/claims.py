@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ._memo import remember
 from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
 
 __all__ = ["TokenClaims", "TokenType", "numeric_date"]
@@ -69,9 +70,7 @@ def _shape_of(names: tuple[str, ...]) -> _Shape:
     if shape is None:
         shape = _Shape(names)
         if len(names) <= _SHAPE_MAX_NAMES:
-            if len(_SHAPES) >= _SHAPES_MAX:
-                _SHAPES.clear()
-            _SHAPES[names] = shape
+            remember(_SHAPES, names, shape, _SHAPES_MAX)
     return shape
 
 
@@ -85,9 +84,7 @@ def _audience(value: object) -> tuple[str, ...]:
         if single is None:
             single = (value,)
             if len(value) <= 256:
-                if len(_SINGLE_AUDIENCES) >= 1024:
-                    _SINGLE_AUDIENCES.clear()
-                _SINGLE_AUDIENCES[value] = single
+                remember(_SINGLE_AUDIENCES, value, single, 1024)
         return single
     if isinstance(value, list | tuple):
         return tuple(v for v in value if isinstance(v, str))

@@ -26,6 +26,7 @@ from sys import intern
 from types import MappingProxyType
 from typing import Any
 
+from ._memo import remember
 from .claims import TokenClaims, numeric_date
 from .errors import ConfigurationError, InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS, SUPPORTED_ALGORITHMS, KeySet
@@ -179,9 +180,7 @@ def _header(header_b64: str) -> Mapping[str, Any]:
     if header is None:
         header = MappingProxyType(_json_object(_b64decode(header_b64), "header"))
         if len(header_b64) <= 512:
-            if len(_HEADER_MEMO) >= _HEADER_MEMO_SIZE:
-                _HEADER_MEMO.clear()
-            _HEADER_MEMO[header_b64] = header
+            remember(_HEADER_MEMO, header_b64, header, _HEADER_MEMO_SIZE)
     return header
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._memo import remember
 from .errors import ConfigurationError, InsufficientScope
 
 __all__ = [
@@ -52,9 +53,7 @@ def parse_scope(value: object) -> frozenset[str]:
         # runs of whitespace, which some providers emit.
         parsed = frozenset(value.split())
         if len(value) <= _PARSED_MAX_LENGTH:
-            if len(_PARSED) >= _PARSED_MAX_ENTRIES:
-                _PARSED.clear()
-            _PARSED[value] = parsed
+            remember(_PARSED, value, parsed, _PARSED_MAX_ENTRIES)
         return parsed
     if isinstance(value, list | tuple):
         return frozenset(
