@@ -136,12 +136,6 @@ class IssuerRuntime:
         #: Whose ``current_thumbprints`` say which keys are trusted now.
         self.key_owner: JWKSSource | IssuerRuntime = self.jwks if self.jwks is not None else self
 
-    def thumbprints(self) -> frozenset[str]:
-        """Fingerprints of the keys currently trusted for this issuer."""
-        if self.jwks is not None:
-            return self.jwks.current_thumbprints
-        return self.current_thumbprints
-
     def verify_static(self, jws: UnverifiedJWS, now: float) -> tuple[TokenClaims, str]:
         """Verify ``jws`` with the static keys (only when there is no JWKS source)."""
         assert self.static is not None

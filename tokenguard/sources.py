@@ -324,16 +324,11 @@ class JWKSSource:
         self._last_reply: HttpReply | None = None
         self._last_kid_refetch: float | None = None
 
-    def thumbprints(self) -> frozenset[str]:
-        """Fingerprints of the current keys (empty before the first fetch)."""
-        value = self.state.value
-        return value[1] if value is not None else frozenset()
-
     def _needs_fetch(self, kid: str | None, now: float) -> bool:
         state = self.state
         if not state.is_fresh(now):
             return True
-        if kid is None or state.value[0].has_kid(kid):
+        if kid is None or state.value.has_kid(kid):
             return False
         # Unknown kid: maybe the issuer rotated. At most one such refetch per
         # cooldown, counted from the last refetch an unknown kid caused, so a
@@ -347,12 +342,12 @@ class JWKSSource:
     def keys_flow(self, kid: str | None, now: float) -> Flow[KeySet]:
         """The current key set, refreshed when stale or when ``kid`` is unknown."""
         if not self._needs_fetch(kid, now):
-            keys: KeySet = self.state.value[0]
+            keys: KeySet = self.state.value
             return keys
         state = self.state
         if not state.may_attempt(now, self.settings):
             if state.is_usable(now, self.settings):
-                keys = state.value[0]
+                keys = state.value
                 return keys
             raise ServiceUnavailable("signing keys unavailable", retry_after=state.retry_after(now, self.settings))
         try:
@@ -379,7 +374,7 @@ class JWKSSource:
             self.state = self.state.failed(now)
             if self.state.is_usable(now, self.settings):
                 logger.warning("JWKS refresh failed; using the last good key set")
-                keys = self.state.value[0]
+                keys = self.state.value
                 return keys
             raise
         return keys
@@ -404,7 +399,7 @@ class JWKSSource:
     def _apply(self, reply: HttpReply, now: float) -> KeySet:
         if reply is self._last_reply and self.state.value is not None:
             # A coalesced waiter: the leader already parsed this very reply.
-            keys: KeySet = self.state.value[0]
+            keys: KeySet = self.state.value
             return keys
         document = json_object(reply, "JWKS")
         try:
@@ -415,8 +410,7 @@ class JWKSSource:
             logger.warning("JWKS: skipped unusable %s", reason)
         if len(keys) == 0:
             raise ServiceUnavailable("JWKS holds no usable key")
-        thumbprints = keys.thumbprints()
-        self.state = self.state.fetched((keys, thumbprints), now, _ttl(reply, self.settings))
-        self.current_thumbprints = thumbprints
+        self.state = self.state.fetched(keys, now, _ttl(reply, self.settings))
+        self.current_thumbprints = keys.thumbprints()
         self._last_reply = reply
         return keys
