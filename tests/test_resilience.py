@@ -342,3 +342,11 @@ def test_timeouts_take_an_httpx_timeout_and_default_to_2s_connect(issuer: LocalI
         guard.verify_sync(issuer.issue_opaque())
     assert info.value.reason == "timeout"
     assert time.perf_counter() - started < 0.9, "the read timeout, not the server's delay, ended the call"
+
+
+def test_endpoint_labels_carry_no_query_or_credentials() -> None:
+    from tokenguard._http import _endpoint
+
+    assert _endpoint("https://rs:s3cret@idp.test/oauth/introspect?x=1") == "https://idp.test/oauth/introspect"
+    assert _endpoint("https://idp.test/a@b/jwks") == "https://idp.test/a@b/jwks"
+    assert _endpoint("http://127.0.0.1:8080") == "http://127.0.0.1:8080"

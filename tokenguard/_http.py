@@ -341,9 +341,15 @@ class Upstream:
 
 
 def _endpoint(url: str) -> str:
-    # Breakers and span names go by endpoint; a query (never secret here, but
-    # variable) would split one upstream into many.
-    return url.split("?", 1)[0]
+    # Breakers, span attributes and metric labels go by endpoint: without the
+    # query (variable, it would split one upstream into many) and without any
+    # user:password@ a configured URL may carry, which must not reach telemetry.
+    url = url.split("?", 1)[0]
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if separator and "@" in authority:
+        url = f"{scheme}://{authority.rsplit('@', 1)[1]}{slash}{path}"
+    return url
 
 
 class _Observed:
