@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any, Literal
 
 from ._memo import remember
@@ -48,14 +49,43 @@ def numeric_date(value: object) -> float | None:
 _MAX_EXACT_INT = 2**53
 
 
-class _Shape:
-    """The claim names of one kind of token, in order, with their positions."""
+#: Claims whose values repeat across the tokens of one issuer: interned, so the
+#: cache holds one copy of each, not one per token.
+_REPEATED_VALUES = ("iss", "aud", "azp", "client_id", "scope", "acr", "typ", "token_type", "tid", "idp")
+#: Claims that are arrays of such strings (their members are interned in place).
+_REPEATED_MEMBERS = frozenset(("aud", "amr", "scp", "roles", "groups"))
+_MAX_INTERNED_VALUE = 256
+_MAX_INTERNED_MEMBERS = 32
 
-    __slots__ = ("index", "names")
+
+class _Shape:
+    """The claim names of one kind of token, in order, with their positions.
+
+    ``repeated`` lists the names among them whose values repeat from token to
+    token (:data:`_REPEATED_VALUES`, :data:`_REPEATED_MEMBERS`), so that a new
+    token visits only those.
+    """
+
+    __slots__ = ("index", "names", "repeated")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
         self.index = {name: position for position, name in enumerate(names)}
+        self.repeated = tuple(name for name in names if name in _REPEATED_MEMBERS or name in _REPEATED_VALUES)
+
+
+def _share_repeated_values(raw: dict[str, Any], names: tuple[str, ...]) -> None:
+    # Replaces values, never adds keys: the dict keeps its order and shape.
+    for name in names:
+        value = raw[name]
+        kind = type(value)
+        if kind is str:
+            if len(value) <= _MAX_INTERNED_VALUE:
+                raw[name] = intern(value)
+        elif kind is list and name in _REPEATED_MEMBERS and len(value) <= _MAX_INTERNED_MEMBERS:
+            for position, member in enumerate(value):
+                if type(member) is str and len(member) <= _MAX_INTERNED_VALUE:
+                    value[position] = intern(member)
 
 
 # Tokens of one issuer share their claim names: one _Shape each. Bounded, and
@@ -144,30 +174,17 @@ class TokenClaims(Mapping[str, Any]):
         *,
         token_type: TokenType,
         scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS,
-        _owned: bool = False,
     ) -> None:
-        # _owned: the caller hands over a fresh dict nobody else holds (the
-        # verifiers' parsed payloads), so no defensive copy is needed.
-        raw = claims if _owned and type(claims) is dict else dict(claims)
-        # Names and values apart: the names (and their index) are shared by
-        # every token of the same shape, so a cached token holds a tuple of
-        # values instead of a whole dict (about 330 bytes less for 12 claims).
-        # The slots are written through their descriptors (see _SLOT_SETTERS):
-        # this runs for every new token.
-        _set_shape(self, _shape_of(tuple(raw)))
-        _set_values(self, tuple(raw.values()))
-        sub = raw.get("sub")
-        _set_subject(self, sub if type(sub) is str else None)
-        iss = raw.get("iss")
-        _set_issuer(self, iss if type(iss) is str else None)
-        _set_audience(self, _audience(raw.get("aud")))
-        _set_scopes(self, scopes_from_claims(raw, scope_claims))
-        client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
-        _set_client_id(self, client_id if type(client_id) is str else None)
-        _set_exp(self, numeric_date(raw.get("exp")))
-        _set_nbf(self, numeric_date(raw.get("nbf")))
-        _set_iat(self, numeric_date(raw.get("iat")))
-        _set_token_type(self, token_type)
+        raw = dict(claims)
+        _populate(
+            self,
+            raw,
+            token_type,
+            scope_claims,
+            numeric_date(raw.get("exp")),
+            numeric_date(raw.get("nbf")),
+            numeric_date(raw.get("iat")),
+        )
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("TokenClaims is immutable")
@@ -244,6 +261,51 @@ _set_exp = _SLOT_SETTERS["exp"]
 _set_nbf = _SLOT_SETTERS["nbf"]
 _set_iat = _SLOT_SETTERS["iat"]
 _set_token_type = _SLOT_SETTERS["token_type"]
+
+
+def _populate(
+    claims: TokenClaims,
+    raw: dict[str, Any],
+    token_type: TokenType,
+    scope_claims: Sequence[str],
+    exp: float | None,
+    nbf: float | None,
+    iat: float | None,
+) -> None:
+    # Names and values apart: the names (and their index) are shared by every
+    # token of the same shape, so a cached token holds a tuple of values
+    # instead of a whole dict (about 330 bytes less for 12 claims). The slots
+    # are written through their descriptors (see _SLOT_SETTERS): this runs for
+    # every new token. ``raw`` is a dict nobody else holds; its repeated
+    # values are interned in place.
+    names = tuple(raw)
+    shape = _SHAPES.get(names) or _shape_of(names)
+    if shape.repeated:
+        _share_repeated_values(raw, shape.repeated)
+    _set_shape(claims, shape)
+    _set_values(claims, tuple(raw.values()))
+    sub = raw.get("sub")
+    _set_subject(claims, sub if type(sub) is str else None)
+    iss = raw.get("iss")
+    _set_issuer(claims, iss if type(iss) is str else None)
+    _set_audience(claims, _audience(raw.get("aud")))
+    _set_scopes(claims, scopes_from_claims(raw, scope_claims))
+    client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
+    _set_client_id(claims, client_id if type(client_id) is str else None)
+    _set_exp(claims, exp)
+    _set_nbf(claims, nbf)
+    _set_iat(claims, iat)
+    _set_token_type(claims, token_type)
+
+
+def verified_jwt_claims(
+    payload: dict[str, Any], scope_claims: Sequence[str], exp: float | None, nbf: float | None, iat: float | None
+) -> TokenClaims:
+    """The claims of a verified JWT, from its parsed payload (taken over, not copied)
+    and the dates the claim checks already read from it."""
+    claims: TokenClaims = object.__new__(TokenClaims)
+    _populate(claims, payload, "jwt", scope_claims, exp, nbf, iat)
+    return claims
 
 
 def _datetime(timestamp: float | None) -> datetime | None:

@@ -218,6 +218,13 @@ class TokenGuard:
         self._introspection = introspection
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
             raise ConfigurationError("check_revocation needs introspection to be configured")
+        #: Issuers whose JWTs are verified with no upstream call and no shared
+        #: store: while their keys are at hand, no flow is driven at all.
+        self._at_hand = {
+            name: runtime
+            for name, runtime in self._issuers.items()
+            if not runtime.config.check_revocation and not (shared is not None and shared.share_jwt_results)
+        }
         self._userinfo_cache_ttl = userinfo_cache_ttl
         self._introspection_metadata: MetadataSource | None = None
         if introspection is not None:
@@ -500,9 +507,13 @@ class TokenGuard:
                     return hit
         try:
             key = self._miss(token, now, key)
-            return run_sync(
-                self._verify_flow(token, key, now, client), self._sync_client, self._sync_coalescer, self._upstream
-            )
+            jws = self._jws_of(token)
+            if jws is not None:
+                claims = self._verify_at_hand(jws, key, now)
+                if claims is not None:
+                    return claims
+            flow = self._verify_flow(token, jws, key, now, client)
+            return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
@@ -540,23 +551,58 @@ class TokenGuard:
                     return hit
         try:
             key = self._miss(token, now, key)
+            jws = self._jws_of(token)
+            if jws is not None:
+                claims = self._verify_at_hand(jws, key, now)
+                if claims is not None:
+                    return claims
             return await run_async(
-                self._verify_flow(token, key, now, client), self._async_client, self._async_coalescer, self._upstream
+                self._verify_flow(token, jws, key, now, client),
+                self._async_client,
+                self._async_coalescer,
+                self._upstream,
             )
         except TokenError as exc:
             self._rejected(token, exc)
             raise
 
-    def _verify_flow(self, token: str, key: bytes, now: float, client: str | None) -> GuardFlow[TokenClaims]:
-        jws = None
-        if looks_like_jws(token):
-            try:
-                jws = parse_jws(token)
-            except InvalidToken:
-                # Opaque tokens may contain dots; let the custom verifier or
-                # introspection judge it.
-                if self._introspection is None and self._verifier is None:
-                    raise
+    def _jws_of(self, token: str) -> UnverifiedJWS | None:
+        """``token`` parsed as a JWS, or ``None`` when it is not one (an opaque token).
+
+        Raises:
+            InvalidToken: it is malformed and nothing but local verification could accept it.
+        """
+        if not looks_like_jws(token):
+            return None
+        try:
+            return parse_jws(token)
+        except InvalidToken:
+            # Opaque tokens may contain dots; let the custom verifier or
+            # introspection judge it.
+            if self._introspection is None and self._verifier is None:
+                raise
+            return None
+
+    def _verify_at_hand(self, jws: UnverifiedJWS, key: bytes, now: float) -> TokenClaims | None:
+        """The common case, with no flow to drive: a JWT of an issuer verified
+        with no upstream call, whose keys are at hand. ``None``: anything else,
+        for :meth:`_verify_flow`.
+        """
+        iss = jws.payload.get("iss")
+        runtime = self._at_hand.get(iss) if type(iss) is str else None
+        if runtime is None:
+            return None
+        keys = runtime.keys_at_hand(jws, now)
+        if keys is None:
+            return None
+        self._events["jwt_verified_locally"] += 1
+        claims, thumbprint = runtime.verify_now(jws, keys, now)
+        self._keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
+        return claims
+
+    def _verify_flow(
+        self, token: str, jws: UnverifiedJWS | None, key: bytes, now: float, client: str | None
+    ) -> GuardFlow[TokenClaims]:
         runtime = None
         if jws is not None:
             iss = peek_issuer(jws)
@@ -571,11 +617,7 @@ class TokenGuard:
         if runtime is not None:
             assert jws is not None
             self._events["jwt_verified_locally"] += 1
-            if runtime.jwks is None:
-                # Static keys: nothing to fetch, so no sub-flow to drive.
-                claims, thumbprint = runtime.verify_static(jws, now)
-            else:
-                claims, thumbprint = yield from runtime.verify_flow(jws, now)
+            claims, thumbprint = yield from runtime.verify_flow(jws, now)
             cache_until = None
             leader = False
             if runtime.config.check_revocation and self._introspection is not None:
@@ -585,10 +627,8 @@ class TokenGuard:
                 result = yield from self._introspect(token, key, now, leader)
                 cache_until = now + result.ttl
             entry = self._jwt_entry(claims, runtime, thumbprint, now, cache_until)
-            if shared is None:
-                self._cache.set(key, entry)  # the common case, without a sub-flow
-            else:
-                yield from self._store(key, entry, now, share=self._shares_jwt(runtime, shared), release=leader)
+            share = shared is not None and self._shares_jwt(runtime, shared)
+            yield from self._store(key, entry, now, share=share, release=leader)
             return claims
         if self._verifier is not None:
             answer = yield CallVerifier(self._verifier, token)
@@ -623,17 +663,21 @@ class TokenGuard:
 
     def _store(self, key: bytes, entry: CachedResult, now: float, *, share: bool, release: bool) -> GuardFlow[None]:
         """Keep ``entry`` in process and, when ``share``, in the shared store; free the lock we hold."""
+        self._keep(key, entry, now)
         shared = self._shared
         if shared is None:
-            self._cache.set(key, entry)
             return
-        self._cache.set(key, _capped(entry, now + shared.local_ttl))
         if share:
             data = encode_result(entry)
             if data is not None:
                 yield SharedSet(result_key(key), data, entry.cache_until - now)
         if release:
             yield from self._release(key)
+
+    def _keep(self, key: bytes, entry: CachedResult, now: float) -> None:
+        """Keep ``entry`` in process (for at most ``local_ttl`` in front of a shared store)."""
+        shared = self._shared
+        self._cache.set(key, entry if shared is None else _capped(entry, now + shared.local_ttl))
 
     def _release(self, key: bytes) -> GuardFlow[None]:
         lock = lock_key(result_key(key))

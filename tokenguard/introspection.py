@@ -158,7 +158,7 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
         if not any(isinstance(a, str) and a in audiences for a in values):
             return IntrospectionResult(None, config.negative_ttl, "wrong audience")
     ttl = config.cache_ttl if exp is None else min(config.cache_ttl, exp + leeway - now)
-    claims = TokenClaims(document, token_type="opaque", scope_claims=config.scope_claims, _owned=True)
+    claims = TokenClaims(document, token_type="opaque", scope_claims=config.scope_claims)
     return IntrospectionResult(claims, max(ttl, 0.0))
 
 

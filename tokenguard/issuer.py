@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._http import Flow
+from ._memo import remember
 from .claims import TokenClaims
 from .errors import ConfigurationError
-from .jwt import DEFAULT_LEEWAY, JWTPolicy, UnverifiedJWS, algorithms_of, finish, precheck
+from .jwt import DEFAULT_LEEWAY, JWTPolicy, UnverifiedJWS, algorithms_of, check_header, precheck, verify_jws
 from .keys import HMAC_ALGORITHMS, KeySet, VerificationKey, parse_jwk, parse_jwks
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import FetchSettings, JWKSSource, MetadataSource, check_url
@@ -135,18 +136,45 @@ class IssuerRuntime:
         self.current_thumbprints = self.static.thumbprints() if self.static is not None else frozenset()
         #: Whose ``current_thumbprints`` say which keys are trusted now.
         self.key_owner: JWKSSource | IssuerRuntime = self.jwks if self.jwks is not None else self
+        self._headers: dict[str, tuple[str, str | None]] = {}
 
-    def verify_static(self, jws: UnverifiedJWS, now: float) -> tuple[TokenClaims, str]:
-        """Verify ``jws`` with the static keys (only when there is no JWKS source)."""
-        assert self.static is not None
-        alg, kid = precheck(jws, self.policy, now)
-        return finish(jws, self.static, self.policy, alg, kid)
+    def keys_at_hand(self, jws: UnverifiedJWS, now: float) -> KeySet | None:
+        """The keys to verify ``jws`` with, if no fetch is needed; else ``None`` (use :meth:`verify_flow`)."""
+        jwks = self.jwks
+        if jwks is None:
+            return self.static
+        kid = jws.header.get("kid")
+        return jwks.keys_at_hand(kid, now) if kid is None or type(kid) is str else None
+
+    def verify_now(self, jws: UnverifiedJWS, keys: KeySet, now: float) -> tuple[TokenClaims, str]:
+        """Verify ``jws`` with ``keys``; return its claims and the key's thumbprint."""
+        return verify_jws(jws, keys, self.policy, now, checked=self._checked_header(jws))
+
+    def _checked_header(self, jws: UnverifiedJWS) -> tuple[str, str | None]:
+        # The header check depends on the header and this issuer's policy
+        # only, and an issuer's tokens share a few headers: remembered by the
+        # encoded header, which identifies it exactly. Refusals are not kept.
+        encoded = jws.encoded_header
+        checked = self._headers.get(encoded)
+        if checked is None:
+            checked = check_header(jws.header, self.policy)
+            if encoded and len(encoded) <= _MAX_REMEMBERED_HEADER:
+                remember(self._headers, encoded, checked, _REMEMBERED_HEADERS)
+        return checked
 
     def verify_flow(self, jws: UnverifiedJWS, now: float) -> Flow[tuple[TokenClaims, str]]:
-        """Verify ``jws`` with this issuer's keys, fetching them if needed."""
-        alg, kid = precheck(jws, self.policy, now)
-        if self.jwks is None:
-            assert self.static is not None
-            return finish(jws, self.static, self.policy, alg, kid)
-        keys = yield from self.jwks.keys_flow(kid, now)
-        return finish(jws, keys, self.policy, alg, kid)
+        """Verify ``jws`` with this issuer's keys, fetching them if needed.
+
+        Every check that needs no key runs first, so a token that cannot pass
+        causes no fetch.
+        """
+        _, kid = precheck(jws, self.policy, now)
+        keys = self.static
+        if self.jwks is not None:
+            keys = yield from self.jwks.keys_flow(kid, now)
+        assert keys is not None
+        return self.verify_now(jws, keys, now)
+
+
+_MAX_REMEMBERED_HEADER = 512
+_REMEMBERED_HEADERS = 64

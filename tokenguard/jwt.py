@@ -22,12 +22,11 @@ import binascii
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from sys import intern
 from types import MappingProxyType
 from typing import Any
 
 from ._memo import remember
-from .claims import TokenClaims, numeric_date
+from .claims import TokenClaims, numeric_date, verified_jwt_claims
 from .errors import ConfigurationError, InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS, SUPPORTED_ALGORITHMS, KeySet
 from .scopes import DEFAULT_SCOPE_CLAIMS
@@ -73,20 +72,8 @@ def _b64decode(segment: str) -> bytes:
         raise InvalidToken("malformed token") from None
 
 
-#: Claims whose values repeat across the tokens of one issuer: interned, so the
-#: cache holds one copy of each, not one per token.
-_REPEATED_VALUES = ("iss", "aud", "azp", "client_id", "scope", "acr", "typ", "token_type", "tid", "idp")
-#: Claims that are arrays of such strings (their members are interned in place).
-_REPEATED_MEMBERS = ("aud", "amr", "scp", "roles", "groups")
-_MAX_INTERNED_VALUE = 256
-_MAX_INTERNED_MEMBERS = 32
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Member names are interned: every cached token then shares the same
-    # "iss", "exp"... strings (json makes new ones per document), about 700
-    # bytes less per cached token for well under a microsecond.
-    result = {intern(name): value for name, value in pairs}
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
     if len(result) != len(pairs):
         # RFC 7515 §5.2 / RFC 7519 §4: duplicate member names must be rejected
         # or resolved; two parsers resolving them differently is an attack.
@@ -94,33 +81,12 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-#: For each such claim, whether an array value has its members interned.
-_INTERNED_CLAIMS = {name: name in _REPEATED_MEMBERS for name in (*_REPEATED_VALUES, *_REPEATED_MEMBERS)}
-
-
-def _share_repeated_values(claims: dict[str, Any]) -> None:
-    # One pass over the claims (replacing values, never adding keys, is safe
-    # while iterating).
-    for name, value in claims.items():
-        members = _INTERNED_CLAIMS.get(name)
-        if members is None:
-            continue
-        kind = type(value)
-        if kind is str:
-            if len(value) <= _MAX_INTERNED_VALUE:
-                claims[name] = intern(value)
-        elif members and kind is list and len(value) <= _MAX_INTERNED_MEMBERS:
-            for position, member in enumerate(value):
-                if type(member) is str and len(member) <= _MAX_INTERNED_VALUE:
-                    value[position] = intern(member)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
 # Built once: json.loads() with keyword arguments builds a decoder per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_constant=_reject_constant)
 # JSONDecoder.decode() minus its two Python frames and whitespace regexes: the
 # C scanner on the text stripped of JSON whitespace (RFC 8259 §2), which must
 # consume all of it. The top-level value must be an object, so no whitespace
@@ -147,18 +113,26 @@ class UnverifiedJWS:
     Nothing in it may be trusted except for routing (which issuer's keys to
     try); :func:`verify_jws` turns it into :class:`TokenClaims`. Read-only by
     convention: a plain slotted class, as one is built per new token and a
-    frozen dataclass costs three times as much to build.
+    frozen dataclass costs three times as much to build. ``encoded_header`` is
+    the header segment as sent, which identifies the header exactly (verifiers
+    remember the outcome of checking it).
     """
 
-    __slots__ = ("header", "payload", "signature", "signing_input")
+    __slots__ = ("encoded_header", "header", "payload", "signature", "signing_input")
 
     def __init__(
-        self, header: Mapping[str, Any], payload: Mapping[str, Any], signing_input: bytes, signature: bytes
+        self,
+        header: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        signing_input: bytes,
+        signature: bytes,
+        encoded_header: str = "",
     ) -> None:
         self.header = header
         self.payload = payload
         self.signing_input = signing_input
         self.signature = signature
+        self.encoded_header = encoded_header
 
     def __repr__(self) -> str:
         return f"UnverifiedJWS(header={dict(self.header)!r})"
@@ -206,13 +180,12 @@ def parse_jws(token: str) -> UnverifiedJWS:
             objects in the first two.
     """
     header_b64, payload_b64, header, payload, signature = _split(token)
-    claims = _json_object(payload, "payload")
-    _share_repeated_values(claims)
     return UnverifiedJWS(
-        header=header,
-        payload=claims,
-        signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
-        signature=signature,
+        header,
+        _json_object(payload, "payload"),
+        token[: len(header_b64) + len(payload_b64) + 1].encode("ascii"),
+        signature,
+        header_b64,
     )
 
 
@@ -327,8 +300,18 @@ def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str
     return alg, kid
 
 
-def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> None:
-    """Validate registered claims (RFC 7519 §4.1) against ``policy`` at ``now``."""
+#: Dates are ints in practice; an int in this range is a valid NumericDate as it is.
+_MAX_EXACT_INT = 2**53
+_ABSENT: Any = object()
+
+
+def check_claims(
+    payload: Mapping[str, Any], policy: JWTPolicy, now: float
+) -> tuple[float | None, float | None, float | None]:
+    """Validate registered claims (RFC 7519 §4.1) against ``policy`` at ``now``.
+
+    Returns ``exp``, ``nbf`` and ``iat`` as numbers (``None`` when absent).
+    """
     if payload.get("iss") != policy.issuer:
         raise InvalidToken("wrong issuer")
     if policy.audiences is not None:
@@ -342,36 +325,51 @@ def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> N
         if not ok:
             raise InvalidToken("wrong audience")
     leeway = policy.leeway
-    if "exp" in payload:
-        exp = numeric_date(payload["exp"])
-        if exp is None:
-            raise InvalidToken("malformed exp claim")
+    # An int within ±2**53 is taken as it is; anything else goes through
+    # numeric_date, which refuses what is not a finite number.
+    exp = payload.get("exp", _ABSENT)
+    if exp is _ABSENT:
+        if policy.require_exp:
+            raise InvalidToken("token has no expiry")
+        exp = None
+    else:
+        if type(exp) is not int or not -_MAX_EXACT_INT <= exp <= _MAX_EXACT_INT:
+            exp = numeric_date(exp)
+            if exp is None:
+                raise InvalidToken("malformed exp claim")
         if now >= exp + leeway:
             raise InvalidToken("token expired")
-    elif policy.require_exp:
-        raise InvalidToken("token has no expiry")
-    if "nbf" in payload:
-        nbf = numeric_date(payload["nbf"])
-        if nbf is None:
-            raise InvalidToken("malformed nbf claim")
+    nbf = payload.get("nbf", _ABSENT)
+    if nbf is _ABSENT:
+        nbf = None
+    else:
+        if type(nbf) is not int or not -_MAX_EXACT_INT <= nbf <= _MAX_EXACT_INT:
+            nbf = numeric_date(nbf)
+            if nbf is None:
+                raise InvalidToken("malformed nbf claim")
         if now + leeway < nbf:
             raise InvalidToken("token not yet valid")
-    if "iat" in payload:
-        iat = numeric_date(payload["iat"])
-        if iat is None:
-            raise InvalidToken("malformed iat claim")
+    iat = payload.get("iat", _ABSENT)
+    if iat is _ABSENT:
+        if policy.max_token_age is not None:
+            raise InvalidToken("token has no iat claim")
+        iat = None
+    else:
+        if type(iat) is not int or not -_MAX_EXACT_INT <= iat <= _MAX_EXACT_INT:
+            iat = numeric_date(iat)
+            if iat is None:
+                raise InvalidToken("malformed iat claim")
         if iat > now + leeway:
             raise InvalidToken("token issued in the future")
         if policy.max_token_age is not None and now - iat > policy.max_token_age + leeway:
             raise InvalidToken("token too old")
-    elif policy.max_token_age is not None:
-        raise InvalidToken("token has no iat claim")
     sub = payload.get("sub")
-    if sub is not None and not isinstance(sub, str):
+    if sub is not None and type(sub) is not str:
         raise InvalidToken("malformed sub claim")
     for name in policy.required_claims:
         if name not in payload:
             raise InvalidToken(f"missing required claim {_claim_label(name)}")
+    return exp, nbf, iat
 
 
 def _claim_label(name: str) -> str:
@@ -400,26 +398,30 @@ def precheck(jws: UnverifiedJWS, policy: JWTPolicy, now: float) -> tuple[str, st
     return alg, kid
 
 
-def finish(jws: UnverifiedJWS, keys: KeySet, policy: JWTPolicy, alg: str, kid: str | None) -> tuple[TokenClaims, str]:
-    """Check the signature of a prechecked token; return its claims and the key's thumbprint."""
-    thumbprint = check_signature(jws, keys, alg, kid)
-    claims = TokenClaims(jws.payload, token_type="jwt", scope_claims=policy.scope_claims, _owned=True)
-    return claims, thumbprint
-
-
 def verify_jws(
     jws: UnverifiedJWS,
     keys: KeySet,
     policy: JWTPolicy,
     now: float,
+    *,
+    checked: tuple[str, str | None] | None = None,
 ) -> tuple[TokenClaims, str]:
     """Verify ``jws`` completely; return its claims and the verifying key's thumbprint.
+
+    ``checked`` is ``(alg, kid)`` when the caller already checked this header
+    (verifiers remember that per encoded header, see :func:`check_header`).
 
     Raises:
         InvalidToken: any check failed; the description says which, briefly.
     """
-    alg, kid = precheck(jws, policy, now)
-    return finish(jws, keys, policy, alg, kid)
+    alg, kid = checked if checked is not None else check_header(jws.header, policy)
+    payload = jws.payload
+    exp, nbf, iat = check_claims(payload, policy, now)
+    thumbprint = check_signature(jws, keys, alg, kid)
+    # parse_jws made the payload dict for this token alone: it is taken over
+    # (its repeated values get interned in place), not copied.
+    owned = payload if type(payload) is dict else dict(payload)
+    return verified_jwt_claims(owned, policy.scope_claims, exp, nbf, iat), thumbprint
 
 
 def algorithms_of(algorithms: Iterable[str] | None) -> frozenset[str]:

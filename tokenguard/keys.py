@@ -22,7 +22,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -385,6 +385,10 @@ class KeySet:
 
     by_kid: Mapping[str, tuple[VerificationKey, ...]]
     without_kid: tuple[VerificationKey, ...]
+    #: candidates() answers by (kid, alg), for the kids this set holds.
+    _chosen: dict[tuple[str | None, str], tuple[VerificationKey, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, keys: Sequence[VerificationKey]) -> KeySet:
@@ -401,18 +405,26 @@ class KeySet:
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_kid.values()) + len(self.without_kid)
 
-    def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
+    def candidates(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
         """Keys that may verify a token with this ``kid`` and ``alg``.
 
         A token with a ``kid`` is checked against keys with that ``kid`` and
         keys configured without one (a static PEM key has no kid); a token
-        without a ``kid`` against every key able to verify ``alg``.
+        without a ``kid`` against every key able to verify ``alg``. Answers
+        are remembered for the kids the set holds (a bounded number), never
+        for unknown ones, which a token may make up at will.
         """
+        found = self._chosen.get((kid, alg))
+        if found is not None:
+            return found
         if kid is not None:
             pool: Iterable[VerificationKey] = (*self.by_kid.get(kid, ()), *self.without_kid)
         else:
             pool = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
-        return [key for key in pool if alg in key.verifiers]
+        found = tuple(key for key in pool if alg in key.verifiers)
+        if (kid is None or kid in self.by_kid) and alg in SUPPORTED_ALGORITHMS:
+            self._chosen[kid, alg] = found
+        return found
 
     def has_kid(self, kid: str) -> bool:
         """Whether some key carries ``kid`` (or a kid-less key could stand for it)."""

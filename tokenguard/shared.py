@@ -274,7 +274,7 @@ def decode_result(data: bytes) -> CachedResult | None:
                 or not all(isinstance(s, str) for s in scopes)
             ):
                 return None
-            claims = TokenClaims(raw, token_type=token_type, scope_claims=(), _owned=True)
+            claims = TokenClaims(raw, token_type=token_type, scope_claims=())
             object.__setattr__(claims, "scopes", frozenset(scopes))
         issuer = document.get("i")
         thumbprint = document.get("k")

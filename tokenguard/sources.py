@@ -339,6 +339,18 @@ class JWKSSource:
         self._last_kid_refetch = now
         return True
 
+    def keys_at_hand(self, kid: str | None, now: float) -> KeySet | None:
+        """The key set if it is fresh and holds ``kid``: nothing to fetch or decide.
+
+        ``None`` when :meth:`keys_flow` has work to do (first fetch, refresh,
+        an unknown ``kid``); this is the test every new token passes first.
+        """
+        state = self.state
+        keys: KeySet | None = state.value
+        if keys is None or now >= state.fresh_until or (kid is not None and not keys.has_kid(kid)):
+            return None
+        return keys
+
     def keys_flow(self, kid: str | None, now: float) -> Flow[KeySet]:
         """The current key set, refreshed when stale or when ``kid`` is unknown."""
         if not self._needs_fetch(kid, now):

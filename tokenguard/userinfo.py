@@ -36,4 +36,4 @@ def interpret_userinfo(reply: HttpReply, token_claims: TokenClaims) -> TokenClai
     document = json_object(reply, "userinfo")
     if token_claims.subject is not None and document.get("sub") != token_claims.subject:
         raise InvalidToken("userinfo answered for another subject")
-    return TokenClaims(document, token_type=token_claims.token_type, _owned=True)
+    return TokenClaims(document, token_type=token_claims.token_type)
