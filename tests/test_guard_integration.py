@@ -75,6 +75,20 @@ def test_repeated_token_hits_cache(issuer: LocalIssuer) -> None:
     assert guard.stats["cache_hit"] == 1
 
 
+def test_new_tokens_after_the_first_fetch_need_no_network(issuer: LocalIssuer) -> None:
+    """Once the keys are fetched, new tokens are verified with them alone, sync and async, and counted once each."""
+    guard = issuer.guard(introspection=False)
+    guard.verify_sync(issuer.issue())
+    before = dict(issuer.requests)
+    for _ in range(5):
+        assert guard.verify_sync(issuer.issue()).subject == "user-1"
+    for _ in range(5):
+        assert asyncio.run(guard.verify(issuer.issue())).subject == "user-1"
+    assert dict(issuer.requests) == before
+    assert guard.stats["jwt_verified_locally"] == 11
+    assert guard.stats["cache_miss"] == 11
+
+
 def test_cached_token_still_expires() -> None:
     """exp is re-checked on every cache hit."""
     clock = Clock()

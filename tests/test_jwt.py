@@ -232,3 +232,69 @@ def test_none_algorithm_cannot_be_configured() -> None:
     """'none' in an allow-list is a configuration error."""
     with pytest.raises(ConfigurationError):
         JWTPolicy(issuer=ISS, audiences=(AUD,), algorithms=frozenset({"RS256", "none"}))
+
+
+# ---------------------------------------------------------------------------- what new tokens reuse
+
+
+def test_header_check_is_remembered_per_issuer_policy() -> None:
+    """The same encoded header is judged by each issuer's own policy, not by what another remembered."""
+    from tokenguard import JWTIssuer
+
+    other = "https://other.test"
+    guard = TokenGuard(
+        [
+            JWTIssuer(ISS, audience=AUD, keys=[RSA_KEY.public_key()]),
+            JWTIssuer(other, audience=AUD, keys=[RSA_KEY.public_key()], token_types=["at+jwt"]),
+        ],
+        clock=lambda: NOW,
+    )
+    # pyjwt adds "typ": "JWT": one encoded header for both tokens.
+    lax, strict = sign(claims()), sign(claims(iss=other))
+    assert lax.split(".")[0] == strict.split(".")[0]
+    for _ in range(2):  # the second round is answered from what was remembered
+        assert guard.verify_sync(sign(claims(jti=str(_)))).issuer == ISS
+        with pytest.raises(InvalidToken, match="wrong token type"):
+            guard.verify_sync(sign(claims(iss=other, jti=str(_))))
+
+
+def test_refused_header_is_refused_again() -> None:
+    """A header that failed its check is not remembered as passing."""
+    guard = TokenGuard.from_keys(
+        issuer=ISS, audience=AUD, keys=[RSA_KEY.public_key()], algorithms=["PS256"], clock=lambda: NOW
+    )
+    for index in range(3):
+        with pytest.raises(InvalidToken, match="algorithm not allowed"):
+            guard.verify_sync(sign(claims(jti=str(index))))
+
+
+def test_unknown_kids_are_not_remembered() -> None:
+    """KeySet remembers its answers for the kids it holds; made-up kids leave no trace."""
+    keys = KeySet.of([parse_jwk(jwk_of(RSA_KEY, "k1"))])
+    for index in range(500):
+        assert keys.candidates(f"made-up-{index}", "RS256") == ()
+    assert keys.candidates("k1", "RS256")[0].kid == "k1"
+    assert keys.candidates("k1", "RS256") is keys.candidates("k1", "RS256")
+    assert set(keys._chosen) == {("k1", "RS256")}
+
+
+def test_repeated_claim_values_are_shared_between_tokens() -> None:
+    """Two tokens of one client share their iss, aud, scope and client_id strings (memory per cached token)."""
+    guard = TokenGuard.from_keys(issuer=ISS, audience=AUD, keys=[RSA_KEY.public_key()], clock=lambda: NOW)
+    extra = {"client_id": "client-" + "x" * 20, "scope": "read write admin", "amr": ["pwd", "otp"]}
+    first = guard.verify_sync(sign(claims(jti="1", **extra)))
+    second = guard.verify_sync(sign(claims(jti="2", **extra)))
+    for name in ("iss", "aud", "scope", "client_id"):
+        assert first[name] is second[name], name
+    assert first["amr"][0] is second["amr"][0]
+    assert first["jti"] == "1" and second["jti"] == "2"
+    assert first.to_dict() == {**claims(jti="1", **extra)}
+
+
+def test_nested_claims_survive_verification() -> None:
+    """Objects and arrays inside the payload come out as dicts and lists, as sent."""
+    nested = {"realm_access": {"roles": ["a", "b"]}, "act": [{"sub": "svc"}], "cnf": {"jkt": "t"}}
+    result = verify(sign(claims(**nested)))
+    assert result["realm_access"] == {"roles": ["a", "b"]}
+    assert result["act"] == [{"sub": "svc"}]
+    assert result["cnf"] == {"jkt": "t"}

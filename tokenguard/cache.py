@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ._hmac import KeyedHMAC
 from .claims import TokenClaims
 
 __all__ = ["CacheBackend", "CachedResult", "MemoryCache", "TokenHasher"]
@@ -36,15 +37,10 @@ class TokenHasher:
         key: the HMAC key; 32 random bytes per process when ``None``.
     """
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes | None = None) -> None:
-        key = key if key is not None else os.urandom(32)
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        padded = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+        self._keyed = KeyedHMAC(key if key is not None else os.urandom(32))
 
     def __repr__(self) -> str:
         return "TokenHasher(key=[secret])"
@@ -54,15 +50,11 @@ class TokenHasher:
 
         Copy them before use; never update them.
         """
-        return self._inner, self._outer
+        return self._keyed.inner, self._keyed.outer
 
     def cache_key(self, token: str) -> bytes:
         """The 32-byte cache key for ``token``: HMAC-SHA256(key, token)."""
-        inner = self._inner.copy()
-        inner.update(token.encode("utf-8", "surrogateescape"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+        return self._keyed.digest(token.encode("utf-8", "surrogateescape"))
 
     @staticmethod
     def fingerprint(cache_key: bytes) -> str:
@@ -180,8 +172,9 @@ class MemoryCache:
             return
         with self._lock:
             entries = self._entries
+            if key in entries:
+                del entries[key]  # stored again: it moves to the end
             entries[key] = value
-            entries.move_to_end(key)
             for _ in range(2):
                 oldest = next(iter(entries))
                 if entries[oldest].cache_until > now:

@@ -95,6 +95,7 @@ logger = logging.getLogger("tokenguard")
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 #: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
+_NEVER_BEFORE = float("-inf")
 _NO_EXP_CACHE_SECONDS = 300.0
 
 
@@ -836,18 +837,21 @@ class TokenGuard:
     ) -> CachedResult:
         """The cache entry of a verified JWT: valid until ``exp`` (and ``max_token_age``) plus leeway."""
         policy = runtime.policy
-        valid_until = claims.exp + policy.leeway if claims.exp is not None else now + _NO_EXP_CACHE_SECONDS
+        leeway = policy.leeway
+        exp = claims.exp
+        valid_until = exp + leeway if exp is not None else now + _NO_EXP_CACHE_SECONDS
         if policy.max_token_age is not None and claims.iat is not None:
-            valid_until = min(valid_until, claims.iat + policy.max_token_age + policy.leeway)
-        valid_from = claims.nbf - policy.leeway if claims.nbf is not None else float("-inf")
+            valid_until = min(valid_until, claims.iat + policy.max_token_age + leeway)
+        nbf = claims.nbf
         return CachedResult(
             claims,
-            cache_until=valid_until if cache_until is None else min(valid_until, cache_until),
-            valid_from=valid_from,
-            valid_until=valid_until,
-            issuer=policy.issuer,
-            key_thumbprint=thumbprint,
-            key_owner=runtime.key_owner,
+            valid_until if cache_until is None else min(valid_until, cache_until),
+            nbf - leeway if nbf is not None else _NEVER_BEFORE,
+            valid_until,
+            "",
+            policy.issuer,
+            thumbprint,
+            runtime.key_owner,
         )
 
     # ------------------------------------------------------------------ userinfo

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from ._hmac import KeyedHMAC
 from .errors import ConfigurationError
 
 __all__ = [
@@ -128,11 +129,17 @@ def _eddsa_verifier(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> Ver
 
 
 def _hmac_verifier(secret: bytes, alg: str) -> Verifier:
-    digest = _HMAC_DIGEST[alg]
+    keyed = KeyedHMAC(secret, _HMAC_DIGEST[alg])
+    inner, outer = keyed.inner, keyed.outer
 
     def verify(signing_input: bytes, signature: bytes) -> bool:
+        # KeyedHMAC.digest, inlined: this runs for every new token.
+        state = inner.copy()
+        state.update(signing_input)
+        mac = outer.copy()
+        mac.update(state.digest())
         # Constant-time comparison: timing must not reveal how many bytes matched.
-        return hmac.compare_digest(hmac.digest(secret, signing_input, digest), signature)
+        return hmac.compare_digest(mac.digest(), signature)
 
     return verify
 

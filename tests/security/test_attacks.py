@@ -363,6 +363,8 @@ def test_non_canonical_base64_is_refused(guard: TokenGuard) -> None:
     [
         ('{"alg":"RS256","alg":"none","kid":"k1"}', None),
         (None, '{"sub":"user","sub":"admin"}'),
+        (None, '{"sub":"user","cnf":{"jkt":"a","jkt":"b"}}'),
+        (None, '{"sub":"user","act":[{"sub":"a","sub":"b"}]}'),
         (None, "[1,2,3]"),
         (None, '"a string"'),
         (None, "42"),
