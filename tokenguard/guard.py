@@ -401,21 +401,19 @@ class TokenGuard:
 
     # ------------------------------------------------------------------ verification
 
-    def _miss(self, token: str, now: float, key: bytes | None) -> bytes:
+    def _miss(self, token: str, now: float, key: bytes | None, entry: CachedResult | None) -> bytes:
         """After the inlined hit in verify()/verify_sync() failed: the cache key to verify afresh under.
 
-        ``key`` is the cache key if the caller computed it. A cached rejection
-        is raised; a stale entry (expired, out of its window, or its key
+        ``key`` is the cache key and ``entry`` what the cache held for it,
+        both ``None`` when the token is oversized. A cached rejection is
+        raised; a stale entry (expired, out of its window, or its key
         withdrawn) is dropped.
 
         Raises:
             InvalidToken: the token is oversized, or its rejection is cached.
         """
-        if len(token) > self.max_token_bytes:
-            raise InvalidToken("token exceeds the maximum size")
         if key is None:
-            key = self._hasher.cache_key(token)
-        entry = self._cache_get(key)
+            raise InvalidToken("token exceeds the maximum size")
         if entry is not None:
             if entry.claims is None:
                 if now < entry.cache_until:
@@ -423,8 +421,6 @@ class TokenGuard:
                 self._cache.delete(key)
             elif not _serves(entry, now):
                 self._cache.delete(key)
-            # else: another thread stored it between the two reads; verifying
-            # afresh gives the same answer, so keep it and carry on.
         self._misses += 1
         return key
 
@@ -488,7 +484,7 @@ class TokenGuard:
         # in verify(): keyed hash, dict read, time window, key still trusted.
         # It is _serves() spelled out. Anything else (misses, cached rejections,
         # stale entries) goes to _miss.
-        key = None
+        key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
@@ -507,7 +503,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key = self._miss(token, now, key)
+            key = self._miss(token, now, key, entry)
             jws = self._jws_of(token)
             if jws is not None:
                 claims = self._verify_at_hand(jws, key, now)
@@ -532,7 +528,7 @@ class TokenGuard:
         """
         now = self.clock()
         # The hot path, as in verify_sync().
-        key = None
+        key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
@@ -551,7 +547,7 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key = self._miss(token, now, key)
+            key = self._miss(token, now, key, entry)
             jws = self._jws_of(token)
             if jws is not None:
                 claims = self._verify_at_hand(jws, key, now)
