@@ -268,14 +268,27 @@ def test_refused_header_is_refused_again() -> None:
             guard.verify_sync(sign(claims(jti=str(index))))
 
 
-def test_unknown_kids_are_not_remembered() -> None:
-    """KeySet remembers its answers for the kids it holds; made-up kids leave no trace."""
-    keys = KeySet.of([parse_jwk(jwk_of(RSA_KEY, "k1"))])
+def test_unknown_kids_share_one_remembered_answer() -> None:
+    """KeySet remembers one answer per kid it holds and one for all others; made-up kids add nothing."""
+    from tokenguard.keys import _OTHER_KID
+
+    pem_key = VerificationKey.from_public_key(EC_KEY.public_key())  # configured without a kid
+    keys = KeySet.of([parse_jwk(jwk_of(RSA_KEY, "k1")), pem_key])
     for index in range(500):
         assert keys.candidates(f"made-up-{index}", "RS256") == ()
-    assert keys.candidates("k1", "RS256")[0].kid == "k1"
+        assert keys.candidates(f"made-up-{index}", "ES256") == (pem_key,)
+    assert [key.kid for key in keys.candidates("k1", "RS256")] == ["k1"]
+    assert keys.candidates("k1", "ES256") == (pem_key,)
     assert keys.candidates("k1", "RS256") is keys.candidates("k1", "RS256")
-    assert set(keys._chosen) == {("k1", "RS256")}
+    assert set(keys._chosen) == {(_OTHER_KID, "RS256"), (_OTHER_KID, "ES256"), ("k1", "RS256"), ("k1", "ES256")}
+
+
+def test_a_kid_never_gets_another_kids_keys() -> None:
+    """Remembered answers are per kid: a token naming k2 is never checked with k1's key."""
+    keys = KeySet.of([parse_jwk(jwk_of(RSA_KEY, "k1"))])
+    assert keys.candidates("k1", "RS256")
+    with pytest.raises(InvalidToken, match="unknown signing key"):
+        verify(sign(claims(), headers={"kid": "k2"}), keys=keys)
 
 
 def test_repeated_claim_values_are_shared_between_tokens() -> None:

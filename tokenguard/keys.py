@@ -382,6 +382,10 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
         raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
 
 
+#: Where KeySet.candidates() keeps its answer for kids the set does not hold.
+_OTHER_KID = object()  # not a str: no kid can be mistaken for it
+
+
 @dataclass(frozen=True, slots=True)
 class KeySet:
     """Keys by ``kid``, plus the keys that have none.
@@ -392,8 +396,8 @@ class KeySet:
 
     by_kid: Mapping[str, tuple[VerificationKey, ...]]
     without_kid: tuple[VerificationKey, ...]
-    #: candidates() answers by (kid, alg), for the kids this set holds.
-    _chosen: dict[tuple[str | None, str], tuple[VerificationKey, ...]] = field(
+    #: candidates() answers by (kid, alg): the kids this set holds, None, or _OTHER_KID.
+    _chosen: dict[tuple[object, str], tuple[VerificationKey, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -418,19 +422,22 @@ class KeySet:
         A token with a ``kid`` is checked against keys with that ``kid`` and
         keys configured without one (a static PEM key has no kid); a token
         without a ``kid`` against every key able to verify ``alg``. Answers
-        are remembered for the kids the set holds (a bounded number), never
-        for unknown ones, which a token may make up at will.
+        are remembered: one per kid the set holds, and one shared by every
+        other kid (a token may make up any number of them).
         """
-        found = self._chosen.get((kid, alg))
+        # Every kid the set does not hold gets the same answer (the keys
+        # configured without one), remembered once under _OTHER_KID.
+        slot: object = kid if kid is None or kid in self.by_kid else _OTHER_KID
+        found = self._chosen.get((slot, alg))
         if found is not None:
             return found
-        if kid is not None:
-            pool: Iterable[VerificationKey] = (*self.by_kid.get(kid, ()), *self.without_kid)
+        if kid is None:
+            pool: Iterable[VerificationKey] = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
         else:
-            pool = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
+            pool = (*self.by_kid.get(kid, ()), *self.without_kid)
         found = tuple(key for key in pool if alg in key.verifiers)
-        if (kid is None or kid in self.by_kid) and alg in SUPPORTED_ALGORITHMS:
-            self._chosen[kid, alg] = found
+        if alg in SUPPORTED_ALGORITHMS:
+            self._chosen[slot, alg] = found
         return found
 
     def has_kid(self, kid: str) -> bool:
