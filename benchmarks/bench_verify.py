@@ -1,15 +1,21 @@
 """Verify micro-benchmark: tokenguard against its Python peers and the physical floor.
 
-One process, one run, interleaved rounds, so that ratios hold on a noisy
+One process, one run, round-robin rounds, so that ratios hold on a noisy
 machine. For each algorithm (RS256, PS256, ES256, EdDSA, HS256) and a
 realistic ~600-byte access token:
 
-* tokenguard, new token (cold: the cache is bypassed, signature + claims);
+* tokenguard, new token (cold: the cache is emptied before each round, so
+  every token is verified afresh: signature, claims, cache store);
 * tokenguard, repeated token (verified-token cache hit);
 * PyJWT, joserfc, authlib.jose, python-jose, jwcrypto: each with the key
   object, an algorithm allow-list and iss/aud/exp checks;
 * floor: ``cryptography``'s ``verify()`` alone on the same bytes, and
   HMAC-SHA256 + dict lookup for the cache path.
+
+tokenguard's cold path, the floor and every peer verify the same list of
+never-seen tokens in each round (the peers cache nothing, so every token is
+new to them too); each round times every candidate once, and the median of
+the rounds is kept.
 
 Prints a table and writes ``benchmarks/results/verify.json``.
 
