@@ -503,13 +503,10 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key = self._miss(token, now, key, entry)
-            jws = self._jws_of(token)
-            if jws is not None:
-                claims = self._verify_at_hand(jws, key, now)
-                if claims is not None:
-                    return claims
-            flow = self._verify_flow(token, jws, key, now, client)
+            claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
+            if claims is not None:
+                return claims
+            assert flow is not None
             return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
@@ -547,21 +544,26 @@ class TokenGuard:
                     self._hits += 1
                     return hit
         try:
-            key = self._miss(token, now, key, entry)
-            jws = self._jws_of(token)
-            if jws is not None:
-                claims = self._verify_at_hand(jws, key, now)
-                if claims is not None:
-                    return claims
-            return await run_async(
-                self._verify_flow(token, jws, key, now, client),
-                self._async_client,
-                self._async_coalescer,
-                self._upstream,
-            )
+            claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
+            if claims is not None:
+                return claims
+            assert flow is not None
+            return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
+
+    def _verify_or_flow(
+        self, token: str, now: float, key: bytes, client: str | None
+    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
+        """A miss: ``(claims, None)`` when the token could be verified on the
+        spot, else ``(None, the flow that verifies it)``."""
+        jws = self._jws_of(token)
+        if jws is not None:
+            claims = self._verify_at_hand(jws, key, now)
+            if claims is not None:
+                return claims, None
+        return None, self._verify_flow(token, jws, key, now, client)
 
     def _jws_of(self, token: str) -> UnverifiedJWS | None:
         """``token`` parsed as a JWS, or ``None`` when it is not one (an opaque token).

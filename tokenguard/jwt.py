@@ -305,9 +305,18 @@ _MAX_EXACT_INT = 2**53
 _ABSENT: Any = object()
 
 
-def check_claims(
-    payload: Mapping[str, Any], policy: JWTPolicy, now: float
-) -> tuple[float | None, float | None, float | None]:
+#: ``exp``, ``nbf`` and ``iat`` as numbers, ``None`` for those absent.
+Dates = tuple[float | None, float | None, float | None]
+
+
+def _date(name: str, value: object) -> float:
+    date = numeric_date(value)
+    if date is None:
+        raise InvalidToken(f"malformed {name} claim")
+    return date
+
+
+def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> Dates:
     """Validate registered claims (RFC 7519 §4.1) against ``policy`` at ``now``.
 
     Returns ``exp``, ``nbf`` and ``iat`` as numbers (``None`` when absent).
@@ -334,9 +343,7 @@ def check_claims(
         exp = None
     else:
         if type(exp) is not int or not -_MAX_EXACT_INT <= exp <= _MAX_EXACT_INT:
-            exp = numeric_date(exp)
-            if exp is None:
-                raise InvalidToken("malformed exp claim")
+            exp = _date("exp", exp)
         if now >= exp + leeway:
             raise InvalidToken("token expired")
     nbf = payload.get("nbf", _ABSENT)
@@ -344,9 +351,7 @@ def check_claims(
         nbf = None
     else:
         if type(nbf) is not int or not -_MAX_EXACT_INT <= nbf <= _MAX_EXACT_INT:
-            nbf = numeric_date(nbf)
-            if nbf is None:
-                raise InvalidToken("malformed nbf claim")
+            nbf = _date("nbf", nbf)
         if now + leeway < nbf:
             raise InvalidToken("token not yet valid")
     iat = payload.get("iat", _ABSENT)
@@ -356,9 +361,7 @@ def check_claims(
         iat = None
     else:
         if type(iat) is not int or not -_MAX_EXACT_INT <= iat <= _MAX_EXACT_INT:
-            iat = numeric_date(iat)
-            if iat is None:
-                raise InvalidToken("malformed iat claim")
+            iat = _date("iat", iat)
         if iat > now + leeway:
             raise InvalidToken("token issued in the future")
         if policy.max_token_age is not None and now - iat > policy.max_token_age + leeway:
