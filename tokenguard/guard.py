@@ -95,8 +95,9 @@ logger = logging.getLogger("tokenguard")
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 #: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
-_NEVER_BEFORE = float("-inf")
 _NO_EXP_CACHE_SECONDS = 300.0
+#: ``valid_from`` of an entry whose token has no ``nbf``.
+_NEVER_BEFORE = float("-inf")
 
 
 class ErrorResponse:

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._memo import remember
-from .claims import TokenClaims, numeric_date, verified_jwt_claims
+from .claims import _MAX_EXACT_INT, TokenClaims, numeric_date, verified_jwt_claims
 from .errors import ConfigurationError, InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS, SUPPORTED_ALGORITHMS, KeySet
 from .scopes import DEFAULT_SCOPE_CLAIMS
@@ -300,8 +300,6 @@ def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str
     return alg, kid
 
 
-#: Dates are ints in practice; an int in this range is a valid NumericDate as it is.
-_MAX_EXACT_INT = 2**53
 _ABSENT: Any = object()
 
 
@@ -334,8 +332,9 @@ def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> D
         if not ok:
             raise InvalidToken("wrong audience")
     leeway = policy.leeway
-    # An int within ±2**53 is taken as it is; anything else goes through
-    # numeric_date, which refuses what is not a finite number.
+    # Dates are ints in practice: an int within ±2**53 is a valid NumericDate
+    # as it is; anything else goes through numeric_date, which refuses what is
+    # not a finite number.
     exp = payload.get("exp", _ABSENT)
     if exp is _ABSENT:
         if policy.require_exp:
