@@ -51,7 +51,7 @@ def test_canonical_encodings_round_trip(data: bytes) -> None:
         assert _decode(segment, False, monkeypatch) == data
 
 
-@pytest.mark.parametrize("segment", ["ab c", "abé=", "ab\n", "a", "ab=c", "aB", "abcdeF"])
+@pytest.mark.parametrize("segment", ["ab c", "abé=", "ab\n", "a", "ab=c", "aB", "abcdeF", "ab\ud800", "\udcff\udcff"])
 def test_refusals(segment: str) -> None:
     # Whitespace, non-ASCII, a lone character, inner padding, non-canonical tails
     # ("aB" and "abcdeF" carry spare bits that are not zero). The caller refuses
