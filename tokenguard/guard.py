@@ -588,8 +588,8 @@ class TokenGuard:
         with no upstream call, whose keys are at hand. ``None``: anything else,
         for :meth:`_verify_flow`.
         """
-        iss = jws.payload.get("iss")
-        runtime = self._at_hand.get(iss) if type(iss) is str else None
+        iss = peek_issuer(jws)
+        runtime = self._at_hand.get(iss) if iss is not None else None
         if runtime is None:
             return None
         keys = runtime.keys_at_hand(jws, now)

@@ -10,7 +10,15 @@ from ._http import Flow
 from ._memo import remember
 from .claims import TokenClaims
 from .errors import ConfigurationError
-from .jwt import DEFAULT_LEEWAY, JWTPolicy, UnverifiedJWS, algorithms_of, check_header, precheck, verify_jws
+from .jwt import (
+    DEFAULT_LEEWAY,
+    JWTPolicy,
+    UnverifiedJWS,
+    algorithms_of,
+    check_claims,
+    check_header,
+    verify_jws,
+)
 from .keys import HMAC_ALGORITHMS, KeySet, VerificationKey, parse_jwk, parse_jwks
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import FetchSettings, JWKSSource, MetadataSource, check_url
@@ -168,12 +176,13 @@ class IssuerRuntime:
         Every check that needs no key runs first, so a token that cannot pass
         causes no fetch.
         """
-        _, kid = precheck(jws, self.policy, now)
+        checked = self._checked_header(jws)
+        check_claims(jws.payload, self.policy, now)
         keys = self.static
         if self.jwks is not None:
-            keys = yield from self.jwks.keys_flow(kid, now)
+            keys = yield from self.jwks.keys_flow(checked[1], now)
         assert keys is not None
-        return self.verify_now(jws, keys, now)
+        return verify_jws(jws, keys, self.policy, now, checked=checked)
 
 
 _MAX_REMEMBERED_HEADER = 512

@@ -404,17 +404,6 @@ def check_signature(jws: UnverifiedJWS, keys: KeySet, alg: str, kid: str | None)
     raise InvalidToken("signature verification failed")
 
 
-def precheck(jws: UnverifiedJWS, policy: JWTPolicy, now: float) -> tuple[str, str | None]:
-    """Every check that needs no key: header, then claims. Returns ``(alg, kid)``.
-
-    Run before any key is fetched, so a token that cannot pass never causes
-    network traffic or a signature computation.
-    """
-    alg, kid = check_header(jws.header, policy)
-    check_claims(jws.payload, policy, now)
-    return alg, kid
-
-
 def verify_jws(
     jws: UnverifiedJWS,
     keys: KeySet,

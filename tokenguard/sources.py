@@ -346,10 +346,10 @@ class JWKSSource:
         an unknown ``kid``); this is the test every new token passes first.
         """
         state = self.state
-        keys: KeySet | None = state.value
-        if keys is None or now >= state.fresh_until or (kid is not None and not keys.has_kid(kid)):
+        if not state.is_fresh(now):
             return None
-        return keys
+        keys: KeySet = state.value
+        return keys if kid is None or keys.has_kid(kid) else None
 
     def keys_flow(self, kid: str | None, now: float) -> Flow[KeySet]:
         """The current key set, refreshed when stale or when ``kid`` is unknown."""
