@@ -1,0 +1,42 @@
+"""Attacker-controlled text made safe for a log line.
+
+No I/O. Paths, issuers, audiences, ``kid`` values and anything else that came
+from a request or a token may carry CR, LF, ESC or other control characters
+that forge log lines or drive a terminal, and may be arbitrarily long. Every
+log call that names such a value passes it through :func:`loggable` first.
+Raw tokens and secrets never reach a log line at all, escaped or not.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_LOG_TEXT_LIMIT", "loggable"]
+
+#: Characters of attacker-chosen text kept in one log field; enough to tell
+#: two issuers or paths apart, small enough that a flood cannot fill a disk.
+DEFAULT_LOG_TEXT_LIMIT = 120
+
+
+def loggable(value: object, limit: int = DEFAULT_LOG_TEXT_LIMIT) -> str:
+    """Return ``value`` as printable ASCII, escaped and cut to ``limit`` characters.
+
+    Non-strings are shown with ``repr``-like escaping of their ``str()``. Control
+    characters, non-ASCII and backslashes are written as Python escapes
+    (``\\r``, ``\\x1b``, ``\\u2028``), so one log record stays one line and a
+    terminal shows it verbatim. Text longer than ``limit`` ends in ``...(+N)``
+    naming how many characters were dropped.
+    """
+    text = value if isinstance(value, str) else str(value)
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    if not (text.isascii() and text.isprintable()) or "\\" in text:
+        text = "".join(_escape_char(c) for c in text)
+    return f"{text}...(+{cut})" if cut > 0 else text
+
+
+def _escape_char(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    if char.isascii() and char.isprintable():
+        return char
+    return char.encode("unicode_escape").decode("ascii")
