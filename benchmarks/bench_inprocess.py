@@ -239,7 +239,9 @@ def _cases(requests: int, public: Any, private: Any) -> dict[str, dict[str, Call
     wsgi = {
         "bare": _wsgi_runner(_wsgi_bare, one),
         "cached": _wsgi_runner(TokenGuardWSGIMiddleware(_wsgi_bare, _guard(public)), one),
-        "new": new_tokens(fresh_wsgi, lambda ts: _wsgi_runner(TokenGuardWSGIMiddleware(_wsgi_bare, _guard(public)), ts)),
+        "new": new_tokens(
+            fresh_wsgi, lambda ts: _wsgi_runner(TokenGuardWSGIMiddleware(_wsgi_bare, _guard(public)), ts)
+        ),
         "pyjwt": _wsgi_runner(_wsgi_pyjwt(_wsgi_bare, public), one),
     }
     flask = {
