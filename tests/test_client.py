@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -33,6 +31,8 @@ from tokenguard.testing import LocalIssuer
 
 from .conftest import UvicornServer
 from .helpers import Clock
+from .provider_fakes import DIAN_KEY
+from .provider_fakes import DianFake as DianServer
 from .test_adapters import fastapi_app
 from .test_oidc_provider import OIDCProvider
 
@@ -246,7 +246,7 @@ def test_refresh_refused_falls_back_to_client_grant() -> None:
 
 # ---------------------------------------------------------------- DIAN
 
-KEY = "0123456789abcdef"
+KEY = DIAN_KEY
 
 
 def test_dian_encryption_format() -> None:
@@ -258,98 +258,6 @@ def test_dian_encryption_format() -> None:
     assert stamp.utcoffset().total_seconds() == -5 * 3600  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError):
         encrypt_field("x", "short-key", NOW)
-
-
-class DianServer:
-    """A loopback server implementing DIAN's token protocol as specified."""
-
-    def __init__(self, *, expire_in: int = 3600) -> None:
-        self.expire_in = expire_in
-        self.calls: list[str] = []
-        self.fail_next: list[tuple[int, dict[str, str], bytes]] = []
-        self.tokens: dict[str, str] = {}
-        self.refresh: dict[str, str] = {}
-        self.revoked: set[str] = set()
-        self.encrypted = True
-        self.clock = time.time
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                assert self.rfile.read(length) == b""
-                url = urlsplit(self.path)
-                status, body = server.handle(url.path, dict(parse_qsl(url.query)), self.headers)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def _field(self, value: str) -> str:
-        if not self.encrypted:
-            return value
-        plain, stamp = decrypt_field(value, KEY)
-        if abs(self.clock() - stamp.timestamp()) > 180:
-            raise ValueError("timestamp outside the 3-minute window")
-        return plain
-
-    def _issue(self, client_id: str) -> dict[str, Any]:
-        access, refresh = f"at-{len(self.tokens)}", f"rt-{len(self.tokens)}"
-        self.tokens[access] = client_id
-        self.refresh[refresh] = client_id
-        return {
-            "accessToken": access,
-            "idToken": "eyJ.id.token",
-            "refreshToken": refresh,
-            "tokenType": "Bearer",
-            "expireIn": self.expire_in,
-            "clientId": f"  {client_id}  ",
-        }
-
-    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any]:
-        name = path.rsplit("/", 1)[-1]
-        self.calls.append(name)
-        if self.fail_next:
-            status, _, body = self.fail_next.pop(0)
-            return status, json.loads(body)
-        if name == "login":
-            try:
-                ok = self._field(query["client_secret"]) == "client-secret" and self._field(query["password"]) == "pw"
-            except (KeyError, ValueError):
-                return 400, {"error": "invalid_request", "message": "bad encryption"}
-            if not ok or query.get("grant_type") != "password" or query.get("nit") != "900123456":
-                return 401, {"error": "invalid_credentials"}
-            return 200, self._issue(query["client_id"])
-        bearer = headers.get("Authorization", "")[7:]
-        if name == "refresh":
-            client = self.refresh.pop(bearer, None)
-            if client is None or headers.get("ClientId") != client:
-                return 401, {"error": "invalid_token"}
-            return 200, self._issue(client)
-        if name == "revoke":
-            if bearer not in self.tokens:
-                return 401, {"error": "invalid_token"}
-            self.revoked.add(bearer)
-            return 200, {"message": "success"}
-        return 404, {}
-
-    def __enter__(self) -> DianServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def dian_client(server: DianServer, **options: Any) -> DianClient:

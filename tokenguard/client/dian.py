@@ -20,8 +20,8 @@ standard base64. DIAN refuses timestamps more than 3 minutes off, so every
 request is encrypted at send time.
 
 Credentials in a URL end up in logs (httpx logs every request URL at INFO):
-a filter on the ``httpx`` and ``httpcore`` loggers redacts the query of the
-login URLs our clients registered, and nothing else.
+a filter on the ``httpx`` logger redacts the query of the login URLs our
+clients registered, and nothing else.
 """
 
 from __future__ import annotations
@@ -205,10 +205,10 @@ _REDACTOR = _LoginURLRedactor()
 
 def _guard_logs() -> None:
     # Re-attached before every login: a logging.config.dictConfig() run later may have reset the filters.
-    for name in ("httpx", "httpcore"):
-        log = logging.getLogger(name)
-        if _REDACTOR not in log.filters:
-            log.addFilter(_REDACTOR)
+    # Only httpx logs URLs (httpcore's DEBUG records name the method, host and port, never the query).
+    log = logging.getLogger("httpx")
+    if _REDACTOR not in log.filters:
+        log.addFilter(_REDACTOR)
 
 
 class _DianProtocol:
