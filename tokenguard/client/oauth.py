@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import httpx
 
-from .._http import AsyncCoalescer, SyncCoalescer, run_async, run_sync
+from .._http import Flow, HttpRequest, fetch_async, fetch_sync
 from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
 from ..sources import FetchSettings, MetadataSource, check_url
@@ -167,6 +167,7 @@ class ClientCredentialsAuth(httpx.Auth):
         # The same discovery the guard uses: exact issuer match, size cap, no redirects.
         fetch = FetchSettings(require_https=require_https)
         self._discovery = MetadataSource(issuer, fetch) if issuer is not None else None
+        self._discovery_cause: httpx.TransportError | None = None
         self._token: AccessToken | None = None
         self._lock = threading.Lock()
         self._async_locks: dict[int, asyncio.Lock] = {}
@@ -214,6 +215,17 @@ class ClientCredentialsAuth(httpx.Auth):
                 ("client_assertion", assertion),
             ]
         return form, headers
+
+    def _discovery_failure(self, exc: ServiceUnavailable) -> TokenEndpointError:
+        """Our error for a failed discovery; ``_discovery_cause`` is then its transport error, if any."""
+        cause = _transport_cause(exc)
+        if cause is None and exc.__cause__ is None and exc.__context__ is None:
+            # Raised without a fetch: the discovery is cooling down after the failure we remember.
+            cause = self._discovery_cause
+        self._discovery_cause = cause
+        if cause is not None:
+            return TokenEndpointUnreachable(f"issuer metadata could not be fetched: {exc.description}")
+        return TokenEndpointError("invalid_metadata", exc.description)
 
     def _usable(self) -> AccessToken | None:
         token = self._token
@@ -266,9 +278,9 @@ class ClientCredentialsAuth(httpx.Auth):
     def _discover_sync(self, http: httpx.Client) -> None:
         assert self._discovery is not None
         try:
-            document = run_sync(self._discovery.metadata_flow(self._clock()), lambda: http, SyncCoalescer())
+            document = _discover_with_sync(self._discovery.metadata_flow(self._clock()), http)
         except ServiceUnavailable as exc:
-            raise _discovery_failure(exc) from (exc.__cause__ or exc)
+            raise self._discovery_failure(exc) from (self._discovery_cause or exc)
         self._metadata(document)
 
     def _request_sync(self, http: httpx.Client, previous: AccessToken | None) -> AccessToken:
@@ -348,10 +360,9 @@ class ClientCredentialsAuth(httpx.Auth):
     async def _discover_async(self, http: httpx.AsyncClient) -> None:
         assert self._discovery is not None
         try:
-            flow = self._discovery.metadata_flow(self._clock())
-            document = await run_async(flow, lambda: http, AsyncCoalescer())
+            document = await _discover_with_async(self._discovery.metadata_flow(self._clock()), http)
         except ServiceUnavailable as exc:
-            raise _discovery_failure(exc) from (exc.__cause__ or exc)
+            raise self._discovery_failure(exc) from (self._discovery_cause or exc)
         self._metadata(document)
 
     async def _request_async(self, http: httpx.AsyncClient, previous: AccessToken | None) -> AccessToken:
@@ -481,10 +492,58 @@ class AuthorizationCodeAuth(ClientCredentialsAuth):
             return token
 
 
-def _discovery_failure(exc: ServiceUnavailable) -> TokenEndpointError:
-    if isinstance(exc.__cause__, httpx.TransportError):
-        return TokenEndpointUnreachable(f"issuer metadata could not be fetched: {exc.description}")
-    return TokenEndpointError("invalid_metadata", exc.description)
+def _discover_with_sync(flow: Flow[dict[str, Any]], http: httpx.Client) -> dict[str, Any]:
+    # The guard's runners coalesce calls and re-raise a copy of the failure; one token client
+    # needs neither, and keeping the original exception keeps its transport error as __cause__.
+    try:
+        request = next(flow)
+        while True:
+            if not isinstance(request, HttpRequest):  # pragma: no cover - discovery only fetches
+                raise TypeError(f"unexpected discovery effect {type(request).__name__}")
+            try:
+                reply = fetch_sync(http, request)
+            except ServiceUnavailable as exc:
+                request = flow.throw(exc)
+                continue
+            request = flow.send(reply)
+    except StopIteration as done:
+        document: dict[str, Any] = done.value
+        return document
+    finally:
+        flow.close()
+
+
+async def _discover_with_async(flow: Flow[dict[str, Any]], http: httpx.AsyncClient) -> dict[str, Any]:
+    try:
+        request = next(flow)
+        while True:
+            if not isinstance(request, HttpRequest):  # pragma: no cover - discovery only fetches
+                raise TypeError(f"unexpected discovery effect {type(request).__name__}")
+            try:
+                reply = await fetch_async(http, request)
+            except ServiceUnavailable as exc:
+                request = flow.throw(exc)
+                continue
+            request = flow.send(reply)
+    except StopIteration as done:
+        document: dict[str, Any] = done.value
+        return document
+    finally:
+        flow.close()
+
+
+def _transport_cause(exc: BaseException) -> httpx.TransportError | None:
+    """The transport error behind a discovery failure, however the flow chained it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, httpx.TransportError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 
 
 def _lower(headers: httpx.Headers) -> dict[str, str]:
