@@ -10,6 +10,8 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenguard import ConfigurationError, InsufficientScope, InvalidToken, TokenError, TokenGuard
 from tokenguard.client import (
@@ -500,3 +502,23 @@ def test_dian_unreachable_is_a_dian_error_with_the_cause() -> None:
         client.login()
     assert info.value.status == 0 and isinstance(info.value.__cause__, httpx.TransportError)
     client.close()
+
+
+@given(
+    secret=st.text(min_size=6, max_size=40).filter(lambda s: s.strip() and "redacted" not in s),
+    extra=st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=10), max_size=3),
+)
+def test_login_url_redaction_hides_every_credential_value(secret: str, extra: dict[str, str]) -> None:
+    """Whatever the credentials hold, the redacted login URL keeps none of their encoded values."""
+    from tokenguard.client.dian import _REDACTOR
+
+    base = "https://dian.redaction.test/identidad/sts/v1/tokens/login"
+    _REDACTOR.register(base)
+    params = {**extra, "grant_type": "password", "client_id": "c", "client_secret": secret, "password": secret}
+    url = httpx.URL(base, params=params)
+    redacted = str(_REDACTOR.redact(url, frozenset({"grant_type"})))
+    assert redacted.startswith(base + "?") and "client_secret=[redacted]" in redacted
+    encoded = str(httpx.URL("https://x/", params={"v": secret})).split("v=", 1)[1]
+    assert f"={encoded}" not in redacted and f"={secret}&" not in redacted
+    other = httpx.URL("https://elsewhere.test/login", params=params)
+    assert _REDACTOR.redact(other, frozenset()) is other  # not one of our login URLs: untouched
