@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -522,3 +523,70 @@ def test_login_url_redaction_hides_every_credential_value(secret: str, extra: di
     assert f"={encoded}" not in redacted and f"={secret}&" not in redacted
     other = httpx.URL("https://elsewhere.test/login", params=params)
     assert _REDACTOR.redact(other, frozenset()) is other  # not one of our login URLs: untouched
+
+
+def test_logto_page_setups_through_fastapi() -> None:
+    """The Logto page's two setups, served for real: scoped routes take JWTs, unscoped ones take opaque tokens."""
+    from fastapi import FastAPI, Security
+
+    from tokenguard import TokenClaims
+    from tokenguard.fastapi import setup
+
+    with LogtoFake() as tenant:
+        guard = logto(
+            tenant.origin,
+            resource="https://api.example.com",
+            client_id=tenant.client_id,
+            client_secret=tenant.client_secret,
+        )
+        app = FastAPI()
+        setup(app, guard, middleware=True)
+
+        @app.get("/books")
+        async def books(claims: TokenClaims = Security(guard.requires("read:books"))) -> dict[str, Any]:
+            return {"user": claims.subject}
+
+        @app.get("/me")
+        async def me(claims: TokenClaims = Security(guard.requires())) -> dict[str, Any]:
+            return {"user": claims.subject}
+
+        opaque = ClientCredentialsAuth(tenant.client_id, tenant.client_secret, issuer=tenant.issuer)
+        scoped = ClientCredentialsAuth(
+            tenant.client_id,
+            tenant.client_secret,
+            issuer=tenant.issuer,
+            scope="read:books",
+            resource="https://api.example.com",
+        )
+        with guard, UvicornServer(app) as api:
+            with httpx.Client(auth=opaque) as http:
+                refused = http.get(f"{api.url}/books")
+                assert (
+                    refused.status_code == 403 and 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+                )
+                assert http.get(f"{api.url}/me").json() == {"user": tenant.client_id}
+            with httpx.Client(auth=scoped) as http:
+                assert http.get(f"{api.url}/books").json() == {"user": tenant.client_id}
+
+
+DOCS = sorted((Path(__file__).resolve().parent.parent / "docs").glob("providers/*.md")) + [
+    Path(__file__).resolve().parent.parent / "docs" / name for name in ("providers.md", "client.md")
+]
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_doc_examples_compile_and_import(page: Path) -> None:
+    """Every Python example on the provider and client pages compiles and imports names that exist."""
+    import ast
+    import importlib
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks, f"{page.name} has no Python example"
+    for block in blocks:
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tokenguard"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{page.name}: {node.module}.{alias.name}"
