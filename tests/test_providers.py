@@ -86,8 +86,11 @@ def test_liberty_code_flow_with_pkce_then_refresh_and_revoke() -> None:
             assert http.get(f"{api.url}/books").status_code == 200
             refreshed = auth.get_token_sync()
             assert refreshed.access_token != token.access_token
+            op.access.pop(refreshed.access_token)  # the provider forgot it: the API answers 401
+            assert http.get(f"{api.url}/books").status_code == 200  # retried with a refreshed token
             grants = [r.form.get("grant_type") for r in op.requests if r.path.endswith("/token")]
-            assert grants == ["authorization_code", "refresh_token"]
+            assert grants == ["authorization_code", "refresh_token", "refresh_token"]
+            refreshed = auth.get_token_sync()
             auth.close()
             revoked = {"Authorization": f"Bearer {refreshed.access_token}"}
             assert http.get(f"{api.url}/books", auth=None, headers=revoked).status_code == 401

@@ -169,6 +169,8 @@ class ClientCredentialsAuth(httpx.Auth):
         self._discovery = MetadataSource(issuer, fetch) if issuer is not None else None
         self._discovery_cause: httpx.TransportError | None = None
         self._token: AccessToken | None = None
+        # A token the API refused (forced out): its refresh token may still get the next one.
+        self._refused: AccessToken | None = None
         self._lock = threading.Lock()
         self._async_locks: dict[int, asyncio.Lock] = {}
         self.token_requests = 0
@@ -256,10 +258,11 @@ class ClientCredentialsAuth(httpx.Auth):
     def get_token_sync(self, *, force: bool = False) -> AccessToken:
         """The current token, obtained or refreshed if needed (one request at a time).
 
-        ``force`` drops the current token first (e.g. after the API refused it).
+        ``force`` drops the current token first (e.g. after the API refused it);
+        its refresh token, if any, is still used to get the next one.
         """
         if force:
-            self._token = None
+            self._refused, self._token = self._token or self._refused, None
         token = self._usable()
         if token is not None:
             return token
@@ -271,8 +274,8 @@ class ClientCredentialsAuth(httpx.Auth):
                 if self.token_endpoint is None:
                     self._discover_sync(http)
                 assert self.token_endpoint is not None
-                token = self._request_sync(http, self._token)
-            self._token = token
+                token = self._request_sync(http, self._token or self._refused)
+            self._token, self._refused = token, None
             return token
 
     def _discover_sync(self, http: httpx.Client) -> None:
@@ -324,7 +327,7 @@ class ClientCredentialsAuth(httpx.Auth):
     def close(self) -> None:
         """Revoke the current token (RFC 7009, best effort) and forget it."""
         with self._lock:
-            token, self._token = self._token, None
+            token, self._token, self._refused = self._token, None, None
         if token is None or self.revocation_endpoint is None:
             return
         form, headers = self._authenticate(
@@ -341,7 +344,7 @@ class ClientCredentialsAuth(httpx.Auth):
     async def get_token(self, *, force: bool = False) -> AccessToken:
         """Async twin of :meth:`get_token_sync`."""
         if force:
-            self._token = None
+            self._refused, self._token = self._token or self._refused, None
         token = self._usable()
         if token is not None:
             return token
@@ -353,8 +356,8 @@ class ClientCredentialsAuth(httpx.Auth):
             async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as http:
                 if self.token_endpoint is None:
                     await self._discover_async(http)
-                token = await self._request_async(http, self._token)
-            self._token = token
+                token = await self._request_async(http, self._token or self._refused)
+            self._token, self._refused = token, None
             return token
 
     async def _discover_async(self, http: httpx.AsyncClient) -> None:
