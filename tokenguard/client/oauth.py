@@ -547,8 +547,6 @@ def _transport_cause(exc: BaseException) -> httpx.TransportError | None:
     return None
 
 
-
-
 def _lower(headers: httpx.Headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
