@@ -593,3 +593,31 @@ def test_doc_examples_compile_and_import(page: Path) -> None:
                 module = importlib.import_module(node.module)
                 for alias in node.names:
                     assert hasattr(module, alias.name), f"{page.name}: {node.module}.{alias.name}"
+
+
+def test_no_oauth_secret_reaches_any_log_record(every_record: list[logging.LogRecord]) -> None:
+    """The code exchange, refresh, introspection and revocation log nothing secret at any level."""
+    clock = Clock()
+    with LibertyFake(client_secret="rp-secret-value") as op:
+        auth = AuthorizationCodeAuth(
+            op.client_id, op.client_secret, issuer=op.issuer, redirect_uri=REDIRECT, clock=clock
+        )
+        verifier, challenge = pkce_pair()
+        code = op.authorize(redirect_uri=REDIRECT, scope="openid read", code_challenge=challenge)
+        first = auth.exchange_code_sync(code, code_verifier=verifier)
+        clock.now += op.expires_in
+        second = auth.get_token_sync()
+        with ibm_liberty(
+            op.origin, "OP", audience=None, client_id=op.client_id, client_secret=op.client_secret
+        ) as guard:
+            assert guard.verify_sync(second.access_token).subject == "alice"
+        auth.close()
+    secrets = {op.client_secret, code, verifier}
+    for token in (first, second):
+        secrets |= {token.access_token, token.refresh_token or "", token.id_token or ""}
+    secrets.discard("")
+    messages = [f"{record.getMessage()} {record.args!r}" for record in every_record]
+    assert any("/token" in m for m in messages)  # httpx's request lines were captured
+    for message in messages:
+        for secret in secrets:
+            assert secret not in message and quote_plus(secret) not in message, message
