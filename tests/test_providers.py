@@ -621,3 +621,17 @@ def test_no_oauth_secret_reaches_any_log_record(every_record: list[logging.LogRe
     for message in messages:
         for secret in secrets:
             assert secret not in message and quote_plus(secret) not in message, message
+
+
+def test_redaction_matches_the_url_as_httpx_prints_it() -> None:
+    """A base URL written with an upper-case host or the default port still has its login URL redacted."""
+    from tokenguard.client.dian import _REDACTOR
+
+    client = DianClient(
+        "https://API.Dian-Redaction.example:443/", client_id="c", client_secret="s", encryption_key=DIAN_KEY,
+        tipo_documento="13", nro_documento="1", nit="2", password="p",
+    )  # fmt: skip
+    request = httpx.Request("POST", client._login_request().url, params={"client_secret": "hidden-value"})
+    assert str(request.url).startswith("https://api.dian-redaction.example/identidad")
+    assert "hidden-value" not in str(_REDACTOR.redact(request.url, frozenset()))
+    client.close()

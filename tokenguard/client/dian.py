@@ -175,15 +175,16 @@ class _LoginURLRedactor(logging.Filter):
         self._lock = threading.Lock()
 
     def register(self, login_url: str) -> None:
+        # Normalised as httpx prints request URLs (lower-case host, no default port).
         with self._lock:
-            self._login_urls.add(login_url)
+            self._login_urls.add(_normalised(login_url))
 
     def redact(self, value: object, grant_parameter_names: frozenset[str]) -> object:
         text = str(value) if isinstance(value, httpx.URL | str) else None
         if text is None:
             return value
         base, question, query = text.partition("?")
-        if not question or base not in self._login_urls:
+        if not question or _normalised(base) not in self._login_urls:
             return value
         kept = [
             f"{name}={val}" if name in _PUBLIC_LOGIN_PARAMS or name in grant_parameter_names else f"{name}=[redacted]"
@@ -201,6 +202,13 @@ class _LoginURLRedactor(logging.Filter):
 
 
 _REDACTOR = _LoginURLRedactor()
+
+
+def _normalised(url: str) -> str:
+    try:
+        return str(httpx.URL(url).copy_with(query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return url
 
 
 def _guard_logs() -> None:
