@@ -170,7 +170,7 @@ class _LoginURLRedactor(logging.Filter):
     """
 
     def __init__(self) -> None:
-        super().__init__("tokenguard.client.dian")
+        super().__init__()
         self._login_urls: set[str] = set()
         self._lock = threading.Lock()
 
@@ -212,7 +212,7 @@ def _normalised(url: str) -> str:
 
 
 def _guard_logs() -> None:
-    # Re-attached before every login: a logging.config.dictConfig() run later may have reset the filters.
+    # Checked before every request: a logging.config.dictConfig() run later may have reset the filters.
     # Only httpx logs URLs (httpcore's DEBUG records name the method, host and port, never the query).
     log = logging.getLogger("httpx")
     if _REDACTOR not in log.filters:
