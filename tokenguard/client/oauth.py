@@ -93,8 +93,8 @@ class ClientCredentialsAuth(httpx.Auth):
         refresh_margin: seconds before expiry at which a new token is fetched.
         revocation_endpoint: RFC 7009 endpoint; tokens are revoked on close.
         no_store: what to do when the token answer lacks
-            ``Cache-Control: no-store`` (RFC 6749 §5.1): ``"warn"``,
-            ``"refuse"`` or ``"ignore"``.
+            ``Cache-Control: no-store`` or ``Pragma: no-cache`` (RFC 6749
+            §5.1; one policy for both): ``"warn"``, ``"refuse"`` or ``"ignore"``.
         timeout: seconds for token requests.
         require_https: refuse plain-http token, revocation and issuer URLs
             except on loopback addresses (the guard's rule); ``False`` only
