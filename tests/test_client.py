@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenguard import ConfigurationError, InvalidToken
 from tokenguard.client import (
+    AuthorizationCodeAuth,
     ClientCredentialsAuth,
     DianAuth,
     DianClient,
@@ -24,15 +25,19 @@ from tokenguard.client import (
     InvalidClient,
     InvalidGrant,
     TokenEndpointError,
+    TokenEndpointUnreachable,
     decrypt_field,
     encrypt_field,
     parse_token_response,
+    pkce_pair,
 )
 from tokenguard.client.dian import COLOMBIA
 from tokenguard.testing import LocalIssuer
 
 from .conftest import UvicornServer
 from .helpers import Clock
+from .provider_fakes import DIAN_KEY
+from .provider_fakes import DianFake as DianServer
 from .test_adapters import fastapi_app
 from .test_oidc_provider import OIDCProvider
 
@@ -246,7 +251,7 @@ def test_refresh_refused_falls_back_to_client_grant() -> None:
 
 # ---------------------------------------------------------------- DIAN
 
-KEY = "0123456789abcdef"
+KEY = DIAN_KEY
 
 
 def test_dian_encryption_format() -> None:
@@ -258,98 +263,6 @@ def test_dian_encryption_format() -> None:
     assert stamp.utcoffset().total_seconds() == -5 * 3600  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError):
         encrypt_field("x", "short-key", NOW)
-
-
-class DianServer:
-    """A loopback server implementing DIAN's token protocol as specified."""
-
-    def __init__(self, *, expire_in: int = 3600) -> None:
-        self.expire_in = expire_in
-        self.calls: list[str] = []
-        self.fail_next: list[tuple[int, dict[str, str], bytes]] = []
-        self.tokens: dict[str, str] = {}
-        self.refresh: dict[str, str] = {}
-        self.revoked: set[str] = set()
-        self.encrypted = True
-        self.clock = time.time
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                assert self.rfile.read(length) == b""
-                url = urlsplit(self.path)
-                status, body = server.handle(url.path, dict(parse_qsl(url.query)), self.headers)
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def _field(self, value: str) -> str:
-        if not self.encrypted:
-            return value
-        plain, stamp = decrypt_field(value, KEY)
-        if abs(self.clock() - stamp.timestamp()) > 180:
-            raise ValueError("timestamp outside the 3-minute window")
-        return plain
-
-    def _issue(self, client_id: str) -> dict[str, Any]:
-        access, refresh = f"at-{len(self.tokens)}", f"rt-{len(self.tokens)}"
-        self.tokens[access] = client_id
-        self.refresh[refresh] = client_id
-        return {
-            "accessToken": access,
-            "idToken": "eyJ.id.token",
-            "refreshToken": refresh,
-            "tokenType": "Bearer",
-            "expireIn": self.expire_in,
-            "clientId": f"  {client_id}  ",
-        }
-
-    def handle(self, path: str, query: dict[str, str], headers: Any) -> tuple[int, Any]:
-        name = path.rsplit("/", 1)[-1]
-        self.calls.append(name)
-        if self.fail_next:
-            status, _, body = self.fail_next.pop(0)
-            return status, json.loads(body)
-        if name == "login":
-            try:
-                ok = self._field(query["client_secret"]) == "client-secret" and self._field(query["password"]) == "pw"
-            except (KeyError, ValueError):
-                return 400, {"error": "invalid_request", "message": "bad encryption"}
-            if not ok or query.get("grant_type") != "password" or query.get("nit") != "900123456":
-                return 401, {"error": "invalid_credentials"}
-            return 200, self._issue(query["client_id"])
-        bearer = headers.get("Authorization", "")[7:]
-        if name == "refresh":
-            client = self.refresh.pop(bearer, None)
-            if client is None or headers.get("ClientId") != client:
-                return 401, {"error": "invalid_token"}
-            return 200, self._issue(client)
-        if name == "revoke":
-            if bearer not in self.tokens:
-                return 401, {"error": "invalid_token"}
-            self.revoked.add(bearer)
-            return 200, {"message": "success"}
-        return 404, {}
-
-    def __enter__(self) -> DianServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def dian_client(server: DianServer, **options: Any) -> DianClient:
@@ -440,3 +353,138 @@ def test_dian_auth_refreshes_before_expiry_and_revokes_on_close() -> None:
         last = seen[3].split(" ", 1)[1]
         auth.close()
         assert last in server.revoked
+
+
+# ---------------------------------------------------------------- RFC 6749 §5.1 caching headers, https, reachability
+
+BOTH = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "lacking"),
+    [
+        (BOTH, None),
+        ({"cache-control": "no-store, private", "pragma": "x, No-Cache"}, None),
+        ({"cache-control": "no-store"}, "Pragma: no-cache"),
+        ({"pragma": "no-cache"}, "Cache-Control: no-store"),
+        ({}, "Cache-Control: no-store and Pragma: no-cache"),
+        ({"cache-control": "no-store", "pragma": "no-cache-please"}, "Pragma: no-cache"),
+    ],
+)
+def test_token_answer_caching_headers(
+    headers: dict[str, str], lacking: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both Cache-Control: no-store and Pragma: no-cache are required; one policy governs both."""
+    body = json.dumps(GOOD).encode()
+    with caplog.at_level("WARNING", logger="tokenguard.client"):
+        assert parse_token_response(200, headers, body, NOW).access_token == "at"
+    if lacking is None:
+        assert caplog.records == []
+        assert parse_token_response(200, headers, body, NOW, no_store="refuse").access_token == "at"
+    else:
+        assert f"lacks {lacking} " in caplog.text
+        with pytest.raises(TokenEndpointError, match=lacking):
+            parse_token_response(200, headers, body, NOW, no_store="refuse")
+        assert parse_token_response(200, headers, body, NOW, no_store="ignore").access_token == "at"
+
+
+@given(cache_control=st.text(max_size=40), pragma=st.text(max_size=40))
+def test_caching_header_check_never_crashes(cache_control: str, pragma: str) -> None:
+    """Any header text either passes the check or is refused as a TokenEndpointError, never another exception."""
+    headers = {"cache-control": cache_control, "pragma": pragma}
+    try:
+        parse_token_response(200, headers, json.dumps(GOOD).encode(), NOW, no_store="refuse")
+    except TokenEndpointError as exc:
+        assert "lacks" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"token_endpoint": "http://as.example/token"},
+        {"issuer": "http://as.example"},
+        {"token_endpoint": "https://as.example/token", "revocation_endpoint": "http://as.example/revoke"},
+        {"token_endpoint": "ftp://as.example/token"},
+    ],
+)
+def test_token_client_requires_https(options: dict[str, str]) -> None:
+    """The guard's rule: the secret never goes to a plain-http, non-loopback endpoint."""
+    with pytest.raises(ConfigurationError):
+        ClientCredentialsAuth("svc", "secret", **options)  # type: ignore[arg-type]
+
+
+def test_token_client_https_exemptions() -> None:
+    """Loopback addresses are exempt; require_https=False opens plain http knowingly."""
+    ClientCredentialsAuth("svc", "secret", token_endpoint="http://127.0.0.1:9/token")
+    ClientCredentialsAuth("svc", "secret", token_endpoint="http://[::1]:9/token")
+    ClientCredentialsAuth("svc", "secret", token_endpoint="http://as.example/token", require_https=False)
+    with pytest.raises(ConfigurationError, match="auth_method"):
+        ClientCredentialsAuth("svc", "secret", token_endpoint="https://as/token", auth_method="basic")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="no_store"):
+        ClientCredentialsAuth("svc", "secret", token_endpoint="https://as/token", no_store="never")  # type: ignore[arg-type]
+
+
+def test_discovered_plain_http_token_endpoint_refused() -> None:
+    """A discovered token endpoint on plain http to another host is refused before the secret is sent."""
+    from .provider_fakes import FakeServer, Recorded, Reply, json_reply
+
+    class Metadata(FakeServer):
+        def handle(self, request: Recorded) -> Reply:
+            if request.path == "/.well-known/openid-configuration":
+                return json_reply(200, {"issuer": self.origin, "token_endpoint": "http://as.example/token"})
+            return 404, {}, b""
+
+    with Metadata() as server:
+        auth = ClientCredentialsAuth("svc", "secret", issuer=server.origin)
+        with pytest.raises(TokenEndpointError, match="https") as info:
+            auth.get_token_sync()
+        assert info.value.error == "invalid_metadata"
+        assert all(r.method == "GET" for r in server.requests)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("where", ["token_endpoint", "issuer"])
+def test_unreachable_token_endpoint_is_our_error_with_the_cause(where: str) -> None:
+    """Given or discovered, an unreachable endpoint is TokenEndpointUnreachable caused by the transport error."""
+    url = f"http://127.0.0.1:{_closed_port()}"
+    options = {"token_endpoint": url + "/token"} if where == "token_endpoint" else {"issuer": url}
+    auth = ClientCredentialsAuth("svc", "secret", **options)  # type: ignore[arg-type]
+    with pytest.raises(TokenEndpointUnreachable) as info:
+        auth.get_token_sync()
+    assert isinstance(info.value.__cause__, httpx.TransportError)
+    assert isinstance(info.value, TokenEndpointError) and info.value.error == "unreachable"
+
+    async def main() -> None:
+        await auth.get_token()
+
+    with pytest.raises(TokenEndpointUnreachable) as async_info:
+        asyncio.run(main())
+    assert isinstance(async_info.value.__cause__, httpx.TransportError)
+
+
+def test_unreachable_during_code_exchange() -> None:
+    """The code exchange maps transport failures the same way."""
+    auth = AuthorizationCodeAuth(
+        "svc", "secret", token_endpoint=f"http://127.0.0.1:{_closed_port()}/token", redirect_uri="https://rp/cb"
+    )
+    with pytest.raises(TokenEndpointUnreachable) as info:
+        auth.exchange_code_sync("code")
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+
+
+def test_pkce_pair_is_s256() -> None:
+    """pkce_pair() returns a 43-character verifier and its S256 challenge (RFC 7636 §4.2)."""
+    import base64
+    import hashlib
+
+    verifier, challenge = pkce_pair()
+    assert len(verifier) == 43 and verifier != pkce_pair()[0]
+    digest = hashlib.sha256(verifier.encode()).digest()
+    assert challenge == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import jwt as pyjwt
 import pytest
@@ -252,3 +253,103 @@ def test_userinfo_refusal_and_subject_mismatch() -> None:
 
         with pytest.raises(ServiceUnavailable):
             guard.userinfo_sync(token)
+
+
+# ---------------------------------------------------------------- caller keywords override the preset's defaults
+
+ORIGIN = "https://idp.example"
+
+
+def _issuer_config(guard: Any) -> Any:
+    (runtime,) = guard._issuers.values()
+    return runtime.config
+
+
+OVERRIDES: list[tuple[str, Any]] = [
+    ("auth_method", "client_secret_post"),
+    ("audience", ["https://a.example", "https://b.example"]),
+    ("jwks_uri", "https://keys.example/jwks.json"),
+    ("introspection_endpoint", "https://idp.example/custom/introspect"),
+    ("algorithms", ["ES256"]),
+]
+
+
+def _read(guard: Any, keyword: str) -> Any:
+    config = _issuer_config(guard)
+    if keyword == "auth_method":
+        return guard._introspection.auth_method
+    if keyword == "introspection_endpoint":
+        return guard._introspection.endpoint
+    if keyword == "audience":
+        return list(config.audience)
+    if keyword == "algorithms":
+        return sorted(config.policy().algorithms)
+    return getattr(config, keyword)
+
+
+PRESETS: dict[str, Any] = {
+    # logto's own name for the audience is resource; audience= is accepted as its synonym.
+    "logto": lambda **kw: logto(
+        ORIGIN, client_id="m2m", client_secret="s", **(kw if "audience" in kw else {"resource": "https://r"} | kw)
+    ),
+    "ibm_liberty": lambda **kw: ibm_liberty(
+        ORIGIN, "OP", client_id="rs", client_secret="s", **({"audience": None} | kw)
+    ),
+    "identity_server": lambda **kw: identity_server(ORIGIN, api_name="library-api", api_secret="s", **kw),
+}
+
+
+@pytest.mark.parametrize(("keyword", "value"), OVERRIDES, ids=[k for k, _ in OVERRIDES])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_caller_keyword_overrides_the_preset(preset: str, keyword: str, value: Any) -> None:
+    """Every keyword a preset fills in can be given by the caller, and the caller's value wins."""
+    options = {keyword: value}
+    with PRESETS[preset](**options) as guard:
+        assert _read(guard, keyword) == value
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("audience", ["my-client-id", "other-client"]),
+        ("algorithms", ["HS256", "HS512"]),
+        ("issuer", "https://muisca.example"),
+        ("leeway", 5),
+        ("hmac_keys", {"kid-1": b"e" * 64}),
+    ],
+)
+def test_dian_caller_keyword_overrides_the_preset(keyword: str, value: Any) -> None:
+    """dian(): audience, algorithms, issuer, leeway and hmac_keys given by the caller win."""
+    with dian("my-client-id", b"d" * 32, **{keyword: value}) as guard:
+        config = _issuer_config(guard)
+        if keyword == "algorithms":
+            assert sorted(config.policy().algorithms) == value
+        elif keyword == "audience":
+            assert list(config.audience) == value
+        else:
+            assert getattr(config, keyword) == value
+
+
+def test_preset_defaults_without_overrides() -> None:
+    """Without overrides each preset fills in its provider's documented values."""
+    with logto(ORIGIN, resource="https://r", client_id="m2m", client_secret="s") as guard:
+        assert _issuer_config(guard).jwks_uri == ORIGIN + "/oidc/jwks"
+        assert guard._introspection.endpoint == ORIGIN + "/oidc/token/introspection"
+    with ibm_liberty(ORIGIN, "OP", audience=None, client_id="rs", client_secret="s") as guard:
+        assert _issuer_config(guard).jwks_uri == ORIGIN + "/oidc/endpoint/OP/jwk"
+        assert guard._introspection.auth_method == "client_secret_basic"
+    with identity_server(ORIGIN, api_name="library-api", api_secret="s") as guard:
+        assert _issuer_config(guard).audience == "library-api"
+        assert guard._introspection.endpoint == ORIGIN + "/connect/introspect"
+    with dian("my-client-id", b"d" * 32) as guard:
+        assert sorted(_issuer_config(guard).policy().algorithms) == ["HS256"]
+
+
+def test_logto_resource_and_audience_conflict() -> None:
+    """logto() takes resource or its synonym audience, not both, and not neither."""
+    from tokenguard import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="resource or audience"):
+        logto(ORIGIN, resource="https://r", audience="https://a")
+    with pytest.raises(ConfigurationError, match="resource is required"):
+        logto(ORIGIN)

@@ -56,7 +56,8 @@ from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import UnverifiedJWS, looks_like_jws, parse_jws, peek_issuer
+from .jwt import UnverifiedJWS, algorithms_of, looks_like_jws, parse_jws, peek_issuer
+from .keys import HMAC_ALGORITHMS, VerificationKey
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
@@ -375,6 +376,7 @@ class TokenGuard:
         keys: Sequence[Any] = (),
         hmac_keys: Mapping[str | None, str | bytes] | None = None,
         algorithms: Iterable[str] | None = None,
+        allow_short_hmac_secret: bool = False,
         **options: Any,
     ) -> TokenGuard:
         """A guard with static keys: no network at all.
@@ -383,8 +385,22 @@ class TokenGuard:
         ``jwks`` a JWK Set; ``hmac_keys`` shared secrets by ``kid`` for
         issuers that sign with HS256 (e.g. the DIAN identity service).
         Issuer options (``leeway``, ``token_types``…) and guard options are
-        both accepted as keywords.
+        both accepted as keywords. ``allow_short_hmac_secret=True`` accepts
+        ``hmac_keys`` shorter than RFC 7518 §3.2 requires, with a WARNING:
+        only for a secret a provider issued that you cannot change.
         """
+        if allow_short_hmac_secret and hmac_keys:
+            # Build the HMAC keys here with the opt-in; the issuer config then sees plain keys.
+            hmac_algs = sorted(set(algorithms or HMAC_ALGORITHMS) & HMAC_ALGORITHMS) or ["HS256"]
+            keys = [
+                *keys,
+                *(
+                    VerificationKey.from_secret(secret, kid=kid, algorithms=hmac_algs, allow_short=True)
+                    for kid, secret in hmac_keys.items()
+                ),
+            ]
+            algorithms = sorted(algorithms_of(algorithms) | set(hmac_algs)) if algorithms is None else list(algorithms)
+            hmac_keys = None
         issuer_fields = set(JWTIssuer.__dataclass_fields__)
         issuer_options = {k: options.pop(k) for k in list(options) if k in issuer_fields}
         config = JWTIssuer(

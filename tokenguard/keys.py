@@ -261,12 +261,23 @@ class VerificationKey:
         *,
         kid: str | None = None,
         algorithms: Iterable[str] = ("HS256",),
+        allow_short: bool = False,
     ) -> VerificationKey:
         """An HMAC key shared with the issuer.
 
+        Args:
+            secret: the shared secret.
+            kid: the ``kid`` it answers to (``None``: tokens without one).
+            algorithms: the HS* algorithms it may verify.
+            allow_short: accept a secret shorter than RFC 7518 §3.2 requires
+                (logged at WARNING). Only for a secret a provider issued and
+                you cannot change: a short secret can be brute-forced offline
+                from a single token.
+
         Raises:
             ConfigurationError: the secret is shorter than the hash output for
-                every requested algorithm (RFC 7518 §3.2).
+                every requested algorithm (RFC 7518 §3.2) and ``allow_short``
+                is not set.
         """
         if isinstance(secret, str):
             secret = secret.encode()
@@ -275,6 +286,16 @@ class VerificationKey:
         if unknown:
             raise ConfigurationError(f"not HMAC algorithms: {sorted(unknown)}")
         verifiers = {alg: _hmac_verifier(secret, alg) for alg in sorted(wanted) if len(secret) >= _HMAC_MIN_BYTES[alg]}
+        if not verifiers and allow_short and wanted and secret:
+            # An explicit opt-in for a provider-issued secret; say so loudly (never the secret itself).
+            logger.warning(
+                "accepting a %d-byte HMAC secret (kid %s) below RFC 7518 §3.2's minimum for %s: "
+                "tokens signed with it can be forged by anyone who brute-forces it",
+                len(secret),
+                "none" if kid is None else repr(kid)[:80],
+                ", ".join(sorted(wanted)),
+            )
+            verifiers = {alg: _hmac_verifier(secret, alg) for alg in sorted(wanted)}
         if not verifiers:
             raise ConfigurationError(
                 "HMAC secret too short: RFC 7518 §3.2 requires at least as many bytes as the hash output (32 for HS256)"

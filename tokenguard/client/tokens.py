@@ -22,6 +22,7 @@ __all__ = [
     "InvalidGrant",
     "NoStorePolicy",
     "TokenEndpointError",
+    "TokenEndpointUnreachable",
     "client_assertion",
     "parse_token_response",
 ]
@@ -58,6 +59,17 @@ class TokenEndpointError(Exception):
         description = description if isinstance(description, str) else ""
         kind = {"invalid_client": InvalidClient, "invalid_grant": InvalidGrant}.get(error, cls)
         return kind(error, description, status=status)
+
+
+class TokenEndpointUnreachable(TokenEndpointError):
+    """The token endpoint (or the issuer's metadata) could not be reached.
+
+    ``__cause__`` is the transport error. Nothing is wrong with the
+    credentials: retry later.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__("unreachable", description)
 
 
 class InvalidClient(TokenEndpointError):
@@ -98,7 +110,7 @@ def parse_token_response(
         TokenEndpointError: non-200 (with the server's error), not a JSON
             object, no ``access_token``, ``token_type`` not Bearer,
             ``expires_in`` not a number, or no ``Cache-Control: no-store``
-            under the ``"refuse"`` policy.
+            or no ``Pragma: no-cache`` under the ``"refuse"`` policy.
     """
     if status != 200:
         raise TokenEndpointError.from_answer(status, body)
@@ -108,11 +120,13 @@ def parse_token_response(
         raise TokenEndpointError("invalid_response", "token answer is not JSON", status=status) from None
     if not isinstance(document, dict):
         raise TokenEndpointError("invalid_response", "token answer is not a JSON object", status=status)
-    if not CacheControl.from_header(headers.get("cache-control")).no_store and no_store != "ignore":
-        # RFC 6749 §5.1: the answer MUST carry Cache-Control: no-store.
+    missing = _missing_cache_headers(headers) if no_store != "ignore" else ()
+    if missing:
+        # RFC 6749 §5.1: the answer MUST carry "Cache-Control: no-store" and "Pragma: no-cache".
+        lacking = " and ".join(missing)
         if no_store == "refuse":
-            raise TokenEndpointError("invalid_response", "token answer lacks Cache-Control: no-store")
-        logger.warning("token endpoint answer lacks Cache-Control: no-store (RFC 6749 §5.1)")
+            raise TokenEndpointError("invalid_response", f"token answer lacks {lacking}")
+        logger.warning("token endpoint answer lacks %s (RFC 6749 §5.1)", lacking)
     access_token = document.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         raise TokenEndpointError("invalid_response", "no access_token in the answer", status=status)
@@ -136,6 +150,18 @@ def parse_token_response(
         scope=scope if isinstance(scope, str) else None,
         id_token=id_token if isinstance(id_token, str) else None,
     )
+
+
+def _missing_cache_headers(headers: dict[str, str]) -> tuple[str, ...]:
+    """Which of RFC 6749 §5.1's two caching headers the answer lacks."""
+    missing: list[str] = []
+    if not CacheControl.from_header(headers.get("cache-control")).no_store:
+        missing.append("Cache-Control: no-store")
+    # Pragma is a list of directives (RFC 9111 §5.4); "no-cache" must be one of them.
+    pragma = {part.strip().lower() for part in (headers.get("pragma") or "").split(",")}
+    if "no-cache" not in pragma:
+        missing.append("Pragma: no-cache")
+    return tuple(missing)
 
 
 def client_assertion(client_id: str, audience: str, private_key: Any, now: float, *, algorithm: str = "RS256") -> str:
