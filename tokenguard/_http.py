@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from . import diagnostics
 from .errors import ServiceUnavailable
 from .telemetry import upstream_span
 
@@ -56,6 +57,8 @@ __all__ = [
 T = TypeVar("T")
 
 USER_AGENT = "tokenguard/0.1"
+#: Upstreams that authenticate this API: a 401/403 there is outcome ``client_auth_failed``, a failure.
+CLIENT_AUTH_PURPOSES = frozenset({"introspection", "token"})
 #: Upper bound on any upstream document (discovery, JWKS, introspection).
 DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024
 
@@ -146,6 +149,7 @@ def _oversized(request: HttpRequest) -> ServiceUnavailable:
 
 
 def _transport_failure(request: HttpRequest, exc: Exception) -> ServiceUnavailable:
+    diagnostics.upstream_failed(request.purpose, _endpoint(request.url), exc)  # the URL and the OS error
     if isinstance(exc, httpx.TimeoutException):
         return ServiceUnavailable(f"{request.purpose} request timed out", reason="timeout")
     return ServiceUnavailable(f"{request.purpose} request failed", reason="transport")
@@ -328,6 +332,10 @@ class Upstream:
         """Record a finished call with the breaker and the metrics."""
         elapsed = time.perf_counter() - started
         breaker = self.breakers.get(_endpoint(request.url))
+        if reply is not None and reply.status in (401, 403) and request.purpose in CLIENT_AUTH_PURPOSES:
+            # RFC 7662 §2.1 / RFC 6749 §2.3: the endpoint authenticates *us*; 401/403 is our credentials' fault.
+            diagnostics.client_auth_failed(request.purpose, _endpoint(request.url), reply.status)
+            reply, error = None, ServiceUnavailable(reason="client_auth_failed")
         if reply is not None and reply.status < 500 and reply.status != 429:
             breaker.succeeded()
             self.metrics.upstream(request.purpose, "ok", elapsed)
@@ -335,6 +343,7 @@ class Upstream:
         reason = error.reason if error is not None else f"http_{reply.status if reply else 0}"
         if reply is not None and reply.status >= 500:
             reason = "http_5xx"
+            diagnostics.upstream_failed(request.purpose, _endpoint(request.url), f"answered HTTP {reply.status}")
         if breaker.failed(self.clock()):
             self.metrics.event("circuit_opened")
         self.metrics.upstream(request.purpose, reason, elapsed)

@@ -35,10 +35,12 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import diagnostics
 from ._http import (
     AsyncCoalescer,
     CallVerifier,
@@ -77,6 +79,7 @@ from .sources import FetchSettings, MetadataSource, check_url
 from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
+    from .readiness import ReadinessReport
     from .requirement import Requirement
 
 __all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
@@ -273,6 +276,10 @@ class TokenGuard:
             shared=shared,
             clock=clock,
         )
+        #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
+        self._route_scopes: set[str] = set()
+        for source in self._metadata.values():
+            source.on_first_load = partial(self._check_route_scopes, source.issuer)
 
     def _shared_hash_key(self) -> bytes:
         # Processes sharing a store must agree on the HMAC key. An explicit key
@@ -635,6 +642,7 @@ class TokenGuard:
             if answer is not None:
                 return (yield from self._store_custom(key, answer, now))
         if jws is not None and not self._may_introspect(peek_issuer(jws)):
+            diagnostics.issuer_unknown(jws.payload.get("iss"), self._trusted_issuers())
             raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
@@ -645,6 +653,11 @@ class TokenGuard:
         opaque_claims = result.claims
         assert opaque_claims is not None
         return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
+
+    def _trusted_issuers(self) -> list[str]:
+        # For diagnostics: every issuer whose tokens this guard would accept.
+        extra = self._introspection.issuer if self._introspection is not None else None
+        return [*self._issuers, *([extra] if extra and extra not in self._issuers else [])]
 
     def _may_go_upstream(self, jws: UnverifiedJWS | None) -> bool:
         # Only a token that would cost an upstream call is looked up in the
@@ -960,7 +973,46 @@ class TokenGuard:
         """
         from .requirement import Requirement
 
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of))
+        requirement = ScopeRequirement(tuple(scopes), any_of)
+        self.declare_scopes(*scopes)
+        return Requirement(self, requirement)
+
+    def declare_scopes(self, *scopes: str) -> None:
+        """Tell the guard which scopes routes require, so a typo is caught early.
+
+        :meth:`requires` declares its scopes itself; adapters and custom
+        integrations call this for theirs. A scope absent from an issuer's
+        ``scopes_supported`` can never be granted, so its route would answer
+        403 to everyone: the guard logs one WARNING per such scope when the
+        issuer's metadata is first loaded (or now, if it already is).
+        """
+        new = set(scopes) - self._route_scopes
+        if not new:
+            return
+        self._route_scopes.update(new)
+        for source in self._metadata.values():
+            if source.state.value is not None:
+                diagnostics.check_route_scopes(source.issuer, new, source.state.value)
+
+    def _check_route_scopes(self, issuer: str, document: dict[str, Any]) -> None:
+        diagnostics.check_route_scopes(issuer, self._route_scopes, document)
+
+    # ------------------------------------------------------------------ readiness
+
+    async def check(self) -> ReadinessReport:
+        """Fetch every issuer's metadata and keys and test the introspection credentials.
+
+        For start-up and readiness probes: see :func:`tokenguard.readiness.check`.
+        """
+        from .readiness import check
+
+        return await check(self)
+
+    def check_sync(self) -> ReadinessReport:
+        """Blocking twin of :meth:`check` (see :func:`tokenguard.readiness.check_sync`)."""
+        from .readiness import check_sync
+
+        return check_sync(self)
 
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""

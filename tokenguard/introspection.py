@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 from ._http import Flow, HttpReply, HttpRequest, json_object
 from .claims import TokenClaims, numeric_date
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
 
@@ -81,9 +81,11 @@ class Introspection:
         if not self.client_id:
             raise ConfigurationError("introspection needs a client_id")
         if self.auth_method not in ("client_secret_basic", "client_secret_post"):
-            raise ConfigurationError(f"unsupported auth_method {self.auth_method!r}")
+            raise ConfigurationError(
+                f"unsupported auth_method {self.auth_method!r}: use 'client_secret_basic' or 'client_secret_post'"
+            )
         if self.cache_ttl < 0 or self.negative_ttl < 0:
-            raise ConfigurationError("cache TTLs cannot be negative")
+            raise ConfigurationError("cache_ttl and negative_ttl cannot be negative")
 
     @property
     def audiences(self) -> tuple[str, ...] | None:
@@ -136,6 +138,11 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
     Raises:
         ServiceUnavailable: non-200, not JSON, not an object: the server is at fault.
     """
+    if reply.status in (401, 403):  # RFC 7662 §2.1: the endpoint authenticates us; the token is not at fault
+        raise ServiceUnavailable(
+            f"introspection endpoint refused this API's client credentials (HTTP {reply.status})",
+            reason="client_auth_failed",
+        )
     document = json_object(reply, "introspection")
     inactive = IntrospectionResult(None, config.negative_ttl, "token is not active")
     if document.get("active") is not True:

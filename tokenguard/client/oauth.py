@@ -197,7 +197,12 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         response = http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
         return parse_token_response(
-            response.status_code, _lower(response.headers), response.content, self._clock(), no_store=self.no_store
+            response.status_code,
+            _lower(response.headers),
+            response.content,
+            self._clock(),
+            no_store=self.no_store,
+            endpoint=self.token_endpoint,
         )
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -269,7 +274,12 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         response = await http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
         return parse_token_response(
-            response.status_code, _lower(response.headers), response.content, self._clock(), no_store=self.no_store
+            response.status_code,
+            _lower(response.headers),
+            response.content,
+            self._clock(),
+            no_store=self.no_store,
+            endpoint=self.token_endpoint,
         )
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
