@@ -41,6 +41,7 @@ __all__ = [
     "client_auth_failed",
     "failure_since",
     "issuer_unknown",
+    "metadata_issuer_mismatch",
     "reset",
     "token_type_mismatch",
     "unknown_kid",
@@ -218,6 +219,19 @@ def unknown_route_scopes(issuer: str, scopes: Iterable[str], supported: Iterable
 
 
 # ---------------------------------------------------------------- upstreams
+
+
+def metadata_issuer_mismatch(where: str, configured: str, presented: object) -> None:
+    """A discovery document names another issuer (RFC 8414 §3.3, OIDC Discovery §4.3 require equality)."""
+    shown = loggable(presented) if isinstance(presented, str) else "(no issuer member)"
+    hint = _near_miss(presented, [configured]) if isinstance(presented, str) else ""
+    _emit(
+        logging.ERROR,
+        "metadata_issuer_mismatch",
+        f"{loggable(where)} names issuer {shown}; the configured issuer is exactly {loggable(configured)}{hint}",
+        configured=loggable(configured),
+        presented=shown,
+    )
 
 
 def client_auth_failed(purpose: str, endpoint: str, status: int) -> None:

@@ -246,8 +246,9 @@ def check_sync(guard: TokenGuard) -> ReadinessReport:
     the report. Call :meth:`ReadinessReport.raise_for_failure` to fail fast.
     """
     checks: list[ReadinessCheck] = []
+    since = time.monotonic()  # transport failures from here on explain this run's failures
     for name, target, urls, make in _plans(guard):
-        started, since = time.perf_counter(), time.monotonic()
+        started = time.perf_counter()
         try:
             status, detail = run_sync(make(guard.clock()), guard._sync_client, guard._sync_coalescer, guard._upstream)
         except (ServiceUnavailable, ConfigurationError) as exc:
@@ -259,8 +260,9 @@ def check_sync(guard: TokenGuard) -> ReadinessReport:
 async def check(guard: TokenGuard) -> ReadinessReport:
     """Async twin of :func:`check_sync` (``await guard.check()``)."""
     checks: list[ReadinessCheck] = []
+    since = time.monotonic()  # transport failures from here on explain this run's failures
     for name, target, urls, make in _plans(guard):
-        started, since = time.perf_counter(), time.monotonic()
+        started = time.perf_counter()
         try:
             status, detail = await run_async(
                 make(guard.clock()), guard._async_client, guard._async_coalescer, guard._upstream

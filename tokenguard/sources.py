@@ -32,7 +32,6 @@ from urllib.parse import urlsplit
 
 from . import diagnostics
 from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
-from ._logtext import loggable
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
@@ -270,8 +269,7 @@ class MetadataSource:
     def _document_of(self, reply: HttpReply, where: str) -> dict[str, Any]:
         document = json_object(reply, "discovery")
         if document.get("issuer") != self.issuer:
-            presented, expected = loggable(document.get("issuer")), loggable(self.issuer)
-            logger.error("%s names issuer %s; expected exactly %s", where, presented, expected)
+            diagnostics.metadata_issuer_mismatch(where, self.issuer, document.get("issuer"))
             raise ServiceUnavailable("authorization server metadata names another issuer")
         return document
 
