@@ -104,9 +104,11 @@ def _when(value: object, now: float) -> dict[str, Any] | None:
     return {"value": value, "utc": iso, "relative": relative(number - now)}
 
 
-def _emit(args: argparse.Namespace, data: Mapping[str, Any], human: Callable[[], str], out: TextIO) -> None:
+def _emit(
+    args: argparse.Namespace, data: Mapping[str, Any], human: Callable[[], str], out: TextIO, *, indent: int | None = 2
+) -> None:
     if args.json:
-        out.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        out.write(json.dumps(data, indent=indent, default=str) + "\n")
     else:
         out.write(human() + "\n")
     out.flush()
@@ -546,7 +548,7 @@ def cmd_mint(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 lines.append("\nserving discovery, JWKS and introspection until Ctrl-C")
             return "\n".join(lines)
 
-        _emit(args, data, human, out)
+        _emit(args, data, human, out, indent=None)  # one line: scripts read it, then the issuer serves on
         if not args.once:
             _serve_until_interrupted()
     finally:
@@ -618,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     mint.add_argument("--port", type=int, default=0, help="port of the local issuer (default: any free one)")
     mint.add_argument("--path", default="", help="issuer path, e.g. /oidc")
     mint.add_argument("--once", action="store_true", help="print the token and stop the issuer at once")
-    mint.add_argument("--json", action="store_true", help="print JSON (one document, then serve)")
+    mint.add_argument("--json", action="store_true", help="print JSON on one line, then serve")
     mint.set_defaults(run=cmd_mint)
     return parser
 
