@@ -630,7 +630,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
-        out / stdin: streams, for embedding and tests.
+        out: where results go (default ``sys.stdout``), for embedding and tests.
+        stdin: where ``-`` reads a token from (default ``sys.stdin``).
 
     Returns:
         0 success, 1 a check failed, 2 usage, configuration or upstream error.
