@@ -260,3 +260,38 @@ def test_route_scope_absent_from_scopes_supported(caplog: pytest.LogCaptureFixtu
             guard.requires("wirte")  # declared after the load: checked at once
         late = _records(caplog, "unknown_route_scope")[1]
         assert late.configured == "wirte"
+
+
+@pytest.mark.parametrize(
+    ("build", "option"),
+    [
+        (lambda: TokenGuard.from_keys(issuer=ISSUER, audience=AUDIENCE), "jwks=, keys= or hmac_keys="),
+        (lambda: _hmac_guard(token_types="at+jwt"), "token_types must be a sequence such as ('at+jwt',)"),
+        (lambda: _hmac_guard(required_claims="sub"), "required_claims must be a sequence"),
+        (
+            lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, algorithms="RS256"),
+            "algorithms must be a sequence",
+        ),
+        (lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, algorithms=["none"]), "algorithms: 'none'"),
+        (lambda: TokenGuard.from_issuer(ISSUER, audience=[""]), "audience must be"),
+        (lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, check_revocation=True), "check_revocation=True"),
+        (
+            lambda: TokenGuard.from_keys(
+                issuer=ISSUER, audience=AUDIENCE, hmac_keys={None: SECRET}, algorithms=["RS256"]
+            ),
+            "hmac_keys given but algorithms=",
+        ),
+        (
+            lambda: TokenGuard.from_issuer(
+                ISSUER, audience=AUDIENCE, introspection_endpoint="http://idp.example/i", client_id="rs"
+            ),
+            "introspection_endpoint must use https",
+        ),
+        (lambda: TokenGuard(), "issuers=, introspection= or verifier="),
+    ],
+)
+def test_configuration_errors_name_the_option(build: Any, option: str) -> None:
+    """Each ConfigurationError names the option as the user writes it (a bare string is refused, not split)."""
+    with pytest.raises(ConfigurationError) as caught:
+        build()
+    assert option in str(caught.value)

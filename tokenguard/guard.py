@@ -186,7 +186,7 @@ class TokenGuard:
         introspection_limits: IntrospectionLimits | None = None,
     ) -> None:
         if not issuers and introspection is None and verifier is None:
-            raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
+            raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
         self._verifier = verifier
         self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
@@ -222,7 +222,9 @@ class TokenGuard:
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
-            raise ConfigurationError("check_revocation needs introspection to be configured")
+            raise ConfigurationError(
+                "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
+            )
         #: Issuers whose JWTs are verified with no upstream call and no shared
         #: store: while their keys are at hand, no flow is driven at all.
         self._at_hand = {
@@ -234,7 +236,7 @@ class TokenGuard:
         self._introspection_metadata: MetadataSource | None = None
         if introspection is not None:
             if introspection.endpoint is not None:
-                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection endpoint")
+                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection_endpoint")
             else:
                 assert introspection.issuer is not None
                 fetch = (
@@ -404,7 +406,7 @@ class TokenGuard:
             **issuer_options,
         )
         if config.static_keys(config.policy().algorithms) is None:
-            raise ConfigurationError("from_keys needs jwks, keys or hmac_keys")
+            raise ConfigurationError("from_keys needs jwks=, keys= or hmac_keys=")
         return cls([config], **options)
 
     # ------------------------------------------------------------------ verification

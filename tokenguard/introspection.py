@@ -77,9 +77,9 @@ class Introspection:
 
     def __post_init__(self) -> None:
         if self.endpoint is None and self.issuer is None:
-            raise ConfigurationError("introspection needs an endpoint or an issuer to discover it from")
+            raise ConfigurationError("Introspection needs endpoint= or issuer= (to discover introspection_endpoint)")
         if not self.client_id:
-            raise ConfigurationError("introspection needs a client_id")
+            raise ConfigurationError("Introspection needs client_id")
         if self.auth_method not in ("client_secret_basic", "client_secret_post"):
             raise ConfigurationError(
                 f"unsupported auth_method {self.auth_method!r}: use 'client_secret_basic' or 'client_secret_post'"

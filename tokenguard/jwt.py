@@ -270,14 +270,14 @@ class JWTPolicy:
         if not self.issuer:
             raise ConfigurationError("issuer must be a non-empty string")
         if "none" in {a.lower() for a in self.algorithms}:
-            raise ConfigurationError("the 'none' algorithm can never be allowed")
+            raise ConfigurationError("algorithms: 'none' can never be allowed")
         unknown = set(self.algorithms) - SUPPORTED_ALGORITHMS
         if unknown:
-            raise ConfigurationError(f"unsupported algorithms: {sorted(unknown)}")
+            raise ConfigurationError(f"algorithms: unsupported {sorted(unknown)}")
         if not self.algorithms:
-            raise ConfigurationError("the algorithm allow-list is empty")
+            raise ConfigurationError("algorithms is empty: allow at least one")
         if self.audiences is not None and not all(isinstance(a, str) and a for a in self.audiences):
-            raise ConfigurationError("audiences must be non-empty strings")
+            raise ConfigurationError("audience must be a non-empty string or a sequence of them")
         if self.leeway < 0:
             raise ConfigurationError("leeway cannot be negative")
         object.__setattr__(self, "token_types", tuple(_normalise_typ(t) for t in self.token_types))
