@@ -295,3 +295,21 @@ def test_configuration_errors_name_the_option(build: Any, option: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         build()
     assert option in str(caught.value)
+
+
+@pytest.mark.integration
+def test_wrong_secret_stops_reaching_the_provider(issuer: LocalIssuer) -> None:
+    """Repeated client_auth_failed opens the breaker: the provider is spared, and the 503 still names the cause."""
+    guard = issuer.guard(client_secret="not-the-secret")
+    threshold = 5  # BreakerSettings().failure_threshold
+    for _ in range(threshold):
+        with pytest.raises(ServiceUnavailable):
+            guard.verify_sync(issuer.issue_opaque())
+    with pytest.raises(ServiceUnavailable) as caught:
+        guard.verify_sync(issuer.issue_opaque())
+    assert caught.value.reason == "circuit_open"
+    assert caught.value.description == (
+        "introspection paused after repeated failures "
+        "(introspection endpoint refused this API's client credentials (HTTP 401))"
+    )
+    assert issuer.requests["/introspect"] == threshold

@@ -305,6 +305,8 @@ class Upstream:
         self.limits = dict(limits or {})
         self.shared = shared
         self.clock = clock
+        #: The last failure's description per endpoint, named while its breaker is open.
+        self.last_failure: dict[str, str] = {}
 
     def admit(self, request: HttpRequest) -> None:
         """Refuse at once when the endpoint's breaker is open.
@@ -312,11 +314,14 @@ class Upstream:
         Raises:
             ServiceUnavailable: reason ``circuit_open``, ``Retry-After`` = time left.
         """
-        wait = self.breakers.get(_endpoint(request.url)).admit(self.clock())
+        endpoint = _endpoint(request.url)
+        wait = self.breakers.get(endpoint).admit(self.clock())
         if wait is not None:
             self.metrics.upstream(request.purpose, "circuit_open")
+            # The cause, not just the pause: the 503 keeps naming what went wrong.
+            cause = self.last_failure.get(endpoint)
             raise ServiceUnavailable(
-                f"{request.purpose} paused after repeated failures",
+                f"{request.purpose} paused after repeated failures" + (f" ({cause})" if cause else ""),
                 retry_after=math.ceil(wait),
                 reason="circuit_open",
             )
@@ -335,7 +340,8 @@ class Upstream:
         if reply is not None and reply.status in (401, 403) and request.purpose in CLIENT_AUTH_PURPOSES:
             # RFC 7662 §2.1 / RFC 6749 §2.3: the endpoint authenticates *us*; 401/403 is our credentials' fault.
             diagnostics.client_auth_failed(request.purpose, _endpoint(request.url), reply.status)
-            reply, error = None, ServiceUnavailable(reason="client_auth_failed")
+            refused = f"{request.purpose} endpoint refused this API's client credentials (HTTP {reply.status})"
+            reply, error = None, ServiceUnavailable(refused, reason="client_auth_failed")
         if reply is not None and reply.status < 500 and reply.status != 429:
             breaker.succeeded()
             self.metrics.upstream(request.purpose, "ok", elapsed)
@@ -344,6 +350,9 @@ class Upstream:
         if reply is not None and reply.status >= 500:
             reason = "http_5xx"
             diagnostics.upstream_failed(request.purpose, _endpoint(request.url), f"answered HTTP {reply.status}")
+        self.last_failure[_endpoint(request.url)] = (
+            error.description if error is not None else f"{request.purpose} answered HTTP {reply.status if reply else 0}"
+        )
         if breaker.failed(self.clock()):
             self.metrics.event("circuit_opened")
         self.metrics.upstream(request.purpose, reason, elapsed)

@@ -191,13 +191,17 @@ def algorithm_not_allowed(configured: Iterable[str], presented: object) -> None:
 
 
 def unknown_kid(presented: str, known: Iterable[str], where: str) -> None:
-    """No key with the token's ``kid`` in the key set, after any refetch the cooldown allowed."""
+    """No key with the token's ``kid`` in the key set, after any refetch the cooldown allowed.
+
+    Static keys are never refetched; a fetched JWK Set was refetched for this
+    ``kid`` unless another unknown ``kid`` did so within ``kid_refetch_cooldown``.
+    """
     names = sorted(known)
     _emit(
         logging.WARNING,
         "unknown_kid",
-        f"token refused: no key with kid {loggable(presented)} in {loggable(where)} after a refetch "
-        f"(published kids: {_listed(names)})",
+        f"token refused: no key with kid {loggable(presented)} in {loggable(where)} "
+        f"(kids: {_listed(names)}); a fetched JWKS is refetched for an unknown kid once per kid_refetch_cooldown",
         configured=loggable(where),
         presented=loggable(presented),
         known=_listed(names),
