@@ -16,7 +16,15 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
-from tokenguard import ConfigurationError, FetchSettings, InvalidToken, ServiceUnavailable, TokenGuard, diagnostics
+from tokenguard import (
+    BreakerSettings,
+    ConfigurationError,
+    FetchSettings,
+    InvalidToken,
+    ServiceUnavailable,
+    TokenGuard,
+    diagnostics,
+)
 from tokenguard.client import ClientCredentialsAuth, InvalidClient
 from tokenguard.testing import LocalIssuer
 
@@ -301,7 +309,7 @@ def test_configuration_errors_name_the_option(build: Any, option: str) -> None:
 def test_wrong_secret_stops_reaching_the_provider(issuer: LocalIssuer) -> None:
     """Repeated client_auth_failed opens the breaker: the provider is spared, and the 503 still names the cause."""
     guard = issuer.guard(client_secret="not-the-secret")
-    threshold = 5  # BreakerSettings().failure_threshold
+    threshold = BreakerSettings().failure_threshold
     for _ in range(threshold):
         with pytest.raises(ServiceUnavailable):
             guard.verify_sync(issuer.issue_opaque())

@@ -350,8 +350,9 @@ class Upstream:
         if reply is not None and reply.status >= 500:
             reason = "http_5xx"
             diagnostics.upstream_failed(request.purpose, _endpoint(request.url), f"answered HTTP {reply.status}")
+        status = reply.status if reply is not None else 0
         self.last_failure[_endpoint(request.url)] = (
-            error.description if error is not None else f"{request.purpose} answered HTTP {reply.status if reply else 0}"
+            error.description if error is not None else f"{request.purpose} answered HTTP {status}"
         )
         if breaker.failed(self.clock()):
             self.metrics.event("circuit_opened")
