@@ -15,6 +15,8 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tokenguard import (
     BreakerSettings,
@@ -321,3 +323,36 @@ def test_wrong_secret_stops_reaching_the_provider(issuer: LocalIssuer) -> None:
         "(introspection endpoint refused this API's client credentials (HTTP 401))"
     )
     assert issuer.requests["/introspect"] == threshold
+
+
+@given(
+    presented=st.one_of(st.none(), st.text(max_size=400), st.lists(st.text(max_size=50), max_size=20), st.integers()),
+    configured=st.lists(st.text(min_size=1, max_size=60), min_size=1, max_size=3),
+)
+def test_any_presented_value_gives_one_escaped_line(presented: Any, configured: list[str]) -> None:
+    """Whatever a token carries, each diagnostic is one printable line of bounded size, and never raises."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    diagnostics.logger.addHandler(handler)
+    try:
+        for emit in (
+            lambda: diagnostics.issuer_unknown(presented, configured),
+            lambda: diagnostics.audience_mismatch(configured[0], configured, presented),
+            lambda: diagnostics.token_type_mismatch(configured, presented),
+            lambda: diagnostics.algorithm_not_allowed(configured, presented),
+            lambda: diagnostics.unknown_kid(str(presented), configured, "the issuer's key set"),
+        ):
+            diagnostics.reset()
+            emit()
+    finally:
+        diagnostics.logger.removeHandler(handler)
+    assert len(records) == 5
+    for record in records:
+        message = record.getMessage()
+        assert message.isascii() and message.isprintable()
+        assert len(message) < 3000

@@ -202,3 +202,13 @@ def test_flask_command_and_startup_check(issuer: LocalIssuer) -> None:
         check_at_startup(issuer.guard(client_secret="wrong"))
     check_at_startup(issuer.guard(client_secret="wrong"), fail_fast=False)
     check_at_startup(issuer.guard())
+
+
+def test_static_keys_need_no_network() -> None:
+    """A guard with static keys is ready without any fetch; the report says so."""
+    guard = TokenGuard.from_keys(
+        issuer="https://idp.example", audience="https://api.test", hmac_keys={None: "k" * 64}, algorithms=["HS256"]
+    )
+    report = guard.check_sync()
+    assert report.ok
+    assert [(c.name, c.detail) for c in report] == [("jwks", "1 static key(s); nothing to fetch")]

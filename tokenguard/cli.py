@@ -36,6 +36,7 @@ from typing import Any, TextIO
 import httpx
 
 from ._http import run_sync
+from ._logtext import loggable
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, InsufficientScope, InvalidToken, ServiceUnavailable, TokenError
 from .jwt import JWTPolicy, UnverifiedJWS, _check_protected_header, check_claims, check_header, parse_jws, peek_issuer
@@ -139,16 +140,16 @@ def problems(jws: UnverifiedJWS, now: float) -> list[str]:
     elif alg.lower() == "none":
         found.append("alg none: an unsigned token, never accepted")
     elif alg not in SUPPORTED_ALGORITHMS:
-        found.append(f"alg {alg}: not an algorithm tokenguard supports")
+        found.append(f"alg {loggable(alg)}: not an algorithm tokenguard supports")
     elif alg in HMAC_ALGORITHMS:
         found.append(f"alg {alg}: symmetric, accepted only where hmac_keys are configured")
     typ = header.get("typ")
     if typ is None:
         found.append("no typ header: refused where token_types is set (RFC 9068 access tokens carry at+jwt)")
     elif isinstance(typ, str) and typ.lower().removeprefix("application/") in _OTHER_TYPES:
-        found.append(f"typ {typ}: not an access token, refused by default (RFC 8725 §3.11)")
+        found.append(f"typ {loggable(typ)}: not an access token, refused by default (RFC 8725 §3.11)")
     elif isinstance(typ, str) and typ.lower().removeprefix("application/") != "at+jwt":
-        found.append(f"typ {typ}: not at+jwt; refused where token_types=('at+jwt',) (RFC 9068 §2.1)")
+        found.append(f"typ {loggable(typ)}: not at+jwt; refused where token_types=('at+jwt',) (RFC 9068 §2.1)")
     if "kid" not in header:
         found.append("no kid header: every published key must be tried, and key rotation cannot pick one")
     elif not isinstance(header.get("kid"), str):
@@ -482,7 +483,8 @@ def _human_discover(result: Mapping[str, Any]) -> str:
         if jwks.get("status") == 200:
             lines.append(f"  cache {jwks.get('cache_control') or '-'} -> kept {jwks['lifetime_s']:g}s")
             for key in jwks.get("keys", []):
-                lines.append(f"  kid {key['kid']}: {key['kty']} {key.get('crv') or ''} alg {key.get('alg') or '-'}")
+                kid, kty, crv, alg = (loggable(key.get(k) or "-") for k in ("kid", "kty", "crv", "alg"))
+                lines.append(f"  kid {kid}: {kty} {crv if crv != '-' else ''} alg {alg}")
             for reason in jwks.get("unusable", []):
                 lines.append(f"  unusable: {reason}")
     if result.get("scopes_supported") is not None:
@@ -508,7 +510,10 @@ def cmd_discover(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 def cmd_mint(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from .testing import LocalIssuer
 
-    issuer = LocalIssuer(path=args.path, port=args.port, algorithms=(args.alg,)).start()
+    try:
+        issuer = LocalIssuer(path=args.path, port=args.port, algorithms=(args.alg,)).start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}") from None
     try:
         if args.opaque:
             token = issuer.issue_opaque(
