@@ -45,3 +45,20 @@ def test_docs_build_strict(tmp_path: Path) -> None:
         assert (tmp_path / "site" / page / "index.html").exists(), page
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
     assert "check_sync" in reference and "ReadinessReport" in reference
+
+
+def test_testing_page_example_passes(tmp_path: Path) -> None:
+    """The test suite shown on docs/testing.md runs and passes as written."""
+    page = (ROOT / "docs" / "testing.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```\n", 1)[0]
+    example = tmp_path / "test_docs_example.py"
+    example.write_text(code)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "3 passed" in result.stdout
