@@ -356,3 +356,16 @@ def test_any_presented_value_gives_one_escaped_line(presented: Any, configured: 
         message = record.getMessage()
         assert message.isascii() and message.isprintable()
         assert len(message) < 3000
+
+
+@pytest.mark.integration
+def test_introspected_audience_mismatch(issuer: LocalIssuer, caplog: pytest.LogCaptureFixture) -> None:
+    """An active introspection answer for another audience: WARNING naming both, as for JWTs."""
+    guard = issuer.guard(audience=AUDIENCE)
+    token = issuer.issue_opaque(audience=AUDIENCE + "/")
+    with caplog.at_level(logging.WARNING), pytest.raises(InvalidToken, match="wrong audience"):
+        guard.verify_sync(token)
+    [record] = _records(caplog, "audience_mismatch")
+    assert (record.configured, record.presented, record.issuer) == (AUDIENCE, AUDIENCE + "/", issuer.issuer)
+    assert "trailing slash" in record.getMessage()
+    _no_secrets(caplog, token, issuer.client_secret)

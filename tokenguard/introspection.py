@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote_plus
 
+from . import diagnostics
 from ._http import Flow, HttpReply, HttpRequest, json_object
 from .claims import TokenClaims, numeric_date
 from .errors import ConfigurationError, ServiceUnavailable
@@ -157,12 +158,14 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
     if nbf is not None and now + leeway < nbf:
         return IntrospectionResult(None, 0.0, "token not yet valid")
     if config.issuer is not None and "iss" in document and document["iss"] != config.issuer:
+        diagnostics.issuer_unknown(document["iss"], [config.issuer])
         return IntrospectionResult(None, config.negative_ttl, "wrong issuer")
     audiences = config.audiences
     if audiences is not None and "aud" in document:
         aud = document["aud"]
         values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(isinstance(a, str) and a in audiences for a in values):
+            diagnostics.audience_mismatch(config.issuer or config.endpoint or "introspection", audiences, aud)
             return IntrospectionResult(None, config.negative_ttl, "wrong audience")
     ttl = config.cache_ttl if exp is None else min(config.cache_ttl, exp + leeway - now)
     claims = TokenClaims(document, token_type="opaque", scope_claims=config.scope_claims)
