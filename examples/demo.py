@@ -1,13 +1,20 @@
 """tokenguard demo: a protected FastAPI API in front of a local issuer.
 
 Starts a real issuer (tokenguard.testing.LocalIssuer) and the API under
-uvicorn on loopback ports, prints ready-to-paste curl lines, then calls them
-itself and shows the 200 / 401 / 403 outcomes. ``--serve`` keeps both running.
+uvicorn on loopback ports, runs the guard's readiness check, then calls the
+API itself and shows the 200 / 401 / 403 outcomes.
+
+Without ``--serve`` both servers stop after the walkthrough, so no curl lines
+are printed (they would point at a server that is gone). With ``--serve``
+(what ``./scripts/demo`` runs) the ready-to-paste curl lines are printed and
+both servers keep running until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import socket
 import sys
 import threading
@@ -54,8 +61,10 @@ def free_port() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--serve", action="store_true", help="keep serving after the walkthrough")
+    parser.add_argument("--serve", action="store_true", help="print curl lines and keep serving until Ctrl-C")
     args = parser.parse_args()
+    # Configuration mistakes are logged at WARNING by tokenguard.diagnostics; show them inline.
+    logging.basicConfig(level=logging.WARNING, format="      log %(levelname)s: %(message)s", stream=sys.stdout)
 
     issuer = LocalIssuer(path="/oidc").start()
     guard = issuer.guard(audience=API_AUDIENCE)
@@ -75,11 +84,8 @@ def main() -> int:
 
     print(f"issuer: {issuer.issuer}  (discovery, JWKS, introspection on a real socket)")
     print(f"api:    {api}   docs: {api}/docs\n")
-    print("Try it yourself:")
-    print(f"  curl -i {api}/health")
-    print(f"  curl -i {api}/books")
-    print(f"  curl -i -H 'Authorization: Bearer {good}' {api}/books")
-    print(f"  curl -i -H 'Authorization: Bearer {opaque}' {api}/loans\n")
+    print("readiness (guard.check_sync()):")
+    print("\n".join("  " + line for line in str(guard.check_sync()).splitlines()) + "\n")
 
     cases = [
         ("public route, no token", "/health", None, 200),
@@ -105,12 +111,23 @@ def main() -> int:
             print(f"  {'ok ' if ok else 'BAD'} {response.status_code} GET {path:<8} {label:<28} {detail}")
     print(f"\nissuer calls: {dict(issuer.requests)}")
     if args.serve:
-        print("\nserving; Ctrl-C to stop")
+        # Printed only now, while both servers are up and stay up.
+        print("\nTry it yourself (both servers run until Ctrl-C):")
+        print(f"  curl -i {api}/health")
+        print(f"  curl -i {api}/books")
+        print(f"  curl -i -H 'Authorization: Bearer {good}' {api}/books")
+        print(f"  curl -i -H 'Authorization: Bearer {opaque}' {api}/loans")
+        print(f"  tokenguard inspect {no_scope}")
+        print("\nserving; Ctrl-C to stop", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while True:
-                time.sleep(3600)
+            while not stop.wait(0.5):
+                pass
         except KeyboardInterrupt:
             pass
+    else:
+        print("\nservers stopped; run with --serve (./scripts/demo does) to keep them up and get curl lines")
     server.should_exit = True
     thread.join(timeout=5)
     issuer.stop()

@@ -27,6 +27,7 @@ from .jwt import DEFAULT_LEEWAY
 from .keys import VerificationKey
 from .limits import IntrospectionLimits
 from .metrics import MetricsSnapshot
+from .readiness import NotReady, ReadinessCheck, ReadinessReport
 from .redis_cache import RedisCache
 from .scopes import ScopeRequirement, format_scope, parse_scope
 from .shared import SharedStore
@@ -53,6 +54,9 @@ __all__ = [
     "MemoryCache",
     "MetricsSnapshot",
     "MissingToken",
+    "NotReady",
+    "ReadinessCheck",
+    "ReadinessReport",
     "RedisCache",
     "ScopeRequirement",
     "ServiceUnavailable",

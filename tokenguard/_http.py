@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from . import diagnostics
 from .errors import ServiceUnavailable
 from .telemetry import upstream_span
 
@@ -56,6 +57,8 @@ __all__ = [
 T = TypeVar("T")
 
 USER_AGENT = "tokenguard/0.1"
+#: Upstreams that authenticate this API: a 401/403 there is outcome ``client_auth_failed``, a failure.
+CLIENT_AUTH_PURPOSES = frozenset({"introspection", "token"})
 #: Upper bound on any upstream document (discovery, JWKS, introspection).
 DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024
 
@@ -146,6 +149,7 @@ def _oversized(request: HttpRequest) -> ServiceUnavailable:
 
 
 def _transport_failure(request: HttpRequest, exc: Exception) -> ServiceUnavailable:
+    diagnostics.upstream_failed(request.purpose, _endpoint(request.url), exc)  # the URL and the OS error
     if isinstance(exc, httpx.TimeoutException):
         return ServiceUnavailable(f"{request.purpose} request timed out", reason="timeout")
     return ServiceUnavailable(f"{request.purpose} request failed", reason="transport")
@@ -301,6 +305,8 @@ class Upstream:
         self.limits = dict(limits or {})
         self.shared = shared
         self.clock = clock
+        #: The last failure's description per endpoint, named while its breaker is open.
+        self.last_failure: dict[str, str] = {}
 
     def admit(self, request: HttpRequest) -> None:
         """Refuse at once when the endpoint's breaker is open.
@@ -308,11 +314,14 @@ class Upstream:
         Raises:
             ServiceUnavailable: reason ``circuit_open``, ``Retry-After`` = time left.
         """
-        wait = self.breakers.get(_endpoint(request.url)).admit(self.clock())
+        endpoint = _endpoint(request.url)
+        wait = self.breakers.get(endpoint).admit(self.clock())
         if wait is not None:
             self.metrics.upstream(request.purpose, "circuit_open")
+            # The cause, not just the pause: the 503 keeps naming what went wrong.
+            cause = self.last_failure.get(endpoint)
             raise ServiceUnavailable(
-                f"{request.purpose} paused after repeated failures",
+                f"{request.purpose} paused after repeated failures" + (f" ({cause})" if cause else ""),
                 retry_after=math.ceil(wait),
                 reason="circuit_open",
             )
@@ -328,6 +337,11 @@ class Upstream:
         """Record a finished call with the breaker and the metrics."""
         elapsed = time.perf_counter() - started
         breaker = self.breakers.get(_endpoint(request.url))
+        if reply is not None and reply.status in (401, 403) and request.purpose in CLIENT_AUTH_PURPOSES:
+            # RFC 7662 §2.1 / RFC 6749 §2.3: the endpoint authenticates *us*; 401/403 is our credentials' fault.
+            diagnostics.client_auth_failed(request.purpose, _endpoint(request.url), reply.status)
+            refused = f"{request.purpose} endpoint refused this API's client credentials (HTTP {reply.status})"
+            reply, error = None, ServiceUnavailable(refused, reason="client_auth_failed")
         if reply is not None and reply.status < 500 and reply.status != 429:
             breaker.succeeded()
             self.metrics.upstream(request.purpose, "ok", elapsed)
@@ -335,6 +349,11 @@ class Upstream:
         reason = error.reason if error is not None else f"http_{reply.status if reply else 0}"
         if reply is not None and reply.status >= 500:
             reason = "http_5xx"
+            diagnostics.upstream_failed(request.purpose, _endpoint(request.url), f"answered HTTP {reply.status}")
+        status = reply.status if reply is not None else 0
+        self.last_failure[_endpoint(request.url)] = (
+            error.description if error is not None else f"{request.purpose} answered HTTP {status}"
+        )
         if breaker.failed(self.clock()):
             self.metrics.event("circuit_opened")
         self.metrics.upstream(request.purpose, reason, elapsed)

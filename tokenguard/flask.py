@@ -192,3 +192,44 @@ class FlaskTokenGuard:
 
 def _bytes_or_none(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------- readiness
+
+
+def register_check_command(app: Flask, guard: TokenGuard, name: str = "tokenguard-check") -> None:
+    """Add ``flask tokenguard-check``: run :meth:`TokenGuard.check_sync` and print the report.
+
+    Exit code 0 when ready, 1 when a check failed: run it before starting the
+    WSGI server (``flask tokenguard-check && gunicorn app:app``) to fail fast.
+    ``--json`` prints the report as JSON.
+    """
+    import json
+
+    import click
+
+    @app.cli.command(name, help="Check tokenguard's issuers and introspection credentials.")
+    @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+    def command(as_json: bool) -> None:
+        report = guard.check_sync()
+        click.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+        if not report.ok:
+            raise SystemExit(1)
+
+
+def check_at_startup(guard: TokenGuard, *, fail_fast: bool = True) -> None:
+    """Run :meth:`TokenGuard.check_sync` now (call it in the application factory).
+
+    With ``fail_fast`` a failed check raises, so the process does not start
+    serving; otherwise failures are logged at ERROR.
+
+    Raises:
+        NotReady: a check failed and ``fail_fast`` is set.
+    """
+    import logging
+
+    report = guard.check_sync()
+    if not report.ok:
+        if fail_fast:
+            report.raise_for_failure()
+        logging.getLogger("tokenguard").error("tokenguard is not ready:\n%s", report)

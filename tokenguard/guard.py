@@ -35,10 +35,12 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import diagnostics
 from ._http import (
     AsyncCoalescer,
     CallVerifier,
@@ -78,6 +80,7 @@ from .sources import FetchSettings, MetadataSource, check_url
 from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
+    from .readiness import ReadinessReport
     from .requirement import Requirement
 
 __all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
@@ -184,7 +187,7 @@ class TokenGuard:
         introspection_limits: IntrospectionLimits | None = None,
     ) -> None:
         if not issuers and introspection is None and verifier is None:
-            raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
+            raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
         self._verifier = verifier
         self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
@@ -220,7 +223,9 @@ class TokenGuard:
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
-            raise ConfigurationError("check_revocation needs introspection to be configured")
+            raise ConfigurationError(
+                "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
+            )
         #: Issuers whose JWTs are verified with no upstream call and no shared
         #: store: while their keys are at hand, no flow is driven at all.
         self._at_hand = {
@@ -232,7 +237,7 @@ class TokenGuard:
         self._introspection_metadata: MetadataSource | None = None
         if introspection is not None:
             if introspection.endpoint is not None:
-                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection endpoint")
+                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection_endpoint")
             else:
                 assert introspection.issuer is not None
                 fetch = (
@@ -274,6 +279,10 @@ class TokenGuard:
             shared=shared,
             clock=clock,
         )
+        #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
+        self._route_scopes: set[str] = set()
+        for source in self._metadata.values():
+            source.on_first_load = partial(self._check_route_scopes, source.issuer)
 
     def _shared_hash_key(self) -> bytes:
         # Processes sharing a store must agree on the HMAC key. An explicit key
@@ -413,7 +422,7 @@ class TokenGuard:
             **issuer_options,
         )
         if config.static_keys(config.policy().algorithms) is None:
-            raise ConfigurationError("from_keys needs jwks, keys or hmac_keys")
+            raise ConfigurationError("from_keys needs jwks=, keys= or hmac_keys=")
         return cls([config], **options)
 
     # ------------------------------------------------------------------ verification
@@ -651,6 +660,7 @@ class TokenGuard:
             if answer is not None:
                 return (yield from self._store_custom(key, answer, now))
         if jws is not None and not self._may_introspect(peek_issuer(jws)):
+            diagnostics.issuer_unknown(jws.payload.get("iss"), self._trusted_issuers())
             raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
@@ -661,6 +671,11 @@ class TokenGuard:
         opaque_claims = result.claims
         assert opaque_claims is not None
         return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
+
+    def _trusted_issuers(self) -> list[str]:
+        # For diagnostics: every issuer whose tokens this guard would accept.
+        extra = self._introspection.issuer if self._introspection is not None else None
+        return [*self._issuers, *([extra] if extra and extra not in self._issuers else [])]
 
     def _may_go_upstream(self, jws: UnverifiedJWS | None) -> bool:
         # Only a token that would cost an upstream call is looked up in the
@@ -976,7 +991,46 @@ class TokenGuard:
         """
         from .requirement import Requirement
 
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of))
+        requirement = ScopeRequirement(tuple(scopes), any_of)
+        self.declare_scopes(*scopes)
+        return Requirement(self, requirement)
+
+    def declare_scopes(self, *scopes: str) -> None:
+        """Tell the guard which scopes routes require, so a typo is caught early.
+
+        :meth:`requires` declares its scopes itself; adapters and custom
+        integrations call this for theirs. A scope absent from an issuer's
+        ``scopes_supported`` can never be granted, so its route would answer
+        403 to everyone: the guard logs one WARNING per such scope when the
+        issuer's metadata is first loaded (or now, if it already is).
+        """
+        new = set(scopes) - self._route_scopes
+        if not new:
+            return
+        self._route_scopes.update(new)
+        for source in self._metadata.values():
+            if source.state.value is not None:
+                diagnostics.check_route_scopes(source.issuer, new, source.state.value)
+
+    def _check_route_scopes(self, issuer: str, document: dict[str, Any]) -> None:
+        diagnostics.check_route_scopes(issuer, self._route_scopes, document)
+
+    # ------------------------------------------------------------------ readiness
+
+    async def check(self) -> ReadinessReport:
+        """Fetch every issuer's metadata and keys and test the introspection credentials.
+
+        For start-up and readiness probes: see :func:`tokenguard.readiness.check`.
+        """
+        from .readiness import check
+
+        return await check(self)
+
+    def check_sync(self) -> ReadinessReport:
+        """Blocking twin of :meth:`check` (see :func:`tokenguard.readiness.check_sync`)."""
+        from .readiness import check_sync
+
+        return check_sync(self)
 
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote_plus
 
+from . import diagnostics
 from ._http import Flow, HttpReply, HttpRequest, json_object
 from .claims import TokenClaims, numeric_date
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
 
@@ -77,13 +78,15 @@ class Introspection:
 
     def __post_init__(self) -> None:
         if self.endpoint is None and self.issuer is None:
-            raise ConfigurationError("introspection needs an endpoint or an issuer to discover it from")
+            raise ConfigurationError("Introspection needs endpoint= or issuer= (to discover introspection_endpoint)")
         if not self.client_id:
-            raise ConfigurationError("introspection needs a client_id")
+            raise ConfigurationError("Introspection needs client_id")
         if self.auth_method not in ("client_secret_basic", "client_secret_post"):
-            raise ConfigurationError(f"unsupported auth_method {self.auth_method!r}")
+            raise ConfigurationError(
+                f"unsupported auth_method {self.auth_method!r}: use 'client_secret_basic' or 'client_secret_post'"
+            )
         if self.cache_ttl < 0 or self.negative_ttl < 0:
-            raise ConfigurationError("cache TTLs cannot be negative")
+            raise ConfigurationError("cache_ttl and negative_ttl cannot be negative")
 
     @property
     def audiences(self) -> tuple[str, ...] | None:
@@ -136,6 +139,11 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
     Raises:
         ServiceUnavailable: non-200, not JSON, not an object: the server is at fault.
     """
+    if reply.status in (401, 403):  # RFC 7662 §2.1: the endpoint authenticates us; the token is not at fault
+        raise ServiceUnavailable(
+            f"introspection endpoint refused this API's client credentials (HTTP {reply.status})",
+            reason="client_auth_failed",
+        )
     document = json_object(reply, "introspection")
     inactive = IntrospectionResult(None, config.negative_ttl, "token is not active")
     if document.get("active") is not True:
@@ -150,12 +158,14 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
     if nbf is not None and now + leeway < nbf:
         return IntrospectionResult(None, 0.0, "token not yet valid")
     if config.issuer is not None and "iss" in document and document["iss"] != config.issuer:
+        diagnostics.issuer_unknown(document["iss"], [config.issuer])
         return IntrospectionResult(None, config.negative_ttl, "wrong issuer")
     audiences = config.audiences
     if audiences is not None and "aud" in document:
         aud = document["aud"]
         values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(isinstance(a, str) and a in audiences for a in values):
+            diagnostics.audience_mismatch(config.issuer or config.endpoint or "introspection", audiences, aud)
             return IntrospectionResult(None, config.negative_ttl, "wrong audience")
     ttl = config.cache_ttl if exp is None else min(config.cache_ttl, exp + leeway - now)
     claims = TokenClaims(document, token_type="opaque", scope_claims=config.scope_claims)

@@ -78,6 +78,13 @@ class JWTIssuer:
     fetch: FetchSettings = FetchSettings()
     check_revocation: bool = False
 
+    def __post_init__(self) -> None:
+        # A bare string where a sequence is expected would be read character by character.
+        for name in ("token_types", "required_claims", "scope_claims", "keys", "algorithms"):
+            value = getattr(self, name)
+            if isinstance(value, str | bytes):
+                raise ConfigurationError(f"{name} must be a sequence such as ({value!r},), not a bare string")
+
     def policy(self) -> JWTPolicy:
         """The claim and header rules for this issuer."""
         algorithms = algorithms_of(self.algorithms)
@@ -120,7 +127,7 @@ class JWTIssuer:
         for kid, secret in (self.hmac_keys or {}).items():
             hmac_algs = sorted(algorithms & HMAC_ALGORITHMS)
             if not hmac_algs:
-                raise ConfigurationError("hmac_keys given but no HS* algorithm is allowed")
+                raise ConfigurationError("hmac_keys given but algorithms= allows none of HS256, HS384, HS512")
             keys.append(VerificationKey.from_secret(secret, kid=kid, algorithms=hmac_algs))
         if not keys:
             return None

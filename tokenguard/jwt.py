@@ -26,6 +26,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from . import diagnostics
 from ._memo import remember
 from .claims import _MAX_EXACT_INT, TokenClaims, numeric_date, verified_jwt_claims
 from .errors import ConfigurationError, InvalidToken
@@ -269,14 +270,14 @@ class JWTPolicy:
         if not self.issuer:
             raise ConfigurationError("issuer must be a non-empty string")
         if "none" in {a.lower() for a in self.algorithms}:
-            raise ConfigurationError("the 'none' algorithm can never be allowed")
+            raise ConfigurationError("algorithms: 'none' can never be allowed")
         unknown = set(self.algorithms) - SUPPORTED_ALGORITHMS
         if unknown:
-            raise ConfigurationError(f"unsupported algorithms: {sorted(unknown)}")
+            raise ConfigurationError(f"algorithms: unsupported {sorted(unknown)}")
         if not self.algorithms:
-            raise ConfigurationError("the algorithm allow-list is empty")
+            raise ConfigurationError("algorithms is empty: allow at least one")
         if self.audiences is not None and not all(isinstance(a, str) and a for a in self.audiences):
-            raise ConfigurationError("audiences must be non-empty strings")
+            raise ConfigurationError("audience must be a non-empty string or a sequence of them")
         if self.leeway < 0:
             raise ConfigurationError("leeway cannot be negative")
         object.__setattr__(self, "token_types", tuple(_normalise_typ(t) for t in self.token_types))
@@ -294,6 +295,7 @@ class JWTPolicy:
 def _check_protected_header(header: Mapping[str, Any], algorithms: frozenset[str]) -> tuple[str, str | None]:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
+        diagnostics.algorithm_not_allowed(algorithms, alg)
         raise InvalidToken("token algorithm not allowed")
     if "crit" in header:
         raise InvalidToken("unsupported critical header parameter")
@@ -311,6 +313,7 @@ def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str
     if policy.token_types:
         typ = header.get("typ")
         if not isinstance(typ, str) or _normalise_typ(typ) not in policy.token_types:
+            diagnostics.token_type_mismatch(policy.token_types, typ)
             raise InvalidToken("wrong token type")
     return alg, kid
 
@@ -345,6 +348,7 @@ def check_claims(payload: Mapping[str, Any], policy: JWTPolicy, now: float) -> D
         else:
             ok = False
         if not ok:
+            diagnostics.audience_mismatch(policy.issuer, policy.audiences, aud)
             raise InvalidToken("wrong audience")
     leeway = policy.leeway
     # Dates are ints in practice: an int within ±2**53 is a valid NumericDate
@@ -400,6 +404,7 @@ def check_signature(jws: UnverifiedJWS, keys: KeySet, alg: str, kid: str | None)
         if key.verifiers[alg](jws.signing_input, jws.signature):
             return key.thumbprint
     if kid is not None and not keys.has_kid(kid):
+        diagnostics.unknown_kid(kid, keys.by_kid, "the issuer's key set")
         raise InvalidToken("unknown signing key")
     raise InvalidToken("signature verification failed")
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import diagnostics
 from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
@@ -68,7 +69,9 @@ def check_url(url: str, *, require_https: bool, what: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"{what} must be an absolute http(s) URL")
     if parts.scheme == "http" and require_https and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(f"{what} must use https (set require_https=False only for trusted test networks)")
+        raise ConfigurationError(
+            f"{what} must use https (pass fetch=FetchSettings(require_https=False) only for trusted test networks)"
+        )
     if parts.fragment:
         raise ConfigurationError(f"{what} must not have a fragment")
     return url
@@ -106,7 +109,7 @@ class FetchSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_ttl <= self.max_ttl:
-            raise ConfigurationError("need 0 <= min_ttl <= max_ttl")
+            raise ConfigurationError("FetchSettings needs 0 <= min_ttl <= max_ttl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,10 @@ class MetadataSource:
         self.state = DocumentState()
         #: Set by the guard when a shared store is configured.
         self.shared: SharedPolicy | None = None
+        #: Called with the document when it is first loaded (the guard checks route scopes).
+        self.on_first_load: Callable[[dict[str, Any]], None] | None = None
+        #: The last failure's description: repeated on every 503 until the cause changes.
+        self.last_error = "authorization server metadata unavailable"
 
     def metadata_flow(self, now: float) -> Flow[dict[str, Any]]:
         """The metadata document, fetched when missing or stale."""
@@ -219,22 +226,22 @@ class MetadataSource:
         if not state.may_attempt(now, self.settings):
             if state.is_usable(now, self.settings):
                 return dict(state.value)
-            raise ServiceUnavailable(
-                "authorization server metadata unavailable",
-                retry_after=state.retry_after(now, self.settings),
-            )
+            raise ServiceUnavailable(self.last_error, retry_after=state.retry_after(now, self.settings))
         try:
             if self.shared is None:
                 document, reply = yield from self._discover(state.generation)
             else:
                 document, reply = yield from self._discover_shared(state, now, self.shared)
-        except ServiceUnavailable:
+        except ServiceUnavailable as exc:
             self.state = self.state.failed(now)
+            self.last_error = exc.description
             if self.state.is_usable(now, self.settings):
                 logger.warning("metadata refresh failed for %s; using the last good document", self.issuer)
                 return dict(self.state.value)
             raise
         self.state = self.state.fetched(document, now, _ttl(reply, self.settings))
+        if state.fetched_at is None and self.on_first_load is not None:
+            self.on_first_load(document)
         return dict(document)
 
     def _discover_shared(
@@ -262,7 +269,7 @@ class MetadataSource:
     def _document_of(self, reply: HttpReply, where: str) -> dict[str, Any]:
         document = json_object(reply, "discovery")
         if document.get("issuer") != self.issuer:
-            logger.error("%s names another issuer; expected exactly %r", where, self.issuer)
+            diagnostics.metadata_issuer_mismatch(where, self.issuer, document.get("issuer"))
             raise ServiceUnavailable("authorization server metadata names another issuer")
         return document
 
@@ -281,6 +288,7 @@ class MetadataSource:
                 last_status = reply.status
                 continue  # not at this location; try the next well-known form
             return self._document_of(reply, f"discovery document at {url}"), reply
+        diagnostics.upstream_failed("discovery", " , ".join(self.urls), f"no document (last status {last_status})")
         raise ServiceUnavailable(f"no discovery document found (last status {last_status})")
 
     def endpoint_flow(self, name: str, now: float) -> Flow[str | None]:
@@ -323,6 +331,8 @@ class JWKSSource:
         self.shared: SharedPolicy | None = None
         self._last_reply: HttpReply | None = None
         self._last_kid_refetch: float | None = None
+        #: The last failure's description: repeated on every 503 until the cause changes.
+        self.last_error = "signing keys unavailable"
 
     def _needs_fetch(self, kid: str | None, now: float) -> bool:
         state = self.state
@@ -361,7 +371,7 @@ class JWKSSource:
             if state.is_usable(now, self.settings):
                 keys = state.value
                 return keys
-            raise ServiceUnavailable("signing keys unavailable", retry_after=state.retry_after(now, self.settings))
+            raise ServiceUnavailable(self.last_error, retry_after=state.retry_after(now, self.settings))
         try:
             uri = self.jwks_uri
             if uri is None:
@@ -382,8 +392,9 @@ class JWKSSource:
                 keys = self._apply((yield request), now)
             else:
                 keys = yield from self._keys_shared(request, kid, now, self.shared)
-        except ServiceUnavailable:
+        except ServiceUnavailable as exc:
             self.state = self.state.failed(now)
+            self.last_error = exc.description
             if self.state.is_usable(now, self.settings):
                 logger.warning("JWKS refresh failed; using the last good key set")
                 keys = self.state.value

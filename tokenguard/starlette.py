@@ -267,3 +267,73 @@ def _peer(scope: Scope) -> str | None:
     server rewrites it, e.g. uvicorn's ``--proxy-headers``)."""
     client = scope.get("client")
     return str(client[0]) if client else None
+
+
+# ---------------------------------------------------------------- readiness
+
+
+def readiness_lifespan(
+    guard: TokenGuard,
+    *,
+    fail_fast: bool = True,
+    lifespan: Callable[[Any], Any] | None = None,
+) -> Callable[[Any], Any]:
+    """A Starlette/FastAPI ``lifespan`` that runs :meth:`TokenGuard.check` at start-up.
+
+    Without it the guard starts lazily and a wrong issuer URL or introspection
+    secret shows only when users are refused. With ``fail_fast`` (default) the
+    application does not start when a check fails (the server logs the
+    :class:`~tokenguard.readiness.NotReady` message, which lists every check);
+    otherwise failures are logged at ERROR and start-up continues. The report
+    is kept on ``app.state.tokenguard_readiness``. The guard is closed on shutdown.
+
+    Args:
+        guard: the application's guard.
+        fail_fast: refuse to start when a check fails.
+        lifespan: the application's own lifespan, entered after the check.
+
+    Returns:
+        A lifespan factory: ``FastAPI(lifespan=readiness_lifespan(guard))``.
+
+    Raises:
+        NotReady: (at start-up, with ``fail_fast``) a check failed.
+    """
+    import contextlib
+    import logging
+
+    @contextlib.asynccontextmanager
+    async def run(app: Any) -> Any:
+        report = await guard.check()
+        state = getattr(app, "state", None)
+        if state is not None:
+            state.tokenguard_readiness = report
+        if not report.ok:
+            if fail_fast:
+                report.raise_for_failure()
+            logging.getLogger("tokenguard").error("tokenguard is not ready:\n%s", report)
+        try:
+            if lifespan is None:
+                yield None
+            else:
+                async with lifespan(app) as inner:
+                    yield inner
+        finally:
+            await guard.aclose()
+
+    return run
+
+
+def readiness_endpoint(guard: TokenGuard) -> Callable[[Any], Awaitable[Response]]:
+    """A Starlette endpoint answering 200 when :meth:`TokenGuard.check` passes, else 503.
+
+    The body is the report as JSON (``{"ok": ..., "checks": [...]}``). Fresh
+    documents are not refetched, so polling it is cheap. Mount it on a public
+    path: ``Route("/ready", readiness_endpoint(guard))``, or with FastAPI
+    ``app.add_route("/ready", readiness_endpoint(guard))``.
+    """
+
+    async def endpoint(request: Any) -> Response:
+        report = await guard.check()
+        return JSONResponse(report.to_dict(), status_code=200 if report.ok else 503)
+
+    return endpoint

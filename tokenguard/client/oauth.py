@@ -311,7 +311,12 @@ class ClientCredentialsAuth(httpx.Auth):
         with _unreachable(self.token_endpoint):
             response = http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
         return parse_token_response(
-            response.status_code, _lower(response.headers), response.content, self._clock(), no_store=self.no_store
+            response.status_code,
+            _lower(response.headers),
+            response.content,
+            self._clock(),
+            no_store=self.no_store,
+            endpoint=self.token_endpoint,
         )
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -391,7 +396,12 @@ class ClientCredentialsAuth(httpx.Auth):
         with _unreachable(self.token_endpoint):
             response = await http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
         return parse_token_response(
-            response.status_code, _lower(response.headers), response.content, self._clock(), no_store=self.no_store
+            response.status_code,
+            _lower(response.headers),
+            response.content,
+            self._clock(),
+            no_store=self.no_store,
+            endpoint=self.token_endpoint,
         )
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import jwt as pyjwt
 
+from .. import diagnostics
 from ..cachecontrol import CacheControl
 
 __all__ = [
@@ -103,8 +104,12 @@ def parse_token_response(
     now: float,
     *,
     no_store: NoStorePolicy = "warn",
+    endpoint: str = "token endpoint",
 ) -> AccessToken:
     """Check and read a token endpoint's answer (RFC 6749 §5.1).
+
+    ``endpoint`` (the URL) is named in the ERROR record logged when the
+    endpoint refuses this client's credentials (401/403).
 
     Raises:
         TokenEndpointError: non-200 (with the server's error), not a JSON
@@ -113,6 +118,8 @@ def parse_token_response(
             or no ``Pragma: no-cache`` under the ``"refuse"`` policy.
     """
     if status != 200:
+        if status in (401, 403):  # RFC 6749 §5.2 invalid_client: our credentials' fault, not the server's
+            diagnostics.client_auth_failed("token", endpoint, status)
         raise TokenEndpointError.from_answer(status, body)
     try:
         document: Any = json.loads(body)

@@ -1,0 +1,260 @@
+"""The ``tokenguard`` command, run through its installed entry point against the loopback issuer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tokenguard import InvalidToken, TokenGuard
+from tokenguard.cli import inspect_token, relative
+from tokenguard.testing import LocalIssuer
+
+pytestmark = pytest.mark.integration
+
+ENTRY_POINT = Path(sys.executable).parent / "tokenguard"
+AUDIENCE = "https://api.test"
+
+
+def tokenguard(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script."""
+    assert ENTRY_POINT.exists(), "pip install -e . installs the tokenguard console script"
+    return subprocess.run(
+        [str(ENTRY_POINT), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_inspect_shows_claims_and_what_looks_wrong(shared_issuer: LocalIssuer) -> None:
+    """An expired ``typ: JWT`` token without ``kid``: every problem is listed, times are relative."""
+    claims = shared_issuer.claims(expires_in=-125)
+    token = pyjwt.encode(claims, shared_issuer.key("RS256").private, algorithm="RS256", headers={"typ": "JWT"})
+    result = tokenguard("inspect", token)
+    assert result.returncode == 0, result.stderr
+    assert "claims (not verified):" in result.stdout
+    assert "ago)" in result.stdout
+    assert "expired 2m" in result.stdout
+    assert "typ JWT: not at+jwt" in result.stdout
+    assert "no kid header" in result.stdout
+
+
+def test_inspect_json_from_stdin(shared_issuer: LocalIssuer) -> None:
+    """``-`` reads the token from stdin (kept out of ps and shell history); ``--json`` is machine-readable."""
+    token = shared_issuer.issue(scope="read", audience=[AUDIENCE, "https://other"])
+    result = tokenguard("inspect", "--json", "-", stdin=token + "\n")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["header"]["typ"] == "at+jwt"
+    assert data["claims"]["scope"] == "read"
+    assert data["times"]["exp"]["relative"].startswith("in ")
+    assert data["problems"] == []
+
+
+def test_inspect_opaque_token() -> None:
+    """An opaque token is not a JWT: exit 1 and say only introspection can tell."""
+    result = tokenguard("inspect", "not-a-jwt-at-all")
+    assert result.returncode == 1
+    assert "not a JWT" in result.stdout
+
+
+def test_python_dash_m() -> None:
+    """``python -m tokenguard`` is the same command."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenguard", "inspect", "--json", "x.y"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error"] == "malformed token"
+
+
+def test_verify_valid_token(shared_issuer: LocalIssuer) -> None:
+    """A good token: exit 0 with subject, scopes and expiry."""
+    token = shared_issuer.issue(scope="read write", audience=AUDIENCE)
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--json", token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["valid"] is True and data["scopes"] == ["read", "write"] and data["subject"] == "user-1"
+
+
+def test_verify_lists_every_failed_check_in_the_401_words(shared_issuer: LocalIssuer) -> None:
+    """Wrong audience *and* expired: both listed, each in the words the 401 would use; exit 1."""
+    token = shared_issuer.issue(audience="https://another.api", expires_in=-3600)
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--json", token)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    checks = [f["check"] for f in data["failures"]]
+    assert checks == ["wrong audience", "token expired"]
+    assert "https://another.api" in data["failures"][0]["detail"]
+    with TokenGuard.from_issuer(shared_issuer.issuer, audience=AUDIENCE) as guard:
+        with pytest.raises(InvalidToken) as caught:
+            guard.verify_sync(token)
+    assert caught.value.description == data["error"] == "wrong audience"
+    for words in checks:  # each phrase is one the guard itself answers with
+        with TokenGuard.from_issuer(
+            shared_issuer.issuer, audience=None if words != "wrong audience" else AUDIENCE
+        ) as g:
+            lone = shared_issuer.issue(
+                audience="https://another.api" if words == "wrong audience" else AUDIENCE,
+                expires_in=-3600 if words == "token expired" else 300,
+            )
+            with pytest.raises(InvalidToken, match=words):
+                g.verify_sync(lone)
+
+
+def test_verify_unknown_key_and_scope(shared_issuer: LocalIssuer) -> None:
+    """A missing scope is a 403 (exit 1); a forged signature is named."""
+    token = shared_issuer.issue(scope="read", audience=AUDIENCE)
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--scope", "admin", token)
+    assert result.returncode == 1
+    assert "403 insufficient_scope" in result.stdout
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, forged)
+    assert result.returncode == 1
+    assert "signature verification failed" in result.stdout
+
+
+def test_verify_opaque_with_secret_from_environment(shared_issuer: LocalIssuer) -> None:
+    """Introspection credentials: the secret comes from an environment variable and is never printed."""
+    token = shared_issuer.issue_opaque(scope="read", audience=AUDIENCE)
+    args = ["verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--client-id", shared_issuer.client_id]
+    ok = tokenguard(*args, "--client-secret-env", "RS_SECRET", token, env={"RS_SECRET": shared_issuer.client_secret})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "type:     opaque" in ok.stdout
+    assert shared_issuer.client_secret not in ok.stdout + ok.stderr
+    wrong = tokenguard(*args, "--client-secret-env", "RS_SECRET", token, env={"RS_SECRET": "nope-not-it"})
+    assert wrong.returncode == 2
+    assert "refused this API's client credentials (HTTP 401)" in wrong.stdout
+    assert "nope-not-it" not in wrong.stdout + wrong.stderr
+    unset = tokenguard(*args, "--client-secret-env", "TOKENGUARD_TEST_UNSET_VAR", token)
+    assert unset.returncode == 2
+    assert "TOKENGUARD_TEST_UNSET_VAR is not set" in unset.stderr
+    secret_on_command_line = tokenguard(*args, "--client-secret", "x", token)
+    assert secret_on_command_line.returncode == 2  # no such option: secrets never go on the command line
+
+
+def test_verify_unreachable_issuer_exit_2(shared_issuer: LocalIssuer) -> None:
+    """An issuer that cannot be reached gives 503 and exit 2: the token could not be judged."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    issuer = f"http://127.0.0.1:{port}"
+    claims = {"iss": issuer, "aud": AUDIENCE, "exp": int(time.time()) + 300}
+    token = pyjwt.encode(claims, shared_issuer.key("RS256").private, algorithm="RS256", headers={"kid": "rs256-1"})
+    result = tokenguard("verify", "--issuer", issuer, "--audience", AUDIENCE, token)
+    assert result.returncode == 2
+    assert "503" in result.stdout
+
+
+def test_discover(shared_issuer: LocalIssuer) -> None:
+    """Discovery: URLs tried with their answers and lifetimes, the JWKS kids and algorithms, readiness."""
+    env = {"RS_SECRET": shared_issuer.client_secret}
+    args = [
+        "discover",
+        shared_issuer.issuer,
+        "--client-id",
+        shared_issuer.client_id,
+        "--client-secret-env",
+        "RS_SECRET",
+    ]
+    result = tokenguard(*args, "--json", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    tried = {entry["url"]: entry for entry in data["metadata"]}
+    assert tried[shared_issuer.origin + "/.well-known/oauth-authorization-server"]["status"] == 404
+    found = tried[shared_issuer.origin + "/.well-known/openid-configuration"]
+    assert found["status"] == 200 and found["issuer_matches"] is True and found["ms"] >= 0
+    assert data["jwks"]["lifetime_s"] == 300  # the issuer's max-age=300, within the default bounds
+    assert {(k["kid"], k["alg"]) for k in data["jwks"]["keys"]} >= {("rs256-1", "RS256"), ("es256-2", "ES256")}
+    assert data["readiness"]["ok"] is True
+    assert [c["name"] for c in data["readiness"]["checks"]] == ["metadata", "jwks", "introspection"]
+    human = tokenguard(*args, env=env)
+    assert "kid rs256-1: RSA" in human.stdout and "readiness: ready" in human.stdout
+    broken = tokenguard(*args, env={"RS_SECRET": "wrong"})
+    assert broken.returncode == 1
+    assert "FAIL introspection" in broken.stdout
+
+
+def test_mint_serves_until_interrupted() -> None:
+    """``mint`` prints a token its running issuer vouches for, and stops cleanly on Ctrl-C."""
+    process = subprocess.Popen(
+        [str(ENTRY_POINT), "mint", "--json", "--scope", "read", "--audience", AUDIENCE, "--path", "/dev"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        data: dict[str, Any] = json.loads(process.stdout.readline())
+        assert data["serving"] is True and data["issuer"].endswith("/dev")
+        with TokenGuard.from_issuer(data["issuer"], audience=AUDIENCE) as guard:
+            claims = guard.verify_sync(data["token"])
+        assert claims.scopes == frozenset({"read"})
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_mint_once_says_the_issuer_is_gone() -> None:
+    """``--once`` stops the issuer at once and says the token can no longer be verified."""
+    result = tokenguard("mint", "--once", "--opaque")
+    assert result.returncode == 0
+    assert "no longer verified" in result.stdout
+
+
+@given(st.text(max_size=300))
+def test_inspect_never_crashes(text: str) -> None:
+    """Any text either decodes or is refused with InvalidToken, nothing else."""
+    try:
+        result = inspect_token(text, time.time())
+    except InvalidToken:
+        return
+    assert isinstance(result["problems"], list)
+
+
+@given(st.dictionaries(st.sampled_from(["alg", "typ", "kid", "jku", "crit"]), st.none() | st.text() | st.integers()))
+def test_inspect_any_header(header: dict[str, Any]) -> None:
+    """Any header and claim values: problems is a list of strings, never an exception."""
+    import base64
+
+    def segment(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"exp": header.get("kid"), "nbf": header.get("typ"), "aud": header.get("alg")}
+    token = f"{segment(header)}.{segment(claims)}."
+    try:
+        result = inspect_token(token, time.time())
+    except InvalidToken:
+        return
+    assert all(isinstance(p, str) for p in result["problems"])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "in 0s"), (59, "in 59s"), (-61, "1m 1s ago"), (3 * 3600 + 125, "in 3h 2m"), (-86400 * 2, "2d ago")],
+)
+def test_relative(seconds: float, text: str) -> None:
+    """Times are shown relative to now, two units at most."""
+    assert relative(seconds) == text
