@@ -131,7 +131,7 @@ def assert_challenge_headers(response: Any) -> None:
 def test_django_answers_like_every_adapter(
     guard: TokenGuard, tokenguard_token: TokenFactory, middleware: list[str]
 ) -> None:
-    """401 bare challenge, 400, 401 invalid_token, 403 with scope, 200 with Vary/no-store; with or without middleware."""
+    """401 bare challenge, 400, 401 invalid_token, 403 with scope, 200 with Vary/no-store."""
     with project(MIDDLEWARE=middleware):
         client = Client()
         missing = client.get("/read")
@@ -179,7 +179,9 @@ def test_middleware_protect_false_verifies_when_sent(guard: TokenGuard, tokengua
         assert ok.json() == {"sub": "alice", "user": "alice"}
 
 
-def test_upstream_down_is_503(guard: TokenGuard, tokenguard_token: TokenFactory, tokenguard_issuer: LocalIssuer) -> None:
+def test_upstream_down_is_503(
+    guard: TokenGuard, tokenguard_token: TokenFactory, tokenguard_issuer: LocalIssuer
+) -> None:
     """Introspection unreachable and nothing cached: 503 with Retry-After, never 401."""
     tokenguard_issuer.faults["/introspect"] = Fault(status=502)
     try:
@@ -326,7 +328,5 @@ def test_real_server_run(guard: TokenGuard, tokenguard_token: TokenFactory) -> N
         assert ok.status_code == 200 and ok.json() == {"sub": "user-1"}
         weak = httpx.get(f"{server.url}/drf/read", headers={"Authorization": f"Bearer {tokenguard_token('x')}"})
         assert weak.status_code == 403 and 'scope="read"' in weak.headers["www-authenticate"]
-        two = httpx.get(
-            f"{server.url}/read", headers=[("Authorization", "Bearer a"), ("Authorization", "Bearer b")]
-        )
+        two = httpx.get(f"{server.url}/read", headers=[("Authorization", "Bearer a"), ("Authorization", "Bearer b")])
         assert two.status_code == 400

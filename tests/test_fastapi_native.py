@@ -187,8 +187,10 @@ def test_security_scopes_are_enforced_at_any_level(
 # ---------------------------------------------------------------- websockets
 
 
-def test_websocket_route_with_security(tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory) -> None:
-    """``Security(guard.requires())`` on a websocket route: claims for the connection, 1008 (403 handshake) on refusal."""
+def test_websocket_route_with_security(
+    tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory
+) -> None:
+    """``Security(guard.requires())`` on a websocket route: claims for the connection, 1008 on refusal."""
     with UvicornServer(build_app(tokenguard_guard())) as server:
         url = server.url.replace("http", "ws") + "/ws"
         with connect(url, additional_headers=auth(tokenguard_token("read"))) as ws:
@@ -199,7 +201,9 @@ def test_websocket_route_with_security(tokenguard_guard: Callable[..., TokenGuar
             assert refused.value.response.status_code == 403
 
 
-def test_websocket_close_code_is_1008(tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory) -> None:
+def test_websocket_close_code_is_1008(
+    tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory
+) -> None:
     """Through FastAPI's TestClient, the refusal is a close with code 1008 and the RFC 6750 error as reason."""
     from fastapi.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
@@ -255,7 +259,9 @@ def test_oauth2_scheme_obtains_a_real_token(
         scheme = schema["components"]["securitySchemes"]["OAuth2"]
         assert scheme == {
             "type": "oauth2",
-            "flows": {"clientCredentials": {"tokenUrl": tokenguard_issuer.token_endpoint, "scopes": {"read": "Read books"}}},
+            "flows": {
+                "clientCredentials": {"tokenUrl": tokenguard_issuer.token_endpoint, "scopes": {"read": "Read books"}}
+            },
         }
         assert schema["paths"]["/read"]["get"]["security"] == [{"BearerToken": ["read"]}, {"OAuth2": ["read"]}]
         docs = httpx.get(f"{server.url}/docs").text

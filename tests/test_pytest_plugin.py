@@ -56,7 +56,10 @@ def test_opaque_token_goes_through_introspection(
     [({"expires_in": -600}, "expired"), ({"audience": "https://other.test"}, "audience")],
 )
 def test_expired_and_foreign_audience_are_refused(
-    tokenguard_token: TokenFactory, tokenguard_guard: Callable[..., TokenGuard], options: dict[str, object], message: str
+    tokenguard_token: TokenFactory,
+    tokenguard_guard: Callable[..., TokenGuard],
+    options: dict[str, object],
+    message: str,
 ) -> None:
     """Expiry and audience are real claims the guard checks."""
     with pytest.raises(InvalidToken, match=message):
@@ -78,10 +81,12 @@ def test_header_helper(tokenguard_token: TokenFactory) -> None:
 
 
 def test_key_rotation_is_picked_up_and_restored(
-    tokenguard_keys: KeyRotation, tokenguard_token: TokenFactory, tokenguard_guard: Callable[..., TokenGuard],
+    tokenguard_keys: KeyRotation,
+    tokenguard_token: TokenFactory,
+    tokenguard_guard: Callable[..., TokenGuard],
     tokenguard_issuer: LocalIssuer,
 ) -> None:
-    """A rotated key signs new tokens, an existing guard refetches the JWKS for it, and a withdrawn key stops working."""
+    """A rotated key signs new tokens, a guard refetches the JWKS for it; keys are restored."""
     guard = tokenguard_guard(introspection=False)
     before = tokenguard_token("read")
     assert guard.verify_sync(before).scopes == {"read"}

@@ -293,8 +293,10 @@ class TokenGuardMiddleware:
         )
         policy = getattr(settings, "TOKENGUARD_PUBLIC_CACHE_POLICY", "private")
         if policy not in ("private", "keep", "no-store"):
-            raise ConfigurationError(f"TOKENGUARD_PUBLIC_CACHE_POLICY must be private, keep or no-store, got {policy!r}")
-        self.policy: PublicCachePolicy = policy
+            raise ConfigurationError(
+                f"TOKENGUARD_PUBLIC_CACHE_POLICY must be private, keep or no-store, got {policy!r}"
+            )
+        self.policy = cast("PublicCachePolicy", policy)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         guard = get_guard()
@@ -311,7 +313,7 @@ class TokenGuardMiddleware:
             return self.get_response(request)
         user = getattr(request, "user", None)
         if user is None or not getattr(user, "is_authenticated", False):
-            request.user = TokenUser(claims)  # type: ignore[assignment]
+            request.user = TokenUser(claims)
         return secure_response(self.get_response(request), self.policy)
 
 

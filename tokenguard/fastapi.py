@@ -52,7 +52,7 @@ class _BearerScheme(HTTPBearer):
     ``Request``) so that it resolves on WebSocket routes too.
     """
 
-    async def __call__(self, connection: HTTPConnection) -> None:  # type: ignore[override]
+    async def __call__(self, connection: HTTPConnection) -> None:
         return None
 
 
@@ -92,9 +92,7 @@ def model_dependency_signature(requirement: Requirement) -> inspect.Signature:
     return inspect.Signature(
         [
             inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
-            inspect.Parameter(
-                "claims", inspect.Parameter.KEYWORD_ONLY, default=Security(requirement), annotation=Any
-            ),
+            inspect.Parameter("claims", inspect.Parameter.KEYWORD_ONLY, default=Security(requirement), annotation=Any),
         ],
         return_annotation=Any,
     )
@@ -246,9 +244,7 @@ _ERROR_SCHEMA = {
     },
     "required": ["error"],
 }
-_CHALLENGE_HEADER = {
-    "WWW-Authenticate": {"description": "RFC 6750 §3 Bearer challenge", "schema": {"type": "string"}}
-}
+_CHALLENGE_HEADER = {"WWW-Authenticate": {"description": "RFC 6750 §3 Bearer challenge", "schema": {"type": "string"}}}
 
 
 def _error_response(description: str, headers: Mapping[str, Any]) -> dict[str, Any]:

@@ -74,9 +74,7 @@ def _adapter(model: type[Any]) -> Any:
         import pydantic
     except ImportError as exc:  # pragma: no cover - FastAPI and the extra install it
         raise ConfigurationError("typed claims need pydantic: pip install 'tokenguard[typed]'") from exc
-    if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
-        adapter = model
-    elif dataclasses.is_dataclass(model):
+    if (isinstance(model, type) and issubclass(model, pydantic.BaseModel)) or dataclasses.is_dataclass(model):
         adapter = pydantic.TypeAdapter(model)
     else:
         raise ConfigurationError(f"model must be a pydantic model or dataclass, got {model.__qualname__}")
@@ -114,10 +112,7 @@ def claims_as(claims: TokenClaims, model: type[M]) -> M:
     try:
         import pydantic
 
-        if isinstance(adapter, type):
-            value = adapter.model_validate(claims.to_dict())
-        else:
-            value = adapter.validate_python(claims.to_dict())
+        value = adapter.validate_python(claims.to_dict())
     except pydantic.ValidationError as exc:
         # Claim values may be personal data: log where and what kind, not the values.
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['type']}" for e in exc.errors()[:5])
