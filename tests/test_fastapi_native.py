@@ -23,7 +23,7 @@ from tokenguard.fastapi import OAuth2Settings, setup
 from tokenguard.pytest_plugin import TokenFactory
 from tokenguard.testing import LocalIssuer
 
-from .conftest import UvicornServer
+from .asgi_support import GuardedServer, closing_guard
 
 pytestmark = [
     pytest.mark.integration,
@@ -132,7 +132,7 @@ def test_dependency_overrides_replace_the_requirement(tokenguard_guard: Callable
     app = build_app(guard)
     fake = TokenClaims({"sub": "tester", "tenant": "t1", "client_id": "c"}, token_type="custom")
     app.dependency_overrides[guard.requires("read")] = lambda: fake
-    with UvicornServer(app) as server:
+    with GuardedServer(app, guard) as server:
         assert httpx.get(f"{server.url}/read").json() == {"sub": "tester"}
         assert httpx.get(f"{server.url}/typed").json() == {"tenant": "t1", "sub": "tester"}
         # Routes with other requirements are untouched.
@@ -146,7 +146,7 @@ def test_middleware_answers_before_overrides(
     guard = tokenguard_guard()
     app = build_app(guard, middleware=True)
     app.dependency_overrides[guard.requires("read")] = lambda: TokenClaims({"sub": "x"}, token_type="custom")
-    with UvicornServer(app) as server:
+    with GuardedServer(app, guard) as server:
         assert httpx.get(f"{server.url}/read").status_code == 401
         assert httpx.get(f"{server.url}/read", headers=auth(tokenguard_token("nothing"))).json() == {"sub": "x"}
 
@@ -176,7 +176,8 @@ def test_security_scopes_are_enforced_at_any_level(
     needed: tuple[str, ...] | None,
 ) -> None:
     """Scopes given to ``Security(..., scopes=...)``, directly or through nested dependencies, are required."""
-    with UvicornServer(build_app(tokenguard_guard())) as server:
+    guard = tokenguard_guard()
+    with GuardedServer(build_app(guard), guard) as server:
         response = httpx.get(f"{server.url}{path}", headers=auth(tokenguard_token(scope)))
         assert response.status_code == status, response.text
         if needed is not None:
@@ -191,7 +192,8 @@ def test_websocket_route_with_security(
     tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory
 ) -> None:
     """``Security(guard.requires())`` on a websocket route: claims for the connection, 1008 on refusal."""
-    with UvicornServer(build_app(tokenguard_guard())) as server:
+    guard = tokenguard_guard()
+    with GuardedServer(build_app(guard), guard) as server:
         url = server.url.replace("http", "ws") + "/ws"
         with connect(url, additional_headers=auth(tokenguard_token("read"))) as ws:
             assert ws.recv() == '{"sub":"user-1"}'
@@ -208,24 +210,25 @@ def test_websocket_close_code_is_1008(
     from fastapi.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
-    client = TestClient(build_app(tokenguard_guard()))
-    with client.websocket_connect("/ws", headers=auth(tokenguard_token("read"))) as ws:
-        assert ws.receive_json() == {"sub": "user-1"}
-    with pytest.raises(WebSocketDisconnect) as closed:
-        with client.websocket_connect("/ws", headers=auth(tokenguard_token("other"))):
-            pass
-    assert closed.value.code == 1008 and closed.value.reason == "insufficient_scope"
-    with pytest.raises(WebSocketDisconnect) as missing:
-        with client.websocket_connect("/ws"):
-            pass
-    assert missing.value.code == 1008
-    with pytest.raises(WebSocketDisconnect) as untyped:
-        with client.websocket_connect("/ws-typed", headers=auth(tokenguard_token("read"))):
-            pass
-    assert untyped.value.code == 1008 and untyped.value.reason == "invalid_token"
-    typed = tokenguard_token("read", extra_claims={"tenant": "t1"})
-    with client.websocket_connect("/ws-typed", headers=auth(typed)) as ws:
-        assert ws.receive_json() == {"tenant": "t1"}
+    guard = tokenguard_guard()
+    with TestClient(closing_guard(build_app(guard), guard)) as client:
+        with client.websocket_connect("/ws", headers=auth(tokenguard_token("read"))) as ws:
+            assert ws.receive_json() == {"sub": "user-1"}
+        with pytest.raises(WebSocketDisconnect) as closed:
+            with client.websocket_connect("/ws", headers=auth(tokenguard_token("other"))):
+                pass
+        assert closed.value.code == 1008 and closed.value.reason == "insufficient_scope"
+        with pytest.raises(WebSocketDisconnect) as missing:
+            with client.websocket_connect("/ws"):
+                pass
+        assert missing.value.code == 1008
+        with pytest.raises(WebSocketDisconnect) as untyped:
+            with client.websocket_connect("/ws-typed", headers=auth(tokenguard_token("read"))):
+                pass
+        assert untyped.value.code == 1008 and untyped.value.reason == "invalid_token"
+        typed = tokenguard_token("read", extra_claims={"tenant": "t1"})
+        with client.websocket_connect("/ws-typed", headers=auth(typed)) as ws:
+            assert ws.receive_json() == {"tenant": "t1"}
 
 
 # ---------------------------------------------------------------- OpenAPI
@@ -233,7 +236,8 @@ def test_websocket_close_code_is_1008(
 
 def test_openapi_lists_scopes_and_error_responses(tokenguard_guard: Callable[..., TokenGuard]) -> None:
     """Each operation lists its scopes; 400/401/403/503 are documented with the error body; app wording kept."""
-    with UvicornServer(build_app(tokenguard_guard())) as server:
+    guard = tokenguard_guard()
+    with GuardedServer(build_app(guard), guard) as server:
         schema = httpx.get(f"{server.url}/openapi.json").json()
     paths = schema["paths"]
     assert paths["/read"]["get"]["security"] == [{"BearerToken": ["read"]}]
@@ -254,7 +258,8 @@ def test_oauth2_scheme_obtains_a_real_token(
 ) -> None:
     """With OAuth2Settings from the issuer's metadata, the documented token URL yields a token the API accepts."""
     settings = OAuth2Settings.from_issuer(tokenguard_issuer.issuer, scopes={"read": "Read books"}, client_id="docs")
-    with UvicornServer(build_app(tokenguard_guard(), oauth2=settings)) as server:
+    guard = tokenguard_guard()
+    with GuardedServer(build_app(guard, oauth2=settings), guard) as server:
         schema = httpx.get(f"{server.url}/openapi.json").json()
         scheme = schema["components"]["securitySchemes"]["OAuth2"]
         assert scheme == {
@@ -322,7 +327,8 @@ def test_typed_claims_dependency(
     tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A model is the dependency's value; claims that do not fit are 401 invalid_token, logged without values."""
-    with UvicornServer(build_app(tokenguard_guard())) as server:
+    guard = tokenguard_guard()
+    with GuardedServer(build_app(guard), guard) as server:
         good = tokenguard_token("read", extra_claims={"tenant": "acme"})
         assert httpx.get(f"{server.url}/typed", headers=auth(good)).json() == {"tenant": "acme", "sub": "user-1"}
         assert httpx.get(f"{server.url}/tenant", headers=auth(good)).json() == {"tenant": "acme"}
