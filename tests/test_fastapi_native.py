@@ -15,6 +15,8 @@ import httpx
 import pydantic
 import pytest
 from fastapi import Depends, FastAPI, Security, WebSocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -341,3 +343,40 @@ def test_typed_claims_dependency(
         assert "tenant" in caplog.text and secret_value not in caplog.text and secret_value not in response.text
         weak = httpx.get(f"{server.url}/typed", headers=auth(tokenguard_token("other", extra_claims={"tenant": "a"})))
         assert weak.status_code == 403
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_urls = st.sampled_from(["https://i.test/token", "http://127.0.0.1:1/t", "/relative", "", "javascript:x"])
+
+
+@settings(max_examples=300)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "token_endpoint": _urls | _json,
+            "authorization_endpoint": _urls | _json,
+            "grant_types_supported": _json,
+            "code_challenge_methods_supported": _json,
+            "scopes_supported": _json,
+        },
+    )
+)
+def test_oauth2_settings_from_any_metadata(metadata: dict[str, Any]) -> None:
+    """Property: any metadata document gives valid settings (an offered flow, absolute URLs) or ConfigurationError."""
+    try:
+        found = OAuth2Settings.from_metadata(metadata)
+    except ConfigurationError:
+        return
+    scheme = found.security_scheme()
+    assert scheme["flows"], "settings always offer a flow"
+    for flow in scheme["flows"].values():
+        assert flow["tokenUrl"].startswith(("https://", "http://"))
+        assert all(isinstance(name, str) for name in flow["scopes"])
+    if "authorizationCode" in scheme["flows"]:
+        methods = metadata.get("code_challenge_methods_supported")
+        assert not isinstance(methods, list) or "S256" in methods
