@@ -44,6 +44,13 @@ def read_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"sub": claims.subject})
 
 
+@requires("read")
+async def async_view(request: HttpRequest) -> JsonResponse:
+    claims = claims_of(request)
+    assert claims is not None
+    return JsonResponse({"sub": claims.subject, "async": True})
+
+
 @requires("a", "b", any_of=True)
 def either_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
@@ -85,6 +92,7 @@ class DRFFactory(APIView):
 
 urlpatterns = [
     path("read", read_view),
+    path("async", async_view),
     path("either", either_view),
     path("open", open_view),
     path("static/app.css", open_view),
@@ -151,6 +159,31 @@ def test_django_answers_like_every_adapter(
         assert "Authorization" in ok["Vary"] and ok["Cache-Control"] == "no-store"
         assert client.get("/either", **bearer(tokenguard_token("b"))).status_code == 200
         assert client.get("/either", **bearer(tokenguard_token("c"))).status_code == 403
+
+
+def test_async_view_decorator(guard: TokenGuard, tokenguard_token: TokenFactory) -> None:
+    """``@requires`` on an ``async def`` view: same answers, through the sync and the async test client."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    with project(MIDDLEWARE=[]):
+        client = Client()
+        assert client.get("/async").status_code == 401
+        assert client.get("/async", **bearer(tokenguard_token("other"))).status_code == 403
+        ok = client.get("/async", **bearer(tokenguard_token("read")))
+        assert ok.json() == {"sub": "user-1", "async": True} and ok["Cache-Control"] == "no-store"
+        token = tokenguard_token("read")
+        answer = asyncio.run(AsyncClient().get("/async", headers={"Authorization": f"Bearer {token}"}))
+        assert answer.status_code == 200 and "Authorization" in answer["Vary"]
+
+
+def test_decorator_refuses_a_list_of_scopes() -> None:
+    """``requires(["a", "b"])`` (a list where names were expected) is a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="scope names"):
+        requires(["a", "b"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="invalid scope"):
+        requires("a b")
 
 
 def test_middleware_protects_everything_not_named_public(guard: TokenGuard, tokenguard_token: TokenFactory) -> None:

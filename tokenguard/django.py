@@ -34,10 +34,12 @@ middleware in a thread, as it does any sync middleware.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
@@ -318,7 +320,7 @@ class TokenGuardMiddleware:
 
 
 def requires(*scopes: str, any_of: bool = False, guard: TokenGuard | None = None) -> Callable[[F], F]:
-    """Decorate a Django view with a token and scope check.
+    """Decorate a Django view (sync or ``async def``) with a token and scope check.
 
     Works with or without :class:`TokenGuardMiddleware` (without it the token
     is verified here). Failures are answered with the RFC 6750 response;
@@ -337,17 +339,37 @@ def requires(*scopes: str, any_of: bool = False, guard: TokenGuard | None = None
             raise ConfigurationError(f"requires() takes scope names as arguments, got {scope!r}")
     requirement = ScopeRequirement(tuple(scopes), any_of)
 
+    def refusal(request: HttpRequest) -> HttpResponse | None:
+        active = guard or get_guard()
+        try:
+            claims = _authenticate(active, request)
+            if claims is None:
+                raise MissingToken()
+            requirement.check(claims.scopes)
+        except TokenError as error:
+            return error_response(active, error)
+        return None
+
     def decorator(view: F) -> F:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                # verify_sync in a worker thread: the guard's blocking client is
+                # shared by every request, while an async client would be bound
+                # to one event loop (Django may run each request in a new one).
+                refused = await sync_to_async(refusal, thread_sensitive=False)(request)
+                if refused is not None:
+                    return refused
+                return secure_response(await view(request, *args, **kwargs))
+
+            return cast(F, async_wrapper)
+
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            active = guard or get_guard()
-            try:
-                claims = _authenticate(active, request)
-                if claims is None:
-                    raise MissingToken()
-                requirement.check(claims.scopes)
-            except TokenError as error:
-                return error_response(active, error)
+            refused = refusal(request)
+            if refused is not None:
+                return refused
             return secure_response(view(request, *args, **kwargs))
 
         return cast(F, wrapper)
