@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pydantic
@@ -80,6 +80,12 @@ def build_app(guard: TokenGuard, **options: Any) -> FastAPI:
     @app.get("/typed")
     async def typed(claims: AppClaims = Security(guard.requires("read").model(AppClaims))) -> dict[str, Any]:
         return {"tenant": claims.tenant, "sub": claims.sub}
+
+    reader = Annotated[AppClaims, Security(guard.requires("read").model(AppClaims))]
+
+    @app.get("/annotated")
+    async def annotated(claims: reader) -> dict[str, Any]:
+        return {"tenant": claims.tenant}
 
     @app.get("/tenant")
     async def tenant(claims: TenantClaims = Security(guard.requires().model(TenantClaims))) -> dict[str, Any]:
@@ -334,6 +340,8 @@ def test_typed_claims_dependency(
         good = tokenguard_token("read", extra_claims={"tenant": "acme"})
         assert httpx.get(f"{server.url}/typed", headers=auth(good)).json() == {"tenant": "acme", "sub": "user-1"}
         assert httpx.get(f"{server.url}/tenant", headers=auth(good)).json() == {"tenant": "acme"}
+        assert httpx.get(f"{server.url}/annotated", headers=auth(good)).json() == {"tenant": "acme"}
+        assert httpx.get(f"{server.url}/annotated").status_code == 401
         secret_value = "do-not-log-this-value"
         caplog.set_level(logging.WARNING, "tokenguard.typed_claims")
         unfit = tokenguard_token("read", extra_claims={"tenant": [secret_value], "note": secret_value})
