@@ -49,6 +49,10 @@ class TenantClaims:
     tenant: str
 
 
+#: A typed-claims dependency type, as an application declares it (set by build_app).
+Reader: Any = None
+
+
 def build_app(guard: TokenGuard, **options: Any) -> FastAPI:
     app = FastAPI()
     setup(app, guard, **options)
@@ -81,10 +85,13 @@ def build_app(guard: TokenGuard, **options: Any) -> FastAPI:
     async def typed(claims: AppClaims = Security(guard.requires("read").model(AppClaims))) -> dict[str, Any]:
         return {"tenant": claims.tenant, "sub": claims.sub}
 
-    reader = Annotated[AppClaims, Security(guard.requires("read").model(AppClaims))]
+    # Applications declare such aliases at module level; with postponed annotations
+    # FastAPI resolves the name in the module's globals.
+    global Reader
+    Reader = Annotated[AppClaims, Security(guard.requires("read").model(AppClaims))]
 
     @app.get("/annotated")
-    async def annotated(claims: reader) -> dict[str, Any]:
+    async def annotated(claims: Reader) -> dict[str, Any]:
         return {"tenant": claims.tenant}
 
     @app.get("/tenant")
