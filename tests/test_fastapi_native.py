@@ -395,3 +395,24 @@ def test_oauth2_settings_from_any_metadata(metadata: dict[str, Any]) -> None:
     if "authorizationCode" in scheme["flows"]:
         methods = metadata.get("code_challenge_methods_supported")
         assert not isinstance(methods, list) or "S256" in methods
+
+
+def test_document_security_is_idempotent() -> None:
+    """Applying the OpenAPI additions twice changes nothing more, and operations do not share response objects."""
+    from tokenguard.fastapi import document_security
+
+    settings_ = OAuth2Settings(token_url="https://i.test/token")
+    schema: dict[str, Any] = {
+        "paths": {
+            "/a": {"get": {"security": [{"BearerToken": ["read"]}], "responses": {}}},
+            "/b": {"get": {"security": [{"BearerToken": ["read"]}], "responses": {}}},
+        }
+    }
+    once = document_security(schema, settings_)
+    import copy
+
+    snapshot = copy.deepcopy(once)
+    assert document_security(once, settings_) == snapshot
+    assert snapshot["paths"]["/a"]["get"]["security"] == [{"BearerToken": ["read"]}, {"OAuth2": ["read"]}]
+    a, b = once["paths"]["/a"]["get"]["responses"]["401"], once["paths"]["/b"]["get"]["responses"]["401"]
+    assert a == b and a is not b

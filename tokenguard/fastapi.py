@@ -20,6 +20,7 @@ credentials), so "Authorize" obtains a real token instead of a pasted one.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,14 @@ from .starlette import DEFAULT_PUBLIC_PATHS, TokenGuardMiddleware, error_respons
 if TYPE_CHECKING:
     from .requirement import Requirement
 
-__all__ = ["OAuth2Settings", "bearer_scheme", "dependency_signature", "setup"]
+__all__ = [
+    "OAuth2Settings",
+    "bearer_scheme",
+    "dependency_signature",
+    "document_security",
+    "model_dependency_signature",
+    "setup",
+]
 
 #: Name of the OAuth 2.0 scheme :func:`setup` adds to the OpenAPI document.
 OAUTH2_SCHEME_NAME = "OAuth2"
@@ -289,14 +297,17 @@ def document_security(schema: dict[str, Any], oauth2: OAuth2Settings | None = No
             if not bearer:
                 continue
             responses = operation.setdefault("responses", {})
-            for status in ("400", "401", "503"):
-                responses.setdefault(status, _RESPONSES[status])
-            if any(r[name] for r in bearer):
-                responses.setdefault("403", _RESPONSES["403"])
+            statuses = ("400", "401", "403", "503") if any(r[name] for r in bearer) else ("400", "401", "503")
+            for status in statuses:
+                if status not in responses:
+                    responses[status] = copy.deepcopy(_RESPONSES[status])
             if oauth2 is not None:
-                operation["security"] = requirements + [
-                    {OAUTH2_SCHEME_NAME: list(r[name])} for r in bearer if OAUTH2_SCHEME_NAME not in r
-                ]
+                # OpenAPI 3.1 §4.8.10: the list holds alternatives; either scheme will do.
+                for requirement in bearer:
+                    alternative = {OAUTH2_SCHEME_NAME: list(requirement[name])}
+                    if alternative not in requirements:
+                        requirements.append(alternative)
+                operation["security"] = requirements
     return schema
 
 
