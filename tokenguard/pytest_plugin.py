@@ -51,7 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("tokenguard_audience", "audience of tokenguard_token tokens and guards", default=DEFAULT_AUDIENCE)
     parser.addini(
         "tokenguard_algorithms",
-        "signing algorithms of tokenguard_issuer (asymmetric: HS keys are not published), space-separated; the first signs by default",
+        "signing algorithms of tokenguard_issuer, space-separated, asymmetric (HS keys are not published); "
+        "the first signs by default",
         default=" ".join(DEFAULT_ALGORITHMS),
     )
 
