@@ -412,7 +412,7 @@ def test_fastapi_any_of_and_openapi(adapter_issuer: LocalIssuer) -> None:
             "scheme": "bearer",
             "description": schema["components"]["securitySchemes"]["BearerToken"]["description"],
         }
-        assert schema["paths"]["/books"]["get"]["security"] == [{"BearerToken": []}]
+        assert schema["paths"]["/books"]["get"]["security"] == [{"BearerToken": ["read"]}]
         assert httpx.get(f"{server.url}/docs").status_code == 200
 
 

@@ -50,7 +50,8 @@ def test_docs_build_strict(tmp_path: Path) -> None:
 def test_testing_page_example_passes(tmp_path: Path) -> None:
     """The test suite shown on docs/testing.md runs and passes as written."""
     page = (ROOT / "docs" / "testing.md").read_text()
-    code = page.split("```python\n", 1)[1].split("```\n", 1)[0]
+    section = page.split("## Without the plugin", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```\n", 1)[0]
     example = tmp_path / "test_docs_example.py"
     example.write_text(code)
     result = subprocess.run(

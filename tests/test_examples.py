@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from examples import fastapi_app, flask_app, starlette_app
-from tokenguard.testing import LocalIssuer
+from tokenguard import TokenGuard
+from tokenguard.pytest_plugin import TokenFactory
 
-from .conftest import API, UvicornServer, WSGIServer
+from .asgi_support import GuardedServer
+from .conftest import API, WSGIServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,19 +23,44 @@ SCOPE = "library-api-checked-books"
 
 
 @pytest.mark.parametrize("module", [fastapi_app, starlette_app, flask_app])
-def test_example_app(module: object) -> None:
-    """Each example answers 200 / 401 / 403 as documented."""
-    with LocalIssuer(algorithms=("ES256",)) as issuer:
-        app = module.create_app(issuer.guard(audience=API))  # type: ignore[attr-defined]
-        server = WSGIServer(app) if module is flask_app else UvicornServer(app)
-        with server:
-            assert httpx.get(f"{server.url}/health").status_code == 200
-            assert httpx.get(f"{server.url}/books").status_code == 401
-            good = issuer.issue(alg="ES256", scope=SCOPE)
-            response = httpx.get(f"{server.url}/books", headers={"Authorization": f"Bearer {good}"})
-            assert response.status_code == 200 and response.json()["user"] == "user-1"
-            weak = issuer.issue(alg="ES256", scope="profile")
-            assert httpx.get(f"{server.url}/books", headers={"Authorization": f"Bearer {weak}"}).status_code == 403
+def test_example_app(
+    module: object, tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory
+) -> None:
+    """Each example answers 200 / 401 / 403 as documented (tokens from the pytest plugin's issuer)."""
+    guard = tokenguard_guard(audience=API)
+    app = module.create_app(guard)  # type: ignore[attr-defined]
+    server = WSGIServer(app) if module is flask_app else GuardedServer(app, guard)
+    with server:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert httpx.get(f"{server.url}/books").status_code == 401
+        response = httpx.get(f"{server.url}/books", headers=tokenguard_token.header(SCOPE, audience=API))
+        assert response.status_code == 200 and response.json()["user"] == "user-1"
+        weak = tokenguard_token.header("profile", audience=API)
+        assert httpx.get(f"{server.url}/books", headers=weak).status_code == 403
+
+
+def test_example_django_project(tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory) -> None:
+    """The Django example (plain view and DRF views) served for real: 200 / 401 / 403 as documented."""
+    from django.core.wsgi import get_wsgi_application
+    from django.test import override_settings
+
+    from .django_support import configure_django
+
+    configure_django()
+    with (
+        override_settings(TOKENGUARD_GUARD=tokenguard_guard(audience=API), ROOT_URLCONF="examples.django_app.urls"),
+        WSGIServer(get_wsgi_application()) as server,
+    ):
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        for path in ("/books", "/loans", "/me"):
+            assert httpx.get(f"{server.url}{path}").status_code == 401
+        good = tokenguard_token.header(f"{SCOPE} library-api-loans profile", audience=API)
+        assert httpx.get(f"{server.url}/books", headers=good).json()["user"] == "user-1"
+        assert httpx.get(f"{server.url}/loans", headers=good).json()["user"] == "user-1"
+        assert httpx.get(f"{server.url}/me", headers=good).json() == {"user": "user-1", "client": "client-app"}
+        weak = tokenguard_token.header("other", audience=API)
+        for path in ("/books", "/loans", "/me"):
+            assert httpx.get(f"{server.url}{path}", headers=weak).status_code == 403
 
 
 def test_demo_runs_and_every_case_passes() -> None:

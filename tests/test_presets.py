@@ -81,14 +81,18 @@ def test_identity_server_shapes() -> None:
     ) as server:
         with identity_server(server.issuer, api_name="library-api", api_secret="api-secret") as guard:
             jwt_token = server.issue(
-                audience="library-api", scope=["openid", "library-api-checked-books"], amr=["pwd", "mfa"]
+                audience="library-api",
+                scope=["openid", "library-api-checked-books"],
+                extra_claims={"amr": ["pwd", "mfa"]},
             )
             claims = guard.verify_sync(jwt_token)
             assert claims.scopes == {"openid", "library-api-checked-books"}
             guard.require(claims, "library-api-checked-books")
             reference = "A" * 64  # reference tokens are 64 hex characters
             token = server.issue_opaque(
-                audience=["library-api", "other-api"], scope="openid library-api-checked-books", amr="pwd"
+                audience=["library-api", "other-api"],
+                scope="openid library-api-checked-books",
+                extra_claims={"amr": "pwd"},
             )
             server._opaque[reference] = server._opaque.pop(token)
             introspected = guard.verify_sync(reference)

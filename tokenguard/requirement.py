@@ -3,14 +3,20 @@
 FastAPI inspects a dependency's signature to know what to inject. The
 signature is built on first inspection (:attr:`Requirement.__signature__`),
 so this module imports no framework until FastAPI actually looks.
+
+Two requirements made with the same arguments on the same guard compare equal
+and hash alike, so ``app.dependency_overrides[guard.requires("read")]`` finds
+the dependency a route declared with another ``guard.requires("read")`` call.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .claims import TokenClaims
+from .errors import TokenError
 from .scopes import ScopeRequirement
 
 if TYPE_CHECKING:
@@ -18,10 +24,12 @@ if TYPE_CHECKING:
 
     from .guard import TokenGuard
 
-__all__ = ["Requirement"]
+__all__ = ["ModelRequirement", "Requirement"]
 
 #: Where the ASGI middleware leaves the verified claims (``None``: no token).
 SCOPE_KEY = "tokenguard"
+
+M = TypeVar("M")
 
 
 async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -> TokenClaims:
@@ -48,9 +56,20 @@ class Requirement:
     """Scopes a route needs, checked against the request's token.
 
     Created by :meth:`TokenGuard.requires`. As a FastAPI dependency it
-    returns the :class:`TokenClaims` and adds an HTTP Bearer security scheme
-    to the OpenAPI document.
+    returns the :class:`TokenClaims`, declares the HTTP Bearer security scheme
+    with its scopes in the OpenAPI document, and also enforces the scopes
+    FastAPI collects through ``Security(..., scopes=[...])`` at any level of
+    nested dependencies (:class:`fastapi.security.SecurityScopes`): a scope
+    that OpenAPI shows as required is a scope the token must carry.
+
+    It works on HTTP and WebSocket routes alike; a refused WebSocket is closed
+    with code 1008 (policy violation, RFC 6455 §7.4.1) before it is accepted.
+
+    Equal arguments on the same guard give equal, equally hashed requirements,
+    so FastAPI's ``dependency_overrides`` can replace one in tests.
     """
+
+    __slots__ = ("guard", "scopes")
 
     def __init__(self, guard: TokenGuard, scopes: ScopeRequirement) -> None:
         self.guard = guard
@@ -60,17 +79,113 @@ class Requirement:
         mode = "any_of" if self.scopes.any_of else "all_of"
         return f"Requirement({mode}={list(self.scopes.scopes)!r})"
 
-    async def check(self, connection: HTTPConnection) -> TokenClaims:
-        """Verify the connection's token and this requirement's scopes."""
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, Requirement)
+        return self.guard is other.guard and self.scopes == other.scopes
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self.guard), self.scopes))
+
+    async def check(self, connection: HTTPConnection, declared: Sequence[str] = ()) -> TokenClaims:
+        """Verify the connection's token, this requirement's scopes and ``declared``.
+
+        Args:
+            connection: the request or WebSocket.
+            declared: scopes declared around the dependency (FastAPI's
+                ``SecurityScopes``); every one of them is required.
+
+        Raises:
+            TokenError: missing or invalid token, or a scope is missing.
+        """
         claims = await claims_for_connection(self.guard, connection)
-        self.scopes.check(claims.scopes)
+        if not declared:
+            self.scopes.check(claims.scopes)
+        elif self.scopes.any_of:
+            self.scopes.check(claims.scopes)
+            ScopeRequirement(tuple(declared)).check(claims.scopes)
+        else:
+            # One check over both lists, so the 403 names every scope the
+            # route needs (RFC 6750 §3.1 scope attribute).
+            ScopeRequirement(tuple(dict.fromkeys((*self.scopes.scopes, *declared)))).check(claims.scopes)
         return claims
 
-    async def __call__(self, request: HTTPConnection, credentials: Any = None) -> TokenClaims:
-        return await self.check(request)
+    async def __call__(
+        self, request: HTTPConnection, credentials: Any = None, security_scopes: Any = None
+    ) -> TokenClaims:
+        declared: Sequence[str] = getattr(security_scopes, "scopes", ()) or ()
+        if request.scope.get("type") != "websocket":
+            return await self.check(request, declared)
+        try:
+            return await self.check(request, declared)
+        except TokenError as error:
+            from starlette.exceptions import WebSocketException
+
+            # RFC 6455 §7.4.1: 1008 "policy violation"; closed before accept,
+            # so the server answers the handshake with 403.
+            raise WebSocketException(code=1008, reason=error.error_code or "unauthorized") from error
+
+    def model(self, model: type[M]) -> ModelRequirement[M]:
+        """The same requirement, returning the claims validated as ``model``.
+
+        ``model`` is a pydantic model or a dataclass; see
+        :func:`tokenguard.typed_claims.claims_as`. Use it as
+        ``claims: MyClaims = Security(guard.requires("read").model(MyClaims))``.
+        """
+        return ModelRequirement(self, model)
 
     @property
     def __signature__(self) -> inspect.Signature:
         from .fastapi import dependency_signature
 
         return dependency_signature(self)
+
+
+class ModelRequirement(Generic[M]):
+    """A :class:`Requirement` whose dependency value is a typed claims model.
+
+    The model is validated once per verified token and cached with it
+    (:func:`tokenguard.typed_claims.claims_as`); claims that do not fit the
+    model are refused with 401 ``invalid_token``.
+    """
+
+    __slots__ = ("model_type", "requirement")
+
+    def __init__(self, requirement: Requirement, model: type[M]) -> None:
+        from .typed_claims import check_model
+
+        check_model(model)
+        self.requirement = requirement
+        self.model_type = model
+
+    def __repr__(self) -> str:
+        return f"{self.requirement!r}.model({self.model_type.__qualname__})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelRequirement):
+            return NotImplemented
+        return self.requirement == other.requirement and self.model_type is other.model_type
+
+    def __hash__(self) -> int:
+        return hash((ModelRequirement, self.requirement, id(self.model_type)))
+
+    async def __call__(self, request: HTTPConnection, claims: TokenClaims) -> M:
+        from .typed_claims import claims_as
+
+        if request.scope.get("type") != "websocket":
+            return claims_as(claims, self.model_type)
+        try:
+            return claims_as(claims, self.model_type)
+        except TokenError as error:
+            from starlette.exceptions import WebSocketException
+
+            raise WebSocketException(code=1008, reason=error.error_code or "unauthorized") from error
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        # The claims come from the requirement as a sub-dependency, so an
+        # override of ``guard.requires(...)`` in tests applies here too.
+        from .fastapi import model_dependency_signature
+
+        return model_dependency_signature(self.requirement)

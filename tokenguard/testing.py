@@ -153,6 +153,11 @@ class LocalIssuer:
         self._keys: list[SigningKey] = []
         self._opaque: dict[str, _Opaque] = {}
         self._counter = 0
+        algorithms = tuple(algorithms)
+        if not algorithms:
+            raise ValueError("LocalIssuer needs at least one algorithm")
+        #: The algorithm that signs when none is named (the first of ``algorithms``).
+        self.default_alg = algorithms[0]
         for alg in algorithms:
             self.add_key(alg)
         self._guards: list[TokenGuard] = []
@@ -235,6 +240,16 @@ class LocalIssuer:
         with self._lock:
             self._keys = [k for k in self._keys if k.kid != kid]
 
+    def signing_keys(self) -> list[SigningKey]:
+        """The keys now held, oldest first (a copy, e.g. to restore after a test)."""
+        with self._lock:
+            return list(self._keys)
+
+    def restore_signing_keys(self, keys: Iterable[SigningKey]) -> None:
+        """Replace the keys held by ``keys`` (as returned by :meth:`signing_keys`)."""
+        with self._lock:
+            self._keys = list(keys)
+
     def jwks(self) -> dict[str, Any]:
         """The published JWK Set."""
         with self._lock:
@@ -255,9 +270,22 @@ class LocalIssuer:
         scope: str | list[str] | None = None,
         expires_in: float = 300,
         client_id: str | None = "client-app",
-        **extra: Any,
+        extra_claims: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """A typical access-token claim set (RFC 9068 §2.2)."""
+        """A typical access-token claim set (RFC 9068 §2.2).
+
+        Args:
+            subject / audience / scope / client_id: ``sub``, ``aud``,
+                ``scope`` (a space-separated string or a list, sent as given)
+                and ``client_id``; ``None`` leaves the claim out.
+            expires_in: seconds until ``exp`` (negative: already expired).
+            extra_claims: any other claims, added last (they may replace the
+                ones above; a ``None`` value removes a claim). Only here:
+                a misspelt keyword (``scopes=``) is a ``TypeError``, never a
+                silent extra claim.
+        """
+        if isinstance(extra_claims, str) or (extra_claims is not None and not isinstance(extra_claims, Mapping)):
+            raise TypeError("extra_claims must be a mapping of claim name to value")
         now = int(time.time())
         claims: dict[str, Any] = {"iss": self.issuer, "iat": now, "exp": int(now + expires_in), "jti": uuid.uuid4().hex}
         if subject is not None:
@@ -268,7 +296,7 @@ class LocalIssuer:
             claims["scope"] = scope
         if client_id is not None:
             claims["client_id"] = client_id
-        claims.update(extra)
+        claims.update(extra_claims or {})
         return {k: v for k, v in claims.items() if v is not None}
 
     def issue(
@@ -279,15 +307,31 @@ class LocalIssuer:
         typ: str | None = "at+jwt",
         headers: Mapping[str, Any] | None = None,
         claims: Mapping[str, Any] | None = None,
-        **claim_options: Any,
+        subject: str | None = "user-1",
+        audience: str | list[str] | None = "https://api.test",
+        scope: str | list[str] | None = None,
+        expires_in: float = 300,
+        client_id: str | None = "client-app",
+        extra_claims: Mapping[str, Any] | None = None,
     ) -> str:
         """Mint a signed JWT access token.
 
-        ``claims`` replaces the claim set entirely; otherwise ``claim_options``
-        go to :meth:`claims`.
+        ``claims`` replaces the claim set entirely; otherwise the claim
+        keywords go to :meth:`claims` (any other claim goes in
+        ``extra_claims``: an unknown keyword is a ``TypeError``).
         """
         key = self.key(alg, kid)
-        payload = dict(claims) if claims is not None else self.claims(**claim_options)
+        if claims is not None:
+            payload = dict(claims)
+        else:
+            payload = self.claims(
+                subject=subject,
+                audience=audience,
+                scope=scope,
+                expires_in=expires_in,
+                client_id=client_id,
+                extra_claims=extra_claims,
+            )
         header: dict[str, Any] = {"kid": key.kid}
         if typ is not None:
             header["typ"] = typ
@@ -302,12 +346,20 @@ class LocalIssuer:
         audience: str | list[str] | None = "https://api.test",
         expires_in: float = 300,
         client_id: str | None = "client-app",
-        **extra: Any,
+        extra_claims: Mapping[str, Any] | None = None,
     ) -> str:
-        """Mint an opaque (reference) token known only to introspection."""
+        """Mint an opaque (reference) token known only to introspection.
+
+        The keywords are those of :meth:`claims`; an unknown one is a ``TypeError``.
+        """
         token = secrets.token_urlsafe(32)
         claims = self.claims(
-            subject=subject, audience=audience, scope=scope, expires_in=expires_in, client_id=client_id, **extra
+            subject=subject,
+            audience=audience,
+            scope=scope,
+            expires_in=expires_in,
+            client_id=client_id,
+            extra_claims=extra_claims,
         )
         claims["token_type"] = "Bearer"
         with self._lock:
