@@ -52,7 +52,7 @@ from ._http import (
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
-from .claims import TokenClaims
+from .claims import TokenClaims, check_not_sender_constrained
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
@@ -157,6 +157,17 @@ class TokenGuard:
             (:class:`~tokenguard.breaker.BreakerSettings`).
         introspection_limits: concurrency cap, wait and rate limits on
             introspection calls (:class:`~tokenguard.limits.IntrospectionLimits`).
+        proof_of_possession: ``False`` (default) refuses sender-constrained
+            tokens, whose ``cnf`` claim (JWT or introspection answer) binds
+            them to a key (``jkt``, RFC 9449 DPoP) or a client certificate
+            (``x5t#S256``, RFC 8705), with 401 ``invalid_token``: presented as
+            plain Bearer, such a token is most likely stolen (RFC 9449 §7.1).
+            ``True`` only where the application checks the proof of
+            possession itself.
+
+    Raises:
+        ConfigurationError: nothing to verify with, ``issuers`` not a sequence
+            of :class:`JWTIssuer`, or an invalid option.
     """
 
     def __init__(
@@ -181,7 +192,19 @@ class TokenGuard:
         userinfo_cache_ttl: float = 60.0,
         breaker: BreakerSettings | None = None,
         introspection_limits: IntrospectionLimits | None = None,
+        proof_of_possession: bool = False,
     ) -> None:
+        if isinstance(issuers, JWTIssuer | str) or not all(isinstance(i, JWTIssuer) for i in issuers):
+            raise ConfigurationError("issuers must be a sequence of JWTIssuer (write issuers=[issuer])")
+        for name, flag in (
+            ("allow_query_token", allow_query_token),
+            ("allow_form_token", allow_form_token),
+            ("include_error_details", include_error_details),
+            ("proof_of_possession", proof_of_possession),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False, not {flag!r}")
+        self.proof_of_possession = proof_of_possession
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
         self._verifier = verifier
@@ -314,7 +337,7 @@ class TokenGuard:
         jwks_uri: str | None = None,
         discovery_url: str | None = None,
         algorithms: Iterable[str] | None = None,
-        token_types: Sequence[str] = (),
+        token_types: Sequence[str | None] = (),
         required_claims: Sequence[str] = (),
         scope_claims: Sequence[str] | None = None,
         leeway: float | None = None,
@@ -597,8 +620,18 @@ class TokenGuard:
             return None
         self._events["jwt_verified_locally"] += 1
         claims, thumbprint = runtime.verify_now(jws, keys, now)
+        self._admit(claims)
         self._keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
         return claims
+
+    def _admit(self, claims: TokenClaims) -> None:
+        """The checks every kind of verified claims passes (JWT, introspection, custom verifier).
+
+        Raises:
+            InvalidToken: a sender-constrained token presented as Bearer.
+        """
+        if not self.proof_of_possession and "cnf" in claims:
+            check_not_sender_constrained(claims.get("cnf"))
 
     def _verify_flow(
         self, token: str, jws: UnverifiedJWS | None, key: bytes, now: float, client: str | None
@@ -618,6 +651,7 @@ class TokenGuard:
             assert jws is not None
             self._events["jwt_verified_locally"] += 1
             claims, thumbprint = yield from runtime.verify_flow(jws, now)
+            self._admit(claims)
             cache_until = None
             leader = False
             if runtime.config.check_revocation and self._introspection is not None:
@@ -644,6 +678,12 @@ class TokenGuard:
         result = yield from self._introspect(token, key, now, leader)
         opaque_claims = result.claims
         assert opaque_claims is not None
+        try:
+            self._admit(opaque_claims)
+        except InvalidToken:
+            if leader:
+                yield from self._release(key)
+            raise
         return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
 
     def _may_go_upstream(self, jws: UnverifiedJWS | None) -> bool:
@@ -815,6 +855,7 @@ class TokenGuard:
         if not isinstance(answer, Mapping):
             raise TypeError("a custom verifier must return a mapping of claims or None")
         claims = TokenClaims(answer, token_type="custom")
+        self._admit(claims)
         if claims.exp is not None and now >= claims.exp:
             raise InvalidToken("token expired")
         cache_until = now + self._verifier_cache_ttl
