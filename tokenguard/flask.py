@@ -256,16 +256,17 @@ def _options_from_config(config: Any) -> dict[str, Any]:
         ("TOKENGUARD_ALLOW_QUERY_TOKEN", "allow_query_token"),
         ("TOKENGUARD_ALLOW_FORM_TOKEN", "allow_form_token"),
     ):
-        if key in config:
+        if config.get(key) is not None:
             found[name] = parse_bool(config[key], key)
     for key, name in (("TOKENGUARD_PUBLIC_PATHS", "public_paths"), ("TOKENGUARD_PUBLIC_PREFIXES", "public_prefixes")):
-        if key in config:
+        if config.get(key) is not None:
             found[name] = _config_paths(config[key], key)
     return found
 
 
 def _config_bool(config: Any, key: str) -> bool:
-    return parse_bool(config.get(key, False), key)
+    value = config.get(key)
+    return False if value is None else parse_bool(value, key)
 
 
 def _config_paths(value: object, key: str) -> tuple[str, ...]:

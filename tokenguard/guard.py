@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._config import string_tuple
 from ._http import (
     AsyncCoalescer,
     CallVerifier,
@@ -56,7 +57,7 @@ from .claims import TokenClaims, check_not_sender_constrained
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import UnverifiedJWS, looks_like_jws, parse_jws, peek_issuer
+from .jwt import UnverifiedJWS, has_lone_surrogate, looks_like_jws, parse_jws, peek_issuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
@@ -361,7 +362,7 @@ class TokenGuard:
         if leeway is not None:
             issuer_options["leeway"] = leeway
         if scope_claims is not None:
-            issuer_options["scope_claims"] = tuple(scope_claims)
+            scope_claims = issuer_options["scope_claims"] = string_tuple(scope_claims, "scope_claims")
         jwt_issuer = JWTIssuer(
             issuer=issuer,
             audience=audience,
@@ -624,14 +625,20 @@ class TokenGuard:
         self._keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
         return claims
 
-    def _admit(self, claims: TokenClaims) -> None:
+    def _admit(self, claims: TokenClaims, *, check_text: bool = False) -> None:
         """The checks every kind of verified claims passes (JWT, introspection, custom verifier).
 
+        ``check_text``: also refuse lone surrogates (RFC 7493 §2.1), for
+        claims that did not come through the strict JWT parser.
+
         Raises:
-            InvalidToken: a sender-constrained token presented as Bearer.
+            InvalidToken: a sender-constrained token presented as Bearer, or
+                a claim that is not Unicode text.
         """
         if not self.proof_of_possession and "cnf" in claims:
             check_not_sender_constrained(claims.get("cnf"))
+        if check_text and has_lone_surrogate(claims.to_dict()):
+            raise InvalidToken("malformed claims")
 
     def _verify_flow(
         self, token: str, jws: UnverifiedJWS | None, key: bytes, now: float, client: str | None
@@ -679,7 +686,7 @@ class TokenGuard:
         opaque_claims = result.claims
         assert opaque_claims is not None
         try:
-            self._admit(opaque_claims)
+            self._admit(opaque_claims, check_text=True)
         except InvalidToken:
             if leader:
                 yield from self._release(key)
@@ -855,7 +862,7 @@ class TokenGuard:
         if not isinstance(answer, Mapping):
             raise TypeError("a custom verifier must return a mapping of claims or None")
         claims = TokenClaims(answer, token_type="custom")
-        self._admit(claims)
+        self._admit(claims, check_text=True)
         if claims.exp is not None and now >= claims.exp:
             raise InvalidToken("token expired")
         cache_until = now + self._verifier_cache_ttl

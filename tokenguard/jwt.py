@@ -42,6 +42,8 @@ from .scopes import DEFAULT_SCOPE_CLAIMS
 __all__ = [
     "DEFAULT_LEEWAY",
     "JWTPolicy",
+    "has_lone_surrogate",
+    "names_other_kind",
     "UnverifiedJWS",
     "parse_jws",
     "peek_issuer",
@@ -128,12 +130,12 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise InvalidToken(f"malformed token {what}")
     # Only a \u escape can make a surrogate (the UTF-8 decode refused raw ones):
     # the walk runs for the rare texts that hold one.
-    if "\\u" in text and _has_lone_surrogate(value):
+    if "\\u" in text and has_lone_surrogate(value):
         raise InvalidToken(f"malformed token {what}")
     return value
 
 
-def _has_lone_surrogate(value: object) -> bool:
+def has_lone_surrogate(value: object) -> bool:
     """Whether a parsed JSON value holds a string with an unpaired surrogate (RFC 7493 §2.1)."""
     stack = [value]
     while stack:

@@ -400,6 +400,10 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
     """
     if not isinstance(jwk, Mapping):
         raise ValueError("JWK is not an object")
+    if jwk.get("kty") != "oct" and _PRIVATE_JWK_MEMBERS & set(jwk):
+        # A private JWK where a public key is expected: refused, not trimmed,
+        # so the leak is noticed (upstream, or in the configuration).
+        raise ValueError("private key material in a public JWK")
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise ValueError("kid is not a string")
@@ -414,10 +418,6 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
         raise ValueError("unsupported alg on key")
     algorithms = None if alg is None else (alg,)
     kty = jwk.get("kty")
-    if kty != "oct" and _PRIVATE_JWK_MEMBERS & set(jwk):
-        # A private JWK where a public key is expected: refused, not trimmed,
-        # so the leak is noticed (upstream, or in the configuration).
-        raise ValueError("private key material in a public JWK")
     try:
         if kty == "oct":
             if not allow_symmetric:

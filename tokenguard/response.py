@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 from ._logtext import loggable
-from ._memo import remember
 from .cachecontrol import CacheControl
 
 __all__ = ["MAX_WARNED_PATHS", "PublicCachePolicy", "ResponsePolicy", "secure_headers"]
@@ -91,9 +90,9 @@ def secure_headers(
     return out, True
 
 
-#: Paths remembered as already warned about. Paths come from requests, so the
-#: set is bounded: when full it is emptied (a path may then be warned about
-#: again), never grown.
+#: Paths warned about, at most. Paths come from requests, so both the memory
+#: and the log lines they cause are bounded: past this many distinct paths,
+#: one last WARNING says so and no more are logged.
 MAX_WARNED_PATHS = 256
 
 
@@ -110,13 +109,20 @@ class ResponsePolicy:
 
     def __init__(self, *, public_cache_policy: PublicCachePolicy = "private") -> None:
         self.public_cache_policy = public_cache_policy
-        self._warned: dict[str, None] = {}
+        self._warned: set[str] = set()
 
     def secure(self, headers: Sequence[tuple[str, str]], path: str) -> list[tuple[str, str]]:
         """Apply :func:`secure_headers`, logging once per path a route that marked its response shareable."""
         secured, shareable = secure_headers(headers, public_policy=self.public_cache_policy)
-        if shareable and path[:_MAX_REMEMBERED_PATH] not in self._warned:
-            remember(self._warned, path[:_MAX_REMEMBERED_PATH], None, MAX_WARNED_PATHS)
+        if shareable and len(self._warned) < MAX_WARNED_PATHS and path[:_MAX_REMEMBERED_PATH] not in self._warned:
+            self._warned.add(path[:_MAX_REMEMBERED_PATH])
+            if len(self._warned) == MAX_WARNED_PATHS:
+                logger.warning(
+                    "authenticated responses on %d paths were marked storable by shared caches; "
+                    "further paths are not logged",
+                    MAX_WARNED_PATHS,
+                )
+                return secured
             logger.warning(
                 "authenticated response on %s was marked storable by shared caches; applied policy %r",
                 loggable(path),
