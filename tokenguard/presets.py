@@ -71,7 +71,9 @@ def ibm_liberty(
     ``jwk``). Liberty issues short opaque access tokens by default (pass the
     resource server's ``client_id``/``client_secret``, sent with HTTP Basic)
     and JWTs when the provider is configured so; both are accepted. Liberty
-    JWTs often carry no ``aud``: pass ``audience=None`` in that case, knowingly.
+    JWTs carry no ``aud`` unless the provider lists audiences: list this API
+    there and pass it as ``audience``. ``audience=None`` (logged as a WARNING)
+    would accept Liberty's ID tokens, signed by the same keys, as access tokens.
     """
     issuer = f"{host.rstrip('/')}/oidc/endpoint/{provider}"
     return TokenGuard.from_issuer(
