@@ -798,3 +798,39 @@ def test_wsgi_form_over_limit_left_to_the_app(idp: LocalIssuer) -> None:
     response = client.post("/books", data={"title": big}, headers=bearer(token))
     assert response.status_code == 200
     assert response.get_json()["form"]["title"] == big
+
+
+@given(st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.floats()))
+def test_parse_bool_answers_or_refuses(value: object) -> None:
+    """Any value is a bool or a ConfigurationError naming the option; never a guess."""
+    from tokenguard._config import parse_bool
+
+    try:
+        result = parse_bool(value, "TOKENGUARD_X")
+    except ConfigurationError as exc:
+        assert "TOKENGUARD_X" in str(exc)
+    else:
+        assert result is (str(value).strip().lower() in ("1", "true", "yes", "on"))
+
+
+@pytest.mark.parametrize(
+    ("typ", "other"),
+    [
+        ("at+jwt", False),
+        ("application/at+jwt", False),
+        ("AT+JWT", False),
+        ("JWT", False),
+        ("jwt", False),
+        ("dpop+jwt", True),
+        ("application/logout+jwt", True),
+        ("secevent+jwt", True),
+        ("JWE", True),
+        ("JOSE+JSON", True),
+        ("", False),
+    ],
+)
+def test_names_other_kind_table(typ: str, other: bool) -> None:
+    """Which typ values name a kind of JWT that is not an access token."""
+    from tokenguard.jwt import names_other_kind
+
+    assert names_other_kind(typ) is other
