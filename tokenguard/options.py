@@ -190,20 +190,6 @@ class AdapterOptions:
             max_token_bytes=guard.max_token_bytes,
         )
 
-    def replace(self, **changes: object) -> AdapterOptions:
-        """A copy with ``changes`` applied (validated like a new object)."""
-        values: dict[str, object] = {
-            "protect": self.protect,
-            "public_paths": tuple(sorted(self.public_paths)),
-            "public_prefixes": self.public_prefixes,
-            "public_docs": self.public_docs,
-            "allow_query_token": self.allow_query_token,
-            "allow_form_token": self.allow_form_token,
-            "public_cache_policy": self.public_cache_policy,
-        }
-        values.update(changes)
-        return AdapterOptions(**values)  # type: ignore[arg-type]
-
 
 def resolve_options(options: AdapterOptions | None, keywords: Mapping[str, Any]) -> AdapterOptions:
     """``options``, or one built from the adapter keywords that are not ``None``.
