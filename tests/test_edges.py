@@ -274,6 +274,19 @@ def test_fastapi_docs_public_only_when_served(idp: LocalIssuer) -> None:
         assert httpx.get(f"{server.url}/docs").status_code == 401
 
 
+def test_parent_docs_urls_do_not_exempt_a_mounted_app(idp: LocalIssuer) -> None:
+    """A sub-app mounted in a FastAPI app does not inherit the parent's /docs exemption."""
+    parent = FastAPI()
+    parent.mount("/api", _starlette(idp.guard()))
+    wrapped = FastAPI()
+    with UvicornServer(parent) as server:
+        assert httpx.get(f"{server.url}/docs").status_code == 200
+        assert httpx.get(f"{server.url}/api/docs").status_code == 401
+    with UvicornServer(TokenGuardMiddleware(wrapped, idp.guard())) as server:
+        assert httpx.get(f"{server.url}/docs").status_code == 200
+        assert httpx.get(f"{server.url}/other").status_code == 401
+
+
 def test_mounted_app_compares_paths_relative_to_the_mount(idp: LocalIssuer) -> None:
     """A middleware inside Mount("/api") treats /api/health as its /health."""
     inner = _starlette(idp.guard(), public_paths=("/health",))

@@ -144,6 +144,9 @@ class TokenGuardMiddleware:
         )
         self.protect = self.options.protect
         self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
+        # Which app's docs URLs apply: decided once per scope["app"] seen.
+        self._seen_app: object = None
+        self._docs_owner: object = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -170,8 +173,21 @@ class TokenGuardMiddleware:
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
-        docs = _served_docs(scope.get("app", self.app)) if options.public_docs else frozenset()
+        docs = _served_docs(self._docs_app(scope)) if options.public_docs else frozenset()
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
+
+    def _docs_app(self, scope: Scope) -> object:
+        """The app whose docs URLs are this middleware's to exempt.
+
+        ``scope["app"]`` when this middleware sits in that app's own stack
+        (``app.add_middleware``); else the wrapped app. A parent app's docs
+        URLs must not exempt paths of a sub-app mounted under it.
+        """
+        app = scope.get("app")
+        if app is not self._seen_app:
+            self._seen_app = app
+            self._docs_owner = app if _in_stack_of(app, self) else self.app
+        return self._docs_owner
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
         authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
@@ -251,6 +267,18 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
         return await receive()
 
     return replay, tokens
+
+
+def _in_stack_of(app: object, middleware: object) -> bool:
+    """Whether ``middleware`` is one of the layers of ``app``'s own middleware stack."""
+    layer = getattr(app, "middleware_stack", None)
+    for _ in range(64):  # a stack is a short chain; bound the walk anyway
+        if layer is None:
+            return False
+        if layer is middleware:
+            return True
+        layer = getattr(layer, "app", None)
+    return False
 
 
 def _served_docs(app: object) -> frozenset[str]:
