@@ -847,3 +847,20 @@ def test_names_other_kind_table(typ: str, other: bool) -> None:
     from tokenguard.jwt import names_other_kind
 
     assert names_other_kind(typ) is other
+
+
+def test_jwks_skip_reasons_are_log_safe() -> None:
+    """Reasons for skipped JWKS keys (logged) carry kid and kty escaped and cut, never raw CR/LF/ESC."""
+    document = {"keys": [{"kty": "X\r\n" * 50, "kid": "a\x1b" * 100}, {"kty": "RSA\x1b", "n": 1, "kid": "k\n"}]}
+    _, skipped = parse_jwks(document)
+    assert len(skipped) == 2
+    for reason in skipped:
+        assert reason.isascii() and reason.isprintable()
+        assert len(reason) < 200
+
+
+def test_signing_key_repr_hides_secrets(idp: LocalIssuer) -> None:
+    """The test issuer's keys do not print their private half or HMAC secret."""
+    with LocalIssuer(algorithms=("HS256",)) as hmac_issuer:
+        key = hmac_issuer.key("HS256")
+        assert key.public_jwk["k"] not in repr(key) and repr(key.private) not in repr(key)

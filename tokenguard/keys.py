@@ -384,7 +384,8 @@ def _jwk_public_key(jwk: Mapping[str, Any]) -> Any:
     if kty == "OKP":
         public = {k: data[k] for k in ("kty", "crv", "x") if k in data}
         return OKPAlgorithm.from_jwk(public)
-    raise ValueError(f"unsupported kty {kty!r}")
+    # Reasons reach the log: a kty from a fetched JWKS is escaped and cut.
+    raise ValueError(f"unsupported kty {loggable(kty, 16)}")
 
 
 def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> VerificationKey:
@@ -429,9 +430,9 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
         raise ValueError(str(exc)) from None
     except (binascii.Error, KeyError, TypeError, ValueError) as exc:
         # PyJWT's messages can echo the key; keep only the kind of failure.
-        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+        raise ValueError(f"malformed {loggable(kty, 16)} key ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - third-party parsers raise varied errors
-        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+        raise ValueError(f"malformed {loggable(kty, 16)} key ({type(exc).__name__})") from None
 
 
 #: Where KeySet.candidates() keeps its answer for kids the set does not hold.
