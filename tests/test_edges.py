@@ -864,3 +864,17 @@ def test_signing_key_repr_hides_secrets(idp: LocalIssuer) -> None:
     with LocalIssuer(algorithms=("HS256",)) as hmac_issuer:
         key = hmac_issuer.key("HS256")
         assert key.public_jwk["k"] not in repr(key) and repr(key.private) not in repr(key)
+
+
+def test_scope_sequences_refuse_bare_strings(idp: LocalIssuer) -> None:
+    """Scopes and scope claims given as one string are refused, naming what is wrong."""
+    from tokenguard import Introspection
+    from tokenguard.scopes import ScopeRequirement
+
+    with pytest.raises(ConfigurationError, match="scopes must be a sequence"):
+        ScopeRequirement("read")  # type: ignore[arg-type]
+    guard = idp.guard()
+    with pytest.raises(ConfigurationError, match="scope names must be strings"):
+        guard.requires(["read", "write"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="scope_claims"):
+        Introspection(endpoint=idp.introspection_endpoint, client_id="c", scope_claims="scope")  # type: ignore[arg-type]
