@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from werkzeug.wrappers import Request as WerkzeugRequest
 
-from tokenguard import ConfigurationError, JWTIssuer, TokenGuard
+from tokenguard import ConfigurationError, JWTIssuer, TokenGuard, parse_challenges
 from tokenguard.bearer import parameter_tokens
 from tokenguard.errors import InvalidToken
 from tokenguard.fastapi import setup
@@ -801,16 +801,17 @@ def test_cache_warning_through_starlette_escapes_the_path(idp: LocalIssuer, capl
     assert messages and "\\r\\nb\\x1b" in messages[0] and "\r" not in messages[0]
 
 
-def test_wsgi_form_over_limit_left_to_the_app(idp: LocalIssuer) -> None:
-    """A form body over 64 KiB is not read by the middleware; the app still gets all of it."""
-    from werkzeug.test import Client
-
-    client = Client(_wsgi(idp.guard(), allow_form_token=True))
+def test_form_over_limit_left_to_the_app(stack: Served, idp: LocalIssuer) -> None:
+    """A form body over 64 KiB is not searched by any adapter; the app still gets all of it."""
     token = idp.issue(alg="ES256", scope="read")
     big = "x" * (70 * 1024)
-    response = client.post("/books", data={"title": big}, headers=bearer(token))
-    assert response.status_code == 200
-    assert response.get_json()["form"]["title"] == big
+    with stack(allow_form_token=True) as server:
+        response = httpx.post(f"{server.url}/books", data={"title": big}, headers=bearer(token))
+        assert response.status_code == 200
+        assert response.json()["form"]["title"] == big
+        hidden = httpx.post(f"{server.url}/books", data={"title": big, "access_token": token})
+        assert hidden.status_code == 401  # no credentials found: a bare challenge
+        assert parse_challenges(hidden.headers["www-authenticate"])[0].error is None
 
 
 @given(st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.floats()))

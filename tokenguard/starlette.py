@@ -241,12 +241,19 @@ class TokenGuardMiddleware:
 
 
 async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, list[str]]:
-    """Read an urlencoded body for ``access_token`` and replay it to the app."""
+    """Read an urlencoded body (up to 64 KiB) for ``access_token`` and replay it to the app.
+
+    A longer body is not searched, as in the WSGI adapter: the same request
+    gets the same answer everywhere, and a token is never cut in two.
+    """
     content_type = ""
+    declared: int | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             content_type = value.decode("latin-1").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+        elif key == b"content-length":
+            declared = int(value) if value.isdigit() else None
+    if content_type != "application/x-www-form-urlencoded" or (declared is not None and declared > _MAX_FORM_BYTES):
         return receive, []
     messages: list[Message] = []
     body = b""
@@ -258,7 +265,7 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
         body += message.get("body", b"")
         if len(body) > _MAX_FORM_BYTES or not message.get("more_body", False):
             break
-    tokens = parameter_tokens(body)
+    tokens = parameter_tokens(body) if len(body) <= _MAX_FORM_BYTES else []
     pending = list(messages)
 
     async def replay() -> Message:
