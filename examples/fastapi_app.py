@@ -17,7 +17,7 @@ from tokenguard.fastapi import setup
 
 def create_app(guard: TokenGuard) -> FastAPI:
     app = FastAPI(title="Books API")
-    setup(app, guard, middleware=True)
+    setup(app, guard, middleware=True, public_paths=("/health",))
 
     @app.get("/health")
     async def health() -> dict[str, str]:

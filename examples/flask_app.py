@@ -18,7 +18,7 @@ from tokenguard.flask import FlaskTokenGuard, current_token
 def create_app(guard: TokenGuard | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update({k: v for k, v in os.environ.items() if k.startswith("TOKENGUARD_")})
-    tg = FlaskTokenGuard(app, guard)
+    tg = FlaskTokenGuard(app, guard, public_paths=("/health",))
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -18,19 +18,22 @@ with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tokenguard import TokenError, TokenGuard, parse_authorization
+    from tokenguard.bearer import parameter_tokens
     from tokenguard.keys import parse_jwks
+    from tokenguard.options import AdapterOptions
 
 ISSUER = "https://issuer.fuzz"
 AUDIENCE = "https://api.fuzz"
 _KEY = ec.generate_private_key(ec.SECP256R1())
 _JWK = {**pyjwt.algorithms.ECAlgorithm.to_jwk(_KEY.public_key(), as_dict=True), "kid": "k1"}
 GUARD = TokenGuard.from_keys(issuer=ISSUER, audience=AUDIENCE, jwks={"keys": [_JWK]})
+OPTIONS = AdapterOptions(public_paths=("/health",), public_prefixes=("/static",))
 SEED = pyjwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": 4_000_000_000, "sub": "s"}, _KEY, "ES256", {"kid": "k1"})
 
 
 def test_one_input(data: bytes) -> None:
     provider = atheris.FuzzedDataProvider(data)
-    choice = provider.ConsumeIntInRange(0, 3)
+    choice = provider.ConsumeIntInRange(0, 4)
     text = provider.ConsumeUnicodeNoSurrogates(provider.remaining_bytes())
     try:
         if choice == 0:
@@ -41,6 +44,10 @@ def test_one_input(data: bytes) -> None:
             GUARD.verify_sync(".".join([head, payload[: len(text) % (len(payload) + 1)] + text, sig]))
         elif choice == 2:
             parse_authorization(text)
+        elif choice == 4:
+            # Query/form parsing and public-path matching see raw request text.
+            parameter_tokens(text.encode("utf-8", "surrogateescape"))
+            OPTIONS.is_public(text)
         else:
             try:
                 import json

@@ -85,12 +85,12 @@ def starlette_app(guard: TokenGuard) -> Any:
             WebSocketRoute("/ws", ws),
         ]
     )
-    return TokenGuardMiddleware(app, guard)
+    return TokenGuardMiddleware(app, guard, public_paths=("/health",))
 
 
 def fastapi_app(guard: TokenGuard) -> FastAPI:
     app = FastAPI()
-    setup(app, guard, middleware=True)
+    setup(app, guard, middleware=True, public_paths=("/health",))
 
     @app.get("/books")
     async def books(claims: TokenClaims = Security(guard.requires("read"))) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def fastapi_dependency_only_app(guard: TokenGuard) -> FastAPI:
 
 def flask_app(guard: TokenGuard) -> Flask:
     app = Flask(__name__)
-    tg = FlaskTokenGuard(app, guard)
+    tg = FlaskTokenGuard(app, guard, public_paths=("/health",))
 
     @app.get("/books")
     @tg.requires("read")
@@ -175,7 +175,7 @@ def wsgi_app(guard: TokenGuard) -> Callable[..., Any]:
         start_response("200 OK", headers)
         return [json.dumps({"sub": claims.subject if claims else None}).encode()]
 
-    return TokenGuardWSGIMiddleware(app, guard)
+    return TokenGuardWSGIMiddleware(app, guard, public_paths=("/health",))
 
 
 ASGI_STACKS = {"starlette": starlette_app, "fastapi": fastapi_app}

@@ -16,16 +16,20 @@ Rules, strictest reading of RFC 6750:
 * More than one token (two headers, header plus query, two query values) is
   ``invalid_request`` (§3.1 "uses more than one method").
 * The size limit is checked before any pattern is run on the value.
+* Query and form parameter names are compared after percent-decoding
+  (``access%5Ftoken`` is ``access_token``, RFC 3986 §2.1), by one function
+  every adapter uses, so every adapter gives the same answer.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import unquote_to_bytes
 
 from .errors import InvalidRequest, InvalidToken, MissingToken
 
-__all__ = ["DEFAULT_MAX_TOKEN_BYTES", "extract_token", "parse_authorization"]
+__all__ = ["DEFAULT_MAX_TOKEN_BYTES", "extract_token", "parse_authorization", "parameter_tokens"]
 
 #: Largest token accepted, checked before parsing. Precedents: nginx and
 #: Node.js cap a whole header block at 8 KiB / 16 KiB, Tomcat at 8 KiB;
@@ -75,6 +79,31 @@ def parse_authorization(value: str, *, max_token_bytes: int = DEFAULT_MAX_TOKEN_
     if not _SCHEME.fullmatch(scheme):
         raise InvalidRequest("malformed Authorization header")
     return None
+
+
+_PARAMETER = b"access_token"
+
+
+def parameter_tokens(encoded: str | bytes) -> list[str]:
+    """Every ``access_token`` value in an ``application/x-www-form-urlencoded`` string.
+
+    Used for the query string (RFC 6750 §2.3) and the form body (§2.2).
+    Names are compared after percent-decoding, so ``access%5Ftoken`` counts:
+    a check on the raw bytes would let a second token through beside the
+    header one. A ``str`` is taken as the WSGI environ gives it (latin-1
+    mapped bytes); values are decoded as UTF-8, with anything invalid
+    replaced (and then refused as malformed by :func:`extract_token`).
+    """
+    raw = encoded.encode("latin-1", "replace") if isinstance(encoded, str) else encoded
+    if _PARAMETER not in raw and b"%" not in raw:
+        return []  # No spelling of the name is possible: skip the parse.
+    found: list[str] = []
+    for field in raw.split(b"&"):
+        name, _, value = field.partition(b"=")
+        # HTML form encoding: "+" is a space, then percent-decoding (as werkzeug and parse_qsl do).
+        if unquote_to_bytes(name.replace(b"+", b" ")) == _PARAMETER:
+            found.append(unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8", "replace"))
+    return found
 
 
 def _check_param_token(value: str, where: str, max_token_bytes: int) -> str:

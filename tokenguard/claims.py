@@ -16,9 +16,10 @@ from sys import intern
 from typing import Any, Literal
 
 from ._memo import remember
+from .errors import InvalidToken
 from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
 
-__all__ = ["TokenClaims", "TokenType", "numeric_date"]
+__all__ = ["TokenClaims", "TokenType", "check_not_sender_constrained", "numeric_date"]
 
 TokenType = Literal["jwt", "opaque", "custom"]
 
@@ -316,3 +317,26 @@ def _datetime(timestamp: float | None) -> datetime | None:
     except (OverflowError, OSError, ValueError):
         # A signed token may say exp = year 30000; that is "never", not a crash.
         return (datetime.max if timestamp > 0 else datetime.min).replace(tzinfo=UTC)
+
+
+#: ``cnf`` members that bind a token to a key the presenter must prove it
+#: holds: a DPoP key thumbprint (RFC 9449 §6.1) or a client certificate
+#: thumbprint (RFC 8705 §3.1).
+SENDER_CONSTRAINT_MEMBERS = ("jkt", "x5t#S256")
+
+
+def check_not_sender_constrained(cnf: object) -> None:
+    """Refuse the ``cnf`` claim of a token presented as a plain Bearer token.
+
+    A token bound to a key (``jkt``) or a certificate (``x5t#S256``) is
+    useless without the proof; presented as Bearer it is most likely stolen
+    (RFC 9449 §7.1, RFC 8705 §3). A ``cnf`` that is not a JSON object is
+    malformed (RFC 7800 §3.1) and refused as well.
+
+    Raises:
+        InvalidToken: the token is sender-constrained, or ``cnf`` is malformed.
+    """
+    if not isinstance(cnf, Mapping):
+        raise InvalidToken("malformed cnf claim")
+    if any(member in cnf for member in SENDER_CONSTRAINT_MEMBERS):
+        raise InvalidToken("sender-constrained token presented as a bearer token")

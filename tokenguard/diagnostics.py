@@ -164,9 +164,9 @@ def audience_mismatch(issuer: str, configured: Iterable[str], presented: object)
     )
 
 
-def token_type_mismatch(configured: Iterable[str], presented: object) -> None:
-    """A token's ``typ`` header is not one of the accepted ``token_types``."""
-    names = list(configured)
+def token_type_mismatch(configured: Iterable[str | None], presented: object) -> None:
+    """A token's ``typ`` header is not one of the accepted ``token_types`` (``None``: no ``typ``)."""
+    names = ["(none)" if name is None else name for name in configured]
     shown = loggable(presented) if isinstance(presented, str) else "(no typ header)"
     _emit(
         logging.WARNING,

@@ -11,29 +11,46 @@
 
 Errors are RFC 6750 JSON responses, never Flask's HTML pages. Responses to
 authenticated requests get ``Vary: Authorization`` and a safe
-``Cache-Control``. Without a guard, one is built from ``app.config``:
-``TOKENGUARD_ISSUER``, ``TOKENGUARD_AUDIENCE``, ``TOKENGUARD_CLIENT_ID``,
-``TOKENGUARD_CLIENT_SECRET``, ``TOKENGUARD_REALM``,
-``TOKENGUARD_ALLOW_QUERY_TOKEN``. ``TOKENGUARD_PROTECT_ALL`` (default off)
-requires a token on every endpoint except ``TOKENGUARD_PUBLIC_PATHS``.
+``Cache-Control``. The claims belong to one request: they are kept in the
+request's WSGI environ (``g.token`` mirrors them and is cleared when the
+request ends), so an outer ``app.app_context()`` never carries one request's
+claims into the next.
+
+Options are those of every adapter (:class:`~tokenguard.options.AdapterOptions`,
+same defaults): every endpoint requires a token unless its path is public,
+and nothing is public by default. Keywords win over ``app.config``, which is
+read as follows (only ``app.config``: environment variables are not read; load
+them with e.g. ``app.config.from_prefixed_env()`` or ``app.config.update(...)``):
+
+``TOKENGUARD_PROTECT_ALL``, ``TOKENGUARD_ALLOW_QUERY_TOKEN``, ``TOKENGUARD_ALLOW_FORM_TOKEN``
+    booleans: ``True``/``False``, or the strings ``true/false``, ``1/0``,
+    ``yes/no``, ``on/off``; anything else is a :class:`ConfigurationError`.
+``TOKENGUARD_PUBLIC_PATHS``, ``TOKENGUARD_PUBLIC_PREFIXES``
+    a list of paths, or one comma-separated string (``"/health,/healthz"``).
+
+Without a guard, one is built from ``TOKENGUARD_ISSUER``,
+``TOKENGUARD_AUDIENCE``, ``TOKENGUARD_CLIENT_ID``, ``TOKENGUARD_CLIENT_SECRET``,
+``TOKENGUARD_REALM``, ``TOKENGUARD_CACHE`` and ``TOKENGUARD_HASH_KEY``.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
 
+from ._config import parse_bool, string_tuple
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .options import AdapterOptions, resolve_options
 from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
-from .wsgi import find_token
+from .wsgi import CLAIMS_KEY, find_token
 
 __all__ = ["FlaskTokenGuard", "current_token"]
 
@@ -42,8 +59,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _EXTENSION = "tokenguard"
 
 
+#: Marks, in the request's environ, that its token was looked for already.
+_VERIFIED_KEY = "tokenguard.verified"
+
+
 def _current_claims() -> TokenClaims:
-    claims = g.get("token")
+    claims = request.environ.get(CLAIMS_KEY)
     if claims is None:
         raise RuntimeError("no verified token on this request: protect the view with @tg.requires()")
     return cast(TokenClaims, claims)
@@ -59,9 +80,13 @@ class FlaskTokenGuard:
     Args:
         app: the app, or ``None`` to call :meth:`init_app` later.
         guard: the shared :class:`TokenGuard`; built from ``app.config`` if ``None``.
-        protect_all: require a valid token on every endpoint (not only
-            decorated ones), except ``public_paths``.
-        public_cache_policy: see :mod:`tokenguard.response`.
+        options: an :class:`~tokenguard.options.AdapterOptions`; or give its
+            fields as keywords (``protect_all`` is ``protect``), not both.
+            Unset ones are read from ``app.config`` (see the module
+            docstring), else the defaults every adapter shares.
+
+    Raises:
+        ConfigurationError: invalid options or ``app.config`` values.
     """
 
     def __init__(
@@ -69,31 +94,51 @@ class FlaskTokenGuard:
         app: Flask | None = None,
         guard: TokenGuard | None = None,
         *,
+        options: AdapterOptions | None = None,
         protect_all: bool | None = None,
-        public_paths: tuple[str, ...] | None = None,
-        public_cache_policy: PublicCachePolicy = "private",
+        public_paths: Sequence[str] | None = None,
+        public_prefixes: Sequence[str] | None = None,
+        allow_query_token: bool | None = None,
+        allow_form_token: bool | None = None,
+        public_cache_policy: PublicCachePolicy | None = None,
     ) -> None:
         self.guard = guard
-        self.protect_all = protect_all
-        self.public_paths = public_paths
-        self.public_cache_policy = public_cache_policy
-        self.policy = ResponsePolicy(public_cache_policy=public_cache_policy)
+        self._given: dict[str, Any] = {
+            "protect": protect_all,
+            "public_paths": public_paths,
+            "public_prefixes": public_prefixes,
+            "allow_query_token": allow_query_token,
+            "allow_form_token": allow_form_token,
+            "public_cache_policy": public_cache_policy,
+        }
+        self.options = resolve_options(options, self._given)
+        self._given = {name: value for name, value in self._given.items() if value is not None}
+        self._options_given = options
+        self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
         if app is not None:
             self.init_app(app)
 
+    @property
+    def protect_all(self) -> bool:
+        """Whether every non-public endpoint requires a token."""
+        return self.options.protect
+
     def init_app(self, app: Flask) -> None:
-        """Register hooks and error rendering on ``app``."""
+        """Register hooks and error rendering on ``app``.
+
+        Raises:
+            ConfigurationError: an invalid ``TOKENGUARD_*`` value in ``app.config``.
+        """
+        if self._options_given is None:
+            self.options = AdapterOptions(**{**_options_from_config(app.config), **self._given})
+            self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
         if self.guard is None:
             self.guard = self._guard_from_config(app)
-        if self.protect_all is None:
-            self.protect_all = bool(app.config.get("TOKENGUARD_PROTECT_ALL", False))
-        if self.public_paths is None:
-            self.public_paths = tuple(app.config.get("TOKENGUARD_PUBLIC_PATHS", ("/health", "/healthz")))
-        self.policy = ResponsePolicy(public_paths=self.public_paths, public_cache_policy=self.public_cache_policy)
         app.extensions[_EXTENSION] = self
         app.register_error_handler(TokenError, self._render_error)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
+        app.teardown_request(self._teardown_request)
 
     @staticmethod
     def _guard_from_config(app: Flask) -> TokenGuard:
@@ -109,7 +154,8 @@ class FlaskTokenGuard:
             client_id=config.get("TOKENGUARD_CLIENT_ID"),
             client_secret=config.get("TOKENGUARD_CLIENT_SECRET"),
             realm=config.get("TOKENGUARD_REALM", "api"),
-            allow_query_token=bool(config.get("TOKENGUARD_ALLOW_QUERY_TOKEN", False)),
+            allow_query_token=_config_bool(config, "TOKENGUARD_ALLOW_QUERY_TOKEN"),
+            allow_form_token=_config_bool(config, "TOKENGUARD_ALLOW_FORM_TOKEN"),
             cache=config.get("TOKENGUARD_CACHE"),
             hash_key=_bytes_or_none(config.get("TOKENGUARD_HASH_KEY")),
         )
@@ -127,28 +173,40 @@ class FlaskTokenGuard:
         return response
 
     def _verify_request(self) -> TokenClaims | None:
-        if "token" in g:
-            return cast("TokenClaims | None", g.token)
+        # The request's environ, not g: g belongs to the app context, which an
+        # outer app.app_context() keeps alive across requests.
+        environ = request.environ
+        if environ.get(_VERIFIED_KEY):
+            return cast("TokenClaims | None", environ.get(CLAIMS_KEY))
         guard = self._guard()
-        token = find_token(guard, request)
+        token = find_token(guard, request, self.options)
         claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
+        environ[CLAIMS_KEY] = claims
+        environ[_VERIFIED_KEY] = True
         g.token = claims
         return claims
 
     def _before_request(self) -> None:
-        if not self.protect_all or self.policy.is_public(request.path):
+        # A claim left in g by an earlier request of the same app context is
+        # never this request's.
+        g.pop("token", None)
+        if not self.options.protect or self.options.is_public(request.path):
             return
         if self._verify_request() is None:
             raise MissingToken()
 
     def _after_request(self, response: Response) -> Response:
-        if g.get("token") is None:
+        if request.environ.get(CLAIMS_KEY) is None:
             return response
         secured = self.policy.secure(list(response.headers.items()), request.path)
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)
         return response
+
+    @staticmethod
+    def _teardown_request(exc: BaseException | None) -> None:
+        g.pop("token", None)
 
     def require_token(self, *scopes: str, any_of: bool = False) -> TokenClaims:
         """Verify the current request's token and scopes inside a view; return the claims.
@@ -188,6 +246,35 @@ class FlaskTokenGuard:
     def requires_any(self, *scopes: str) -> Callable[[F], F]:
         """Decorate a view: any one of ``scopes`` suffices."""
         return self.requires(*scopes, any_of=True)
+
+
+def _options_from_config(config: Any) -> dict[str, Any]:
+    """The adapter options set in ``app.config`` (only those present)."""
+    found: dict[str, Any] = {}
+    for key, name in (
+        ("TOKENGUARD_PROTECT_ALL", "protect"),
+        ("TOKENGUARD_ALLOW_QUERY_TOKEN", "allow_query_token"),
+        ("TOKENGUARD_ALLOW_FORM_TOKEN", "allow_form_token"),
+    ):
+        if config.get(key) is not None:
+            found[name] = parse_bool(config[key], key)
+    for key, name in (("TOKENGUARD_PUBLIC_PATHS", "public_paths"), ("TOKENGUARD_PUBLIC_PREFIXES", "public_prefixes")):
+        if config.get(key) is not None:
+            found[name] = _config_paths(config[key], key)
+    return found
+
+
+def _config_bool(config: Any, key: str) -> bool:
+    value = config.get(key)
+    return False if value is None else parse_bool(value, key)
+
+
+def _config_paths(value: object, key: str) -> tuple[str, ...]:
+    # A string is documented as a comma-separated list (what an environment
+    # variable holds), so "/health" is the one path /health, never its characters.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return string_tuple(value, key)
 
 
 def _bytes_or_none(value: str | bytes | None) -> bytes | None:

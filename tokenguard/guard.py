@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import diagnostics
+from ._config import string_tuple
 from ._http import (
     AsyncCoalescer,
     CallVerifier,
@@ -54,11 +55,11 @@ from ._http import (
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
-from .claims import TokenClaims
+from .claims import TokenClaims, check_not_sender_constrained
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import UnverifiedJWS, algorithms_of, looks_like_jws, parse_jws, peek_issuer
+from .jwt import UnverifiedJWS, algorithms_of, has_lone_surrogate, looks_like_jws, parse_jws, peek_issuer
 from .keys import HMAC_ALGORITHMS, VerificationKey
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
@@ -161,6 +162,17 @@ class TokenGuard:
             (:class:`~tokenguard.breaker.BreakerSettings`).
         introspection_limits: concurrency cap, wait and rate limits on
             introspection calls (:class:`~tokenguard.limits.IntrospectionLimits`).
+        proof_of_possession: ``False`` (default) refuses sender-constrained
+            tokens, whose ``cnf`` claim (JWT or introspection answer) binds
+            them to a key (``jkt``, RFC 9449 DPoP) or a client certificate
+            (``x5t#S256``, RFC 8705), with 401 ``invalid_token``: presented as
+            plain Bearer, such a token is most likely stolen (RFC 9449 §7.1).
+            ``True`` only where the application checks the proof of
+            possession itself.
+
+    Raises:
+        ConfigurationError: nothing to verify with, ``issuers`` not a sequence
+            of :class:`JWTIssuer`, or an invalid option.
     """
 
     def __init__(
@@ -185,7 +197,19 @@ class TokenGuard:
         userinfo_cache_ttl: float = 60.0,
         breaker: BreakerSettings | None = None,
         introspection_limits: IntrospectionLimits | None = None,
+        proof_of_possession: bool = False,
     ) -> None:
+        if isinstance(issuers, JWTIssuer | str) or not all(isinstance(i, JWTIssuer) for i in issuers):
+            raise ConfigurationError("issuers must be a sequence of JWTIssuer (write issuers=[issuer])")
+        for name, flag in (
+            ("allow_query_token", allow_query_token),
+            ("allow_form_token", allow_form_token),
+            ("include_error_details", include_error_details),
+            ("proof_of_possession", proof_of_possession),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False, not {flag!r}")
+        self.proof_of_possession = proof_of_possession
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
         self._verifier = verifier
@@ -324,7 +348,7 @@ class TokenGuard:
         jwks_uri: str | None = None,
         discovery_url: str | None = None,
         algorithms: Iterable[str] | None = None,
-        token_types: Sequence[str] = (),
+        token_types: Sequence[str | None] = (),
         required_claims: Sequence[str] = (),
         scope_claims: Sequence[str] | None = None,
         leeway: float | None = None,
@@ -348,7 +372,7 @@ class TokenGuard:
         if leeway is not None:
             issuer_options["leeway"] = leeway
         if scope_claims is not None:
-            issuer_options["scope_claims"] = tuple(scope_claims)
+            scope_claims = issuer_options["scope_claims"] = string_tuple(scope_claims, "scope_claims")
         jwt_issuer = JWTIssuer(
             issuer=issuer,
             audience=audience,
@@ -622,8 +646,24 @@ class TokenGuard:
             return None
         self._events["jwt_verified_locally"] += 1
         claims, thumbprint = runtime.verify_now(jws, keys, now)
+        self._admit(claims)
         self._keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
         return claims
+
+    def _admit(self, claims: TokenClaims, *, check_text: bool = False) -> None:
+        """The checks every kind of verified claims passes (JWT, introspection, custom verifier).
+
+        ``check_text``: also refuse lone surrogates (RFC 7493 §2.1), for
+        claims that did not come through the strict JWT parser.
+
+        Raises:
+            InvalidToken: a sender-constrained token presented as Bearer, or
+                a claim that is not Unicode text.
+        """
+        if not self.proof_of_possession and "cnf" in claims:
+            check_not_sender_constrained(claims.get("cnf"))
+        if check_text and has_lone_surrogate(claims.to_dict()):
+            raise InvalidToken("malformed claims")
 
     def _verify_flow(
         self, token: str, jws: UnverifiedJWS | None, key: bytes, now: float, client: str | None
@@ -643,6 +683,7 @@ class TokenGuard:
             assert jws is not None
             self._events["jwt_verified_locally"] += 1
             claims, thumbprint = yield from runtime.verify_flow(jws, now)
+            self._admit(claims)
             cache_until = None
             leader = False
             if runtime.config.check_revocation and self._introspection is not None:
@@ -670,6 +711,12 @@ class TokenGuard:
         result = yield from self._introspect(token, key, now, leader)
         opaque_claims = result.claims
         assert opaque_claims is not None
+        try:
+            self._admit(opaque_claims, check_text=True)
+        except InvalidToken:
+            if leader:
+                yield from self._release(key)
+            raise
         return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
 
     def _trusted_issuers(self) -> list[str]:
@@ -846,6 +893,7 @@ class TokenGuard:
         if not isinstance(answer, Mapping):
             raise TypeError("a custom verifier must return a mapping of claims or None")
         claims = TokenClaims(answer, token_type="custom")
+        self._admit(claims, check_text=True)
         if claims.exp is not None and now >= claims.exp:
             raise InvalidToken("token expired")
         cache_until = now + self._verifier_cache_ttl

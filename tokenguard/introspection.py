@@ -87,6 +87,8 @@ class Introspection:
             )
         if self.cache_ttl < 0 or self.negative_ttl < 0:
             raise ConfigurationError("cache_ttl and negative_ttl cannot be negative")
+        if isinstance(self.scope_claims, str):
+            raise ConfigurationError(f"scope_claims must be a sequence of claim names, not {self.scope_claims!r}")
 
     @property
     def audiences(self) -> tuple[str, ...] | None:

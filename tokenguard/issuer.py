@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._config import string_tuple
 from ._http import Flow
+from ._logtext import loggable
 from ._memo import remember
 from .claims import TokenClaims
 from .errors import ConfigurationError
@@ -25,6 +28,8 @@ from .sources import FetchSettings, JWKSSource, MetadataSource, check_url
 
 __all__ = ["JWTIssuer"]
 
+logger = logging.getLogger("tokenguard")
+
 
 @dataclass(frozen=True, slots=True)
 class JWTIssuer:
@@ -33,11 +38,18 @@ class JWTIssuer:
     Keys come from, in order of precedence: ``keys``/``jwks``/``hmac_keys``
     (static, no network), ``jwks_uri``, or the issuer's discovery document.
 
+    Every sequence option refuses a bare string (``algorithms="RS256"`` is a
+    :class:`ConfigurationError`, not five one-letter algorithms); ``audience``
+    alone takes one string as the one accepted audience. ``repr()`` never
+    shows key material.
+
     Args:
         issuer: the exact ``iss`` value the tokens carry.
-        audience: the accepted ``aud`` value(s); pass ``None`` explicitly to
-            skip the audience check, which is safe only when the issuer mints
-            tokens for this API alone.
+        audience: the accepted ``aud`` value(s): one string or a sequence.
+            ``None`` skips the audience check and logs a WARNING: an issuer
+            mints tokens for many audiences (ID tokens carry the client's
+            ``client_id``), and without this check any of them is accepted.
+            Use it only when the issuer mints tokens for this API alone.
         jwks_uri: fetch keys here instead of discovering them.
         discovery_url: fetch metadata here instead of the well-known URLs.
         keys: static keys: ``VerificationKey`` objects, PEM/DER bytes or
@@ -51,7 +63,11 @@ class JWTIssuer:
             keep expired tokens usable for longer.
         require_exp: refuse tokens without ``exp`` (default on).
         required_claims: claims every token must carry.
-        token_types: accepted ``typ`` values, e.g. ``("at+jwt",)`` for RFC 9068.
+        token_types: accepted ``typ`` values, e.g. ``("at+jwt",)`` for RFC
+            9068; ``None`` among them accepts a token without ``typ``. Empty
+            (default): any ``typ`` except one naming another kind of JWT
+            (``dpop+jwt``, ``logout+jwt``, any ``*+jwt`` but ``at+jwt``, ``JWE``;
+            RFC 8725 §3.11), and tokens without one.
         max_token_age: refuse tokens issued longer ago than this (seconds).
         scope_claims: claims read for scopes (default ``scope``, ``scp``).
         fetch: fetch and cache settings for discovery and JWKS.
@@ -65,25 +81,59 @@ class JWTIssuer:
     audience: str | Sequence[str] | None
     jwks_uri: str | None = None
     discovery_url: str | None = None
-    keys: Sequence[Any] = ()
-    jwks: Mapping[str, Any] | None = None
+    keys: Sequence[Any] = field(default=(), repr=False)
+    jwks: Mapping[str, Any] | None = field(default=None, repr=False)
     hmac_keys: Mapping[str | None, str | bytes] | None = field(default=None, repr=False)
     algorithms: Iterable[str] | None = None
     leeway: float = DEFAULT_LEEWAY
     require_exp: bool = True
     required_claims: Sequence[str] = ()
-    token_types: Sequence[str] = ()
+    token_types: Sequence[str | None] = ()
     max_token_age: float | None = None
     scope_claims: Sequence[str] = DEFAULT_SCOPE_CLAIMS
     fetch: FetchSettings = FetchSettings()
     check_revocation: bool = False
 
     def __post_init__(self) -> None:
-        # A bare string where a sequence is expected would be read character by character.
-        for name in ("token_types", "required_claims", "scope_claims", "keys", "algorithms"):
-            value = getattr(self, name)
-            if isinstance(value, str | bytes):
-                raise ConfigurationError(f"{name} must be a sequence such as ({value!r},), not a bare string")
+        if not isinstance(self.issuer, str) or not self.issuer:
+            raise ConfigurationError("issuer must be a non-empty string")
+        set_field = object.__setattr__
+        if self.audience is None:
+            logger.warning(
+                "issuer %s: audience=None, the audience check is off; tokens this issuer minted for any "
+                "other audience (ID tokens included) will be accepted. Set audience= to this API's identifier.",
+                loggable(self.issuer),
+            )
+        elif not isinstance(self.audience, str):
+            audiences = string_tuple(self.audience, "audience")
+            if not audiences or not all(audiences):
+                raise ConfigurationError("audience must name at least one non-empty audience (or be None)")
+            set_field(self, "audience", audiences)
+        elif not self.audience:
+            raise ConfigurationError("audience must be a non-empty string (or None)")
+        if self.algorithms is not None:
+            set_field(self, "algorithms", string_tuple(self.algorithms, "algorithms"))
+        set_field(self, "required_claims", string_tuple(self.required_claims, "required_claims"))
+        set_field(self, "scope_claims", string_tuple(self.scope_claims, "scope_claims"))
+        if isinstance(self.token_types, str | bytes) or not all(
+            t is None or isinstance(t, str) for t in self.token_types
+        ):
+            raise ConfigurationError(
+                f"token_types must be a sequence of strings (None for an absent typ), not {self.token_types!r}"
+            )
+        set_field(self, "token_types", tuple(self.token_types))
+        if isinstance(self.keys, str | bytes) or isinstance(self.keys, Mapping):
+            raise ConfigurationError("keys must be a sequence of keys: wrap a single key as keys=[key]")
+        set_field(self, "keys", tuple(self.keys))
+
+    def __repr__(self) -> str:
+        # Never key material: keys, jwks and hmac_keys are summarised.
+        published = (self.jwks or {}).get("keys")
+        static = len(self.keys) + (len(published) if isinstance(published, list) else 0) + len(self.hmac_keys or {})
+        return (
+            f"JWTIssuer(issuer={self.issuer!r}, audience={self.audience!r}, "
+            f"static_keys={static}, jwks_uri={self.jwks_uri!r})"
+        )
 
     def policy(self) -> JWTPolicy:
         """The claim and header rules for this issuer."""

@@ -11,9 +11,16 @@ Order of checks, cheapest first, so a rejected token costs little:
    allow-list (``none`` never is), no ``crit`` (we implement no extension, so
    RFC 7515 §4.1.11 obliges us to refuse), no ``b64``/``zip``; ``jku``,
    ``x5u``, ``x5c`` and ``jwk`` are ignored, never fetched or trusted;
-3. claims: ``iss`` exact, ``aud`` any-of exact, ``exp``/``nbf``/``iat`` with
-   leeway, required claims, optional ``typ``;
-4. signature, with keys chosen by ``kid`` and bound to ``alg`` by type.
+3. ``typ``: a JWT typed as another kind (``dpop+jwt``, ``logout+jwt``, any
+   ``*+jwt`` but ``at+jwt``, ``JWE``) is never an access token (RFC 8725
+   §2.8, §3.11), or only the configured types pass;
+4. claims: ``iss`` exact, ``aud`` any-of exact, ``exp``/``nbf``/``iat`` with
+   leeway, required claims;
+5. signature, with keys chosen by ``kid`` and bound to ``alg`` by type.
+
+Header and payload JSON is strict: UTF-8 only, no duplicate members, no
+``NaN``, and no string holding a lone surrogate (``"\\ud800"``), which is not
+Unicode text (RFC 7493 §2.1) and which other parsers replace or refuse.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from .scopes import DEFAULT_SCOPE_CLAIMS
 __all__ = [
     "DEFAULT_LEEWAY",
     "JWTPolicy",
+    "has_lone_surrogate",
+    "names_other_kind",
     "UnverifiedJWS",
     "parse_jws",
     "peek_issuer",
@@ -120,7 +129,30 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise InvalidToken(f"malformed token {what}") from None
     if end != len(text) or not isinstance(value, dict):
         raise InvalidToken(f"malformed token {what}")
+    # Only a \u escape can make a surrogate (the UTF-8 decode refused raw ones):
+    # the walk runs for the rare texts that hold one.
+    if "\\u" in text and has_lone_surrogate(value):
+        raise InvalidToken(f"malformed token {what}")
     return value
+
+
+def has_lone_surrogate(value: object) -> bool:
+    """Whether a parsed JSON value holds a string with an unpaired surrogate (RFC 7493 §2.1)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class UnverifiedJWS:
@@ -249,9 +281,13 @@ class JWTPolicy:
             Larger values keep expired or revoked tokens alive for longer.
         require_exp: refuse tokens without ``exp`` (default on).
         required_claims: claims that must be present.
-        token_types: accepted ``typ`` header values (e.g. ``("at+jwt",)`` for
-            RFC 9068 §2.1 access tokens, which also refuses ID tokens); empty
-            accepts any.
+        token_types: accepted ``typ`` header values, compared without an
+            ``application/`` prefix and case-insensitively; ``None`` among them
+            accepts a token without ``typ``. E.g. ``("at+jwt",)`` for RFC 9068
+            §2.1 access tokens only, which also refuses ID tokens, or
+            ``("at+jwt", "jwt", None)``. Empty (the default): any ``typ`` but
+            one naming another kind of JWT (:func:`names_other_kind`), and no
+            ``typ`` at all (many providers send none, or ``JWT``).
         max_token_age: refuse tokens whose ``iat`` is older than this (seconds).
         scope_claims: claims read for scopes.
     """
@@ -262,7 +298,7 @@ class JWTPolicy:
     leeway: float = DEFAULT_LEEWAY
     require_exp: bool = True
     required_claims: tuple[str, ...] = ()
-    token_types: tuple[str, ...] = ()
+    token_types: tuple[str | None, ...] = ()
     max_token_age: float | None = None
     scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS
 
@@ -280,7 +316,10 @@ class JWTPolicy:
             raise ConfigurationError("audience must be a non-empty string or a sequence of them")
         if self.leeway < 0:
             raise ConfigurationError("leeway cannot be negative")
-        object.__setattr__(self, "token_types", tuple(_normalise_typ(t) for t in self.token_types))
+        if isinstance(self.token_types, str) or not all(t is None or isinstance(t, str) for t in self.token_types):
+            raise ConfigurationError("token_types must be a sequence of strings (or None for an absent typ)")
+        normalised = tuple(None if t is None else _normalise_typ(t) for t in self.token_types)
+        object.__setattr__(self, "token_types", normalised)
 
     @staticmethod
     def audiences_of(audience: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -307,14 +346,39 @@ def _check_protected_header(header: Mapping[str, Any], algorithms: frozenset[str
     return alg, kid
 
 
+#: ``typ`` values (normalised) of JOSE objects that are not access tokens,
+#: beyond the ``*+jwt`` family: an encrypted token is never accepted as signed.
+_OTHER_KINDS = frozenset({"jwe", "jose+json"})
+
+
+def names_other_kind(typ: str) -> bool:
+    """Whether a ``typ`` value names a kind of JWT other than an access token.
+
+    RFC 8725 §3.11 asks each kind of JWT to carry its own ``typ``
+    (``dpop+jwt`` RFC 9449, ``secevent+jwt`` RFC 8417, ``logout+jwt`` OIDC
+    Back-Channel Logout...), so that one kind is never accepted as another
+    (§2.8, substitution): every ``*+jwt`` but ``at+jwt`` (RFC 9068), and JWE.
+    """
+    value = _normalise_typ(typ)
+    return value in _OTHER_KINDS or (value.endswith("+jwt") and value != "at+jwt")
+
+
 def check_header(header: Mapping[str, Any], policy: JWTPolicy) -> tuple[str, str | None]:
     """Validate the protected header; return ``(alg, kid)``."""
     alg, kid = _check_protected_header(header, policy.algorithms)
-    if policy.token_types:
-        typ = header.get("typ")
-        if not isinstance(typ, str) or _normalise_typ(typ) not in policy.token_types:
+    typ = header.get("typ")
+    if typ is None:
+        if policy.token_types and None not in policy.token_types:
             diagnostics.token_type_mismatch(policy.token_types, typ)
             raise InvalidToken("wrong token type")
+    elif not isinstance(typ, str):
+        raise InvalidToken("wrong token type")
+    elif policy.token_types:
+        if _normalise_typ(typ) not in policy.token_types:
+            diagnostics.token_type_mismatch(policy.token_types, typ)
+            raise InvalidToken("wrong token type")
+    elif names_other_kind(typ):
+        raise InvalidToken("wrong token type")
     return alg, kid
 
 

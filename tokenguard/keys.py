@@ -32,11 +32,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from ._hmac import KeyedHMAC
+from ._logtext import loggable
 from .errors import ConfigurationError
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "HMAC_ALGORITHMS",
+    "MAX_CANDIDATE_KEYS",
+    "MAX_RSA_BITS",
+    "MAX_RSA_EXPONENT",
     "MIN_RSA_BITS",
     "KeySet",
     "VerificationKey",
@@ -55,6 +59,20 @@ SUPPORTED_ALGORITHMS = ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS
 #: RSA keys below this size are refused (RFC 7518 §3.3: "A key of size 2048
 #: bits or larger MUST be used").
 MIN_RSA_BITS = 2048
+#: RSA keys above this size are refused: verification cost grows with the
+#: square of the modulus, and a key set is the issuer's to choose. Precedents:
+#: AWS KMS and Azure Key Vault stop at 4096 bits, Go's crypto/rsa verifies up
+#: to 16384; no provider publishes more than 4096.
+MAX_RSA_BITS = 8192
+#: Largest RSA public exponent accepted. Everyone uses 65537 (RFC 8017 §A.1.1
+#: allows more); a 3072-bit exponent makes each forged token cost milliseconds.
+#: Go's crypto/rsa refuses exponents above 2**31 - 1 as well.
+MAX_RSA_EXPONENT = 2**31 - 1
+#: Keys tried for one token: a token without ``kid`` (or naming one the set
+#: does not hold) is checked against at most this many keys that fit its
+#: ``alg``, so a forged token costs a few signature checks whatever the size
+#: of the key set. Providers that omit ``kid`` publish one or two keys.
+MAX_CANDIDATE_KEYS = 4
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "256": hashes.SHA256,
@@ -213,24 +231,33 @@ class VerificationKey:
         kid: str | None = None,
         algorithms: Iterable[str] | None = None,
     ) -> VerificationKey:
-        """Wrap a ``cryptography`` public key (or a PEM / DER encoding of one).
+        """Wrap a ``cryptography`` public key (or a PEM / DER encoding of one, or a certificate).
 
-        Private keys are accepted and reduced to their public half.
+        A private key is refused: a verifier needs only the public half, and
+        a private key in an API's configuration is one leak away from letting
+        anyone mint tokens. Pass ``key.public_key()``.
 
         Raises:
-            ConfigurationError: unsupported key type, RSA key under 2048 bits,
-                or no algorithm left after narrowing by ``algorithms``.
+            ConfigurationError: a private key, an unsupported key type, an RSA
+                key under 2048 or over 8192 bits or with an exponent over
+                2**31 - 1, or no algorithm left after narrowing by ``algorithms``.
         """
         if isinstance(key, str):
             key = key.encode()
         if isinstance(key, bytes):
             key = _load_key_bytes(key)
-        if hasattr(key, "public_key") and not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            key = key.public_key()
+        if isinstance(key, _PRIVATE_KEY_TYPES):
+            raise ConfigurationError(
+                "a private key was given where a public key is expected; pass its public half (key.public_key())"
+            )
         verifiers: dict[str, Verifier]
         if isinstance(key, rsa.RSAPublicKey):
             if key.key_size < MIN_RSA_BITS:
                 raise ConfigurationError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
+            if key.key_size > MAX_RSA_BITS:
+                raise ConfigurationError(f"RSA key of {key.key_size} bits exceeds the limit of {MAX_RSA_BITS}")
+            if key.public_numbers().e > MAX_RSA_EXPONENT:
+                raise ConfigurationError("RSA public exponent is unreasonably large (over 2**31 - 1)")
             if is_roca_modulus(key.public_numbers().n):
                 raise ConfigurationError("RSA key has the ROCA fingerprint (CVE-2017-15361)")
             kty = "RSA"
@@ -320,6 +347,16 @@ class VerificationKey:
         return cls(kid=kid, kty=kty, verifiers=verifiers, thumbprint=thumbprint)
 
 
+_PRIVATE_KEY_TYPES = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+#: JWK members only a private key has (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
+_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
+
+
 def _load_key_bytes(data: bytes) -> Any:
     stripped = data.strip()
     if stripped.startswith(b"-----BEGIN CERTIFICATE"):
@@ -328,12 +365,23 @@ def _load_key_bytes(data: bytes) -> Any:
         return x509.load_pem_x509_certificate(stripped).public_key()
     if stripped.startswith(b"-----BEGIN"):
         if b"PRIVATE KEY" in stripped.split(b"\n", 1)[0]:
-            return serialization.load_pem_private_key(stripped, password=None)
-        return serialization.load_pem_public_key(stripped)
+            # Not even parsed: the error must not depend on (or echo) its contents.
+            raise ConfigurationError(
+                "a private key (PEM) was given where a public key is expected; pass the public key PEM"
+            )
+        try:
+            return serialization.load_pem_public_key(stripped)
+        except ValueError:
+            raise ConfigurationError("not a PEM public key") from None
     if stripped.startswith(b"{"):
         jwk = json.loads(stripped)
+        if isinstance(jwk, dict) and _PRIVATE_JWK_MEMBERS & set(jwk):
+            raise ConfigurationError("a private JWK was given where a public key is expected")
         return _jwk_public_key(jwk)
-    return serialization.load_der_public_key(data)
+    try:
+        return serialization.load_der_public_key(data)
+    except ValueError:
+        raise ConfigurationError("not a DER public key (private keys are refused)") from None
 
 
 def _b64url(value: object) -> bytes:
@@ -357,7 +405,8 @@ def _jwk_public_key(jwk: Mapping[str, Any]) -> Any:
     if kty == "OKP":
         public = {k: data[k] for k in ("kty", "crv", "x") if k in data}
         return OKPAlgorithm.from_jwk(public)
-    raise ValueError(f"unsupported kty {kty!r}")
+    # Reasons reach the log: a kty from a fetched JWKS is escaped and cut.
+    raise ValueError(f"unsupported kty {loggable(kty, 16)}")
 
 
 def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> VerificationKey:
@@ -373,6 +422,10 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
     """
     if not isinstance(jwk, Mapping):
         raise ValueError("JWK is not an object")
+    if jwk.get("kty") != "oct" and _PRIVATE_JWK_MEMBERS & set(jwk):
+        # A private JWK where a public key is expected: refused, not trimmed,
+        # so the leak is noticed (upstream, or in the configuration).
+        raise ValueError("private key material in a public JWK")
     kid = jwk.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise ValueError("kid is not a string")
@@ -398,9 +451,9 @@ def parse_jwk(jwk: Mapping[str, Any], *, allow_symmetric: bool = False) -> Verif
         raise ValueError(str(exc)) from None
     except (binascii.Error, KeyError, TypeError, ValueError) as exc:
         # PyJWT's messages can echo the key; keep only the kind of failure.
-        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+        raise ValueError(f"malformed {loggable(kty, 16)} key ({type(exc).__name__})") from None
     except Exception as exc:  # noqa: BLE001 - third-party parsers raise varied errors
-        raise ValueError(f"malformed {kty} key ({type(exc).__name__})") from None
+        raise ValueError(f"malformed {loggable(kty, 16)} key ({type(exc).__name__})") from None
 
 
 #: Where KeySet.candidates() keeps its answer for kids the set does not hold.
@@ -442,7 +495,8 @@ class KeySet:
 
         A token with a ``kid`` is checked against keys with that ``kid`` and
         keys configured without one (a static PEM key has no kid); a token
-        without a ``kid`` against every key able to verify ``alg``. Answers
+        without a ``kid`` against every key able to verify ``alg``; never more
+        than :data:`MAX_CANDIDATE_KEYS` of them, in key-set order. Answers
         are remembered: one per kid the set holds, and one shared by every
         other kid (a token may make up any number of them).
         """
@@ -456,7 +510,9 @@ class KeySet:
             pool: Iterable[VerificationKey] = (*self.without_kid, *(k for group in self.by_kid.values() for k in group))
         else:
             pool = (*self.by_kid.get(kid, ()), *self.without_kid)
-        found = tuple(key for key in pool if alg in key.verifiers)
+        # Type and alg must fit, and at most MAX_CANDIDATE_KEYS are tried:
+        # the work one forged token can cause stays bounded.
+        found = tuple(key for key in pool if alg in key.verifiers)[:MAX_CANDIDATE_KEYS]
         if alg in SUPPORTED_ALGORITHMS:
             self._chosen[slot, alg] = found
         return found
@@ -493,7 +549,7 @@ def parse_jwks(document: object, *, max_keys: int = 100, allow_symmetric: bool =
     skipped: list[str] = []
     for index, jwk in enumerate(raw_keys):
         label = jwk.get("kid") if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str) else None
-        where = f"key #{index}{f' (kid {label[:64]!r})' if label else ''}"
+        where = f"key #{index}{f' (kid {loggable(label, 64)})' if label else ''}"
         if mixed and isinstance(jwk, dict) and jwk.get("kty") == "oct":
             skipped.append(f"{where}: symmetric key in a set with public keys")
             continue
@@ -507,7 +563,7 @@ def parse_jwks(document: object, *, max_keys: int = 100, allow_symmetric: bool =
     ambiguous = {pair for pair, count in seen.items() if count > 1}
     if ambiguous:
         skipped.extend(
-            f"kid {kid[:64]!r}: {count} {kty} keys share it" for (kid, kty), count in seen.items() if count > 1
+            f"kid {loggable(kid, 64)}: {count} {kty} keys share it" for (kid, kty), count in seen.items() if count > 1
         )
         keys = [key for key in keys if (key.kid, key.kty) not in ambiguous]
     return KeySet.of(keys), skipped

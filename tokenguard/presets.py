@@ -104,13 +104,15 @@ def ibm_liberty(
     ``jwk``). Liberty issues short opaque access tokens by default (pass the
     resource server's ``client_id``/``client_secret``, sent with HTTP Basic
     unless ``auth_method`` says otherwise) and JWTs when the provider is
-    configured so; both are accepted. Liberty JWTs often carry no ``aud``:
-    pass ``audience=None`` in that case, knowingly.
+    configured so; both are accepted. Liberty JWTs carry no ``aud`` unless the
+    provider lists audiences: list this API there and pass it as ``audience``.
+    ``audience=None`` (logged as a WARNING) would accept Liberty's ID tokens,
+    signed by the same keys, as access tokens.
 
     Args:
         host: the server's origin, e.g. ``https://liberty.example.com``.
         provider: the ``<openidConnectProvider id=...>`` name.
-        audience: accepted ``aud`` value(s), or ``None`` to skip the check.
+        audience: accepted ``aud`` value(s).
         client_id / client_secret: the resource server's credentials for
             introspection of opaque tokens.
         options: any :meth:`TokenGuard.from_issuer` keyword; it overrides the

@@ -16,12 +16,13 @@ with ``Authorization`` when they are marked ``public``). So:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
+from ._logtext import loggable
 from .cachecontrol import CacheControl
 
-__all__ = ["PublicCachePolicy", "ResponsePolicy", "secure_headers"]
+__all__ = ["MAX_WARNED_PATHS", "PublicCachePolicy", "ResponsePolicy", "secure_headers"]
 
 logger = logging.getLogger("tokenguard.response")
 
@@ -89,40 +90,47 @@ def secure_headers(
     return out, True
 
 
+#: Paths warned about, at most. Paths come from requests, so both the memory
+#: and the log lines they cause are bounded: past this many distinct paths,
+#: one last WARNING says so and no more are logged.
+MAX_WARNED_PATHS = 256
+
+
 class ResponsePolicy:
-    """What every adapter decides the same way: public paths, and the headers
-    of authenticated responses (with one warning per path for shareable ones).
+    """The headers of authenticated responses, decided the same way by every
+    adapter, with one warning per path for routes that mark them shareable.
+
+    Memory is bounded (:data:`MAX_WARNED_PATHS`) and the path reaches the log
+    only escaped and truncated: it is chosen by whoever sends the request.
 
     Args:
-        public_paths: exact paths never checked.
-        public_prefixes: path prefixes never checked.
         public_cache_policy: see :func:`secure_headers`.
     """
 
-    def __init__(
-        self,
-        *,
-        public_paths: Iterable[str] = (),
-        public_prefixes: Iterable[str] = (),
-        public_cache_policy: PublicCachePolicy = "private",
-    ) -> None:
-        self.public_paths = frozenset(public_paths)
-        self.public_prefixes = tuple(public_prefixes)
+    def __init__(self, *, public_cache_policy: PublicCachePolicy = "private") -> None:
         self.public_cache_policy = public_cache_policy
         self._warned: set[str] = set()
-
-    def is_public(self, path: str) -> bool:
-        """Whether ``path`` is served without any token check."""
-        return path in self.public_paths or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
 
     def secure(self, headers: Sequence[tuple[str, str]], path: str) -> list[tuple[str, str]]:
         """Apply :func:`secure_headers`, logging once per path a route that marked its response shareable."""
         secured, shareable = secure_headers(headers, public_policy=self.public_cache_policy)
-        if shareable and path not in self._warned:
-            self._warned.add(path)
+        if shareable and len(self._warned) < MAX_WARNED_PATHS and path[:_MAX_REMEMBERED_PATH] not in self._warned:
+            self._warned.add(path[:_MAX_REMEMBERED_PATH])
+            if len(self._warned) == MAX_WARNED_PATHS:
+                logger.warning(
+                    "authenticated responses on %d paths were marked storable by shared caches; "
+                    "further paths are not logged",
+                    MAX_WARNED_PATHS,
+                )
+                return secured
             logger.warning(
                 "authenticated response on %s was marked storable by shared caches; applied policy %r",
-                path,
+                loggable(path),
                 self.public_cache_policy,
             )
         return secured
+
+
+# Longer paths are remembered by their start: a flood of long paths costs at
+# most MAX_WARNED_PATHS * this many characters.
+_MAX_REMEMBERED_PATH = 256

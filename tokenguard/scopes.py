@@ -99,7 +99,12 @@ class ScopeRequirement:
     any_of: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.scopes, str | bytes):
+            # ("read") is a str: iterated, it would require the scopes r, e, a, d.
+            raise ConfigurationError(f"scopes must be a sequence of scope names, not the string {self.scopes!r}")
         for scope in self.scopes:
+            if not isinstance(scope, str):
+                raise ConfigurationError(f"scope names must be strings, not {type(scope).__name__} {scope!r}")
             if not scope or any(c.isspace() for c in scope) or '"' in scope or "\\" in scope:
                 raise ConfigurationError(f"invalid scope name {scope!r}")
 

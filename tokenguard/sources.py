@@ -24,6 +24,7 @@ pure functions of the snapshot and ``now``. The flows (``metadata_flow``,
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -54,8 +55,20 @@ DEFAULT_KID_REFETCH_COOLDOWN = 30.0
 
 
 def is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` names this machine (plain HTTP is tolerated there)."""
-    return host in {"localhost", "127.0.0.1", "::1"} or (host or "").startswith("127.")
+    """Whether ``host`` names this machine (plain HTTP is tolerated there).
+
+    The host is parsed as an IP address (``127.0.0.0/8`` or ``::1``) or must
+    be exactly ``localhost`` (RFC 6761 §6.3): a name such as
+    ``127.attacker.example`` resolves wherever its owner wants.
+    """
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_url(url: str, *, require_https: bool, what: str) -> str:

@@ -4,7 +4,8 @@ The middleware is pure ASGI (no ``BaseHTTPMiddleware``): it never buffers a
 response body, so streaming, background tasks and WebSockets pass through
 untouched. Per connection it:
 
-1. skips lifespan and public paths;
+1. skips lifespan and public paths (:class:`~tokenguard.options.AdapterOptions`:
+   none by default; on a FastAPI app its own docs URLs, read from the app);
 2. finds the token (``Authorization`` header; query/form only if the guard
    allows), verifies it once, and stores the result where Starlette code
    looks: ``scope["tokenguard"]``, ``request.state.token``, and
@@ -20,7 +21,7 @@ untouched. Per connection it:
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from starlette.authentication import AuthCredentials, BaseUser
@@ -28,24 +29,21 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .bearer import parameter_tokens
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .options import AdapterOptions, path_in_app, resolve_options
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
 
 __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 
-#: Paths left public by default: health checks and FastAPI's docs.
-DEFAULT_PUBLIC_PATHS: tuple[str, ...] = (
-    "/health",
-    "/healthz",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
-    "/openapi.json",
-)
+#: Paths left public by default: none. (FastAPI's own docs URLs are public
+#: when the app serves them: see ``AdapterOptions.public_docs``.)
+DEFAULT_PUBLIC_PATHS: tuple[str, ...] = ()
+
 
 #: Form bodies read for an ``access_token`` are capped (only with ``allow_form_token``).
 _MAX_FORM_BYTES = 64 * 1024
@@ -105,14 +103,15 @@ class TokenGuardMiddleware:
     Args:
         app: the wrapped application.
         guard: the shared :class:`TokenGuard`.
-        protect: ``True`` (default) requires a valid token on every path that
-            is not public; ``False`` verifies a token when one is sent and
-            leaves the decision to per-route requirements.
-        public_paths: exact paths that are never checked.
-        public_prefixes: path prefixes that are never checked (e.g. ``"/static/"``).
-        public_cache_policy: what to do with ``Cache-Control: public`` on an
-            authenticated response: ``"private"`` (default, logs once per
-            path), ``"keep"`` or ``"no-store"``.
+        options: an :class:`~tokenguard.options.AdapterOptions`; or give its
+            fields as keywords (``protect``, ``public_paths``,
+            ``public_prefixes``, ``public_docs``, ``allow_query_token``,
+            ``allow_form_token``, ``public_cache_policy``), not both.
+            Nothing is public by default; on a FastAPI application, the docs
+            URLs it serves are (``public_docs``).
+
+    Raises:
+        ConfigurationError: invalid options, or ``options`` and keywords together.
     """
 
     def __init__(
@@ -120,23 +119,40 @@ class TokenGuardMiddleware:
         app: ASGIApp,
         guard: TokenGuard,
         *,
-        protect: bool = True,
-        public_paths: Iterable[str] = DEFAULT_PUBLIC_PATHS,
-        public_prefixes: Iterable[str] = (),
-        public_cache_policy: PublicCachePolicy = "private",
+        options: AdapterOptions | None = None,
+        protect: bool | None = None,
+        public_paths: Sequence[str] | None = None,
+        public_prefixes: Sequence[str] | None = None,
+        public_docs: bool | None = None,
+        allow_query_token: bool | None = None,
+        allow_form_token: bool | None = None,
+        public_cache_policy: PublicCachePolicy | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
-        self.protect = protect
-        self.policy = ResponsePolicy(
-            public_paths=public_paths, public_prefixes=public_prefixes, public_cache_policy=public_cache_policy
+        self.options = resolve_options(
+            options,
+            {
+                "protect": protect,
+                "public_paths": public_paths,
+                "public_prefixes": public_prefixes,
+                "public_docs": public_docs,
+                "allow_query_token": allow_query_token,
+                "allow_form_token": allow_form_token,
+                "public_cache_policy": public_cache_policy,
+            },
         )
+        self.protect = self.options.protect
+        self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
+        # Which app's docs URLs apply: decided once per scope["app"] seen.
+        self._seen_app: object = None
+        self._docs_owner: object = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self.policy.is_public(scope["path"]):
+        if self._is_public(scope):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
@@ -155,16 +171,36 @@ class TokenGuardMiddleware:
             return
         await self._call_http(scope, receive, send, claims)
 
+    def _is_public(self, scope: Scope) -> bool:
+        options = self.options
+        docs = _served_docs(self._docs_app(scope)) if options.public_docs else frozenset()
+        return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
+
+    def _docs_app(self, scope: Scope) -> object:
+        """The app whose docs URLs are this middleware's to exempt.
+
+        ``scope["app"]`` when this middleware sits in that app's own stack
+        (``app.add_middleware``); else the wrapped app. A parent app's docs
+        URLs must not exempt paths of a sub-app mounted under it.
+        """
+        app = scope.get("app")
+        if app is not self._seen_app:
+            self._seen_app = app
+            self._docs_owner = app if _in_stack_of(app, self) else self.app
+        return self._docs_owner
+
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
         authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
-        query_tokens: list[str] = []
-        if b"access_token" in scope.get("query_string", b""):
-            query_tokens = HTTPConnection(scope).query_params.getlist("access_token")
+        query_tokens = parameter_tokens(scope.get("query_string", b""))
         form_tokens: list[str] = []
-        if self.guard.allow_form_token and scope["type"] == "http" and scope.get("method") not in ("GET", "HEAD"):
+        if (
+            self.options.form_tokens_allowed(self.guard)
+            and scope["type"] == "http"
+            and scope.get("method") not in ("GET", "HEAD")
+        ):
             receive, form_tokens = await _read_form_tokens(scope, receive)
         try:
-            return receive, self.guard.extract(authorization, query_tokens, form_tokens)
+            return receive, self.options.extract(self.guard, authorization, query_tokens, form_tokens)
         except MissingToken:
             return receive, None
 
@@ -205,12 +241,19 @@ class TokenGuardMiddleware:
 
 
 async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, list[str]]:
-    """Read an urlencoded body for ``access_token`` and replay it to the app."""
+    """Read an urlencoded body (up to 64 KiB) for ``access_token`` and replay it to the app.
+
+    A longer body is not searched, as in the WSGI adapter: the same request
+    gets the same answer everywhere, and a token is never cut in two.
+    """
     content_type = ""
+    declared: int | None = None
     for key, value in scope["headers"]:
         if key == b"content-type":
             content_type = value.decode("latin-1").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+        elif key == b"content-length":
+            declared = int(value) if value.isdigit() else None
+    if content_type != "application/x-www-form-urlencoded" or (declared is not None and declared > _MAX_FORM_BYTES):
         return receive, []
     messages: list[Message] = []
     body = b""
@@ -222,9 +265,7 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
         body += message.get("body", b"")
         if len(body) > _MAX_FORM_BYTES or not message.get("more_body", False):
             break
-    from urllib.parse import parse_qsl
-
-    tokens = [v for k, v in parse_qsl(body.decode("latin-1"), keep_blank_values=True) if k == "access_token"]
+    tokens = parameter_tokens(body) if len(body) <= _MAX_FORM_BYTES else []
     pending = list(messages)
 
     async def replay() -> Message:
@@ -233,6 +274,34 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
         return await receive()
 
     return replay, tokens
+
+
+def _in_stack_of(app: object, middleware: object) -> bool:
+    """Whether ``middleware`` is one of the layers of ``app``'s own middleware stack."""
+    layer = getattr(app, "middleware_stack", None)
+    for _ in range(64):  # a stack is a short chain; bound the walk anyway
+        if layer is None:
+            return False
+        if layer is middleware:
+            return True
+        layer = getattr(layer, "app", None)
+    return False
+
+
+def _served_docs(app: object) -> frozenset[str]:
+    """The docs URLs a FastAPI app serves, read from its attributes (no fastapi import).
+
+    As FastAPI's own ``setup()``: nothing without ``openapi_url``; the OAuth2
+    redirect page only along with the Swagger UI (``docs_url``).
+    """
+    openapi_url = getattr(app, "openapi_url", None)
+    if not isinstance(openapi_url, str):
+        return frozenset()
+    urls = [openapi_url, getattr(app, "redoc_url", None)]
+    docs_url = getattr(app, "docs_url", None)
+    if isinstance(docs_url, str):
+        urls += [docs_url, getattr(app, "swagger_ui_oauth2_redirect_url", None)]
+    return frozenset(u for u in urls if isinstance(u, str) and u.startswith("/"))
 
 
 def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[[F], F]:

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
@@ -55,8 +55,8 @@ class SigningKey:
 
     kid: str
     alg: str
-    private: Any
-    public_jwk: dict[str, Any]
+    private: Any = field(repr=False)  # an HMAC secret or private key: never in a repr
+    public_jwk: dict[str, Any] = field(repr=False)  # holds "k" for HMAC keys
     published: bool = True
 
 

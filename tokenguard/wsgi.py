@@ -7,20 +7,29 @@ path does not require one). Verification is blocking (``verify_sync``); the
 guard's caches and fetches are thread-safe, so this works under threaded
 servers (gunicorn ``gthread``, Werkzeug ``threaded=True``), and concurrent
 first requests share one JWKS fetch.
+
+Public paths and token places follow :class:`~tokenguard.options.AdapterOptions`,
+with the same defaults as the ASGI middleware and the Flask extension. Paths
+are ``PATH_INFO``, relative to where the application is mounted
+(``SCRIPT_NAME``). With form tokens allowed, an urlencoded body is read (up to
+64 KiB) and replayed: the application still finds it in ``wsgi.input``.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
 
+from .bearer import parameter_tokens
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .options import AdapterOptions, resolve_options
 from .response import PublicCachePolicy, ResponsePolicy
 
 if TYPE_CHECKING:
@@ -32,28 +41,59 @@ __all__ = ["CLAIMS_KEY", "TokenGuardWSGIMiddleware", "error_wsgi_response", "fin
 CLAIMS_KEY = "tokenguard.claims"
 
 
-def find_token(guard: TokenGuard, request: Request) -> str | None:
+#: Form bodies read for an ``access_token`` are capped (only with form tokens allowed).
+_MAX_FORM_BYTES = 64 * 1024
+
+
+def find_token(guard: TokenGuard, request: Request, options: AdapterOptions | None = None) -> str | None:
     """The request's Bearer token, ``None`` when it carries none.
+
+    A form body is looked at only when form tokens are allowed, for an
+    urlencoded non-GET request (RFC 6750 §2.2) of at most 64 KiB; it is read
+    and put back into ``wsgi.input``, so the application reads it unchanged.
 
     Raises:
         InvalidRequest: malformed, duplicated or in a disallowed place.
         InvalidToken: over the size limit.
     """
+    options = options or _GUARD_DEFAULTS
     form_tokens: list[str] = []
     if (
-        guard.allow_form_token
+        options.form_tokens_allowed(guard)
         and request.method not in ("GET", "HEAD")
         and request.mimetype == "application/x-www-form-urlencoded"
     ):
-        form_tokens = request.form.getlist("access_token")
+        form_tokens = _form_tokens(request.environ)
     try:
-        return guard.extract(
+        return options.extract(
+            guard,
             request.headers.getlist("Authorization"),
-            request.args.getlist("access_token"),
+            parameter_tokens(request.environ.get("QUERY_STRING", "")),
             form_tokens,
         )
     except MissingToken:
         return None
+
+
+_GUARD_DEFAULTS = AdapterOptions()
+
+
+def _form_tokens(environ: WSGIEnvironment) -> list[str]:
+    """``access_token`` values of an urlencoded body, which is replayed into ``wsgi.input``."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return []
+    if length <= 0 or length > _MAX_FORM_BYTES:
+        # Unknown or too long: the body is left alone for the application.
+        return []
+    stream = environ["wsgi.input"]
+    body = stream.read(length)
+    # The application reads the same bytes, and a framework that already
+    # parsed them (Flask's request.form) is unaffected.
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return parameter_tokens(body)
 
 
 def error_wsgi_response(guard: TokenGuard, error: TokenError) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -79,10 +119,13 @@ class TokenGuardWSGIMiddleware:
     Args:
         app: the wrapped WSGI application.
         guard: the shared :class:`TokenGuard`.
-        protect: require a valid token on every non-public path (default);
-            ``False`` verifies tokens when present and lets the app decide.
-        public_paths / public_prefixes: never checked.
-        public_cache_policy: see :mod:`tokenguard.response`.
+        options: an :class:`~tokenguard.options.AdapterOptions`; or give its
+            fields as keywords (``protect``, ``public_paths``,
+            ``public_prefixes``, ``allow_query_token``, ``allow_form_token``,
+            ``public_cache_policy``), not both. Nothing is public by default.
+
+    Raises:
+        ConfigurationError: invalid options, or ``options`` and keywords together.
     """
 
     def __init__(
@@ -90,27 +133,41 @@ class TokenGuardWSGIMiddleware:
         app: WSGIApplication,
         guard: TokenGuard,
         *,
-        protect: bool = True,
-        public_paths: Iterable[str] = ("/health", "/healthz"),
-        public_prefixes: Iterable[str] = (),
-        public_cache_policy: PublicCachePolicy = "private",
+        options: AdapterOptions | None = None,
+        protect: bool | None = None,
+        public_paths: Sequence[str] | None = None,
+        public_prefixes: Sequence[str] | None = None,
+        allow_query_token: bool | None = None,
+        allow_form_token: bool | None = None,
+        public_cache_policy: PublicCachePolicy | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
-        self.protect = protect
-        self.policy = ResponsePolicy(
-            public_paths=public_paths, public_prefixes=public_prefixes, public_cache_policy=public_cache_policy
+        self.options = resolve_options(
+            options,
+            {
+                "protect": protect,
+                "public_paths": public_paths,
+                "public_prefixes": public_prefixes,
+                "allow_query_token": allow_query_token,
+                "allow_form_token": allow_form_token,
+                "public_cache_policy": public_cache_policy,
+            },
         )
+        self.protect = self.options.protect
+        self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request = Request(environ, shallow=not self.guard.allow_form_token)
-        path = request.path
-        if self.policy.is_public(path):
+        request = Request(environ, shallow=True)
+        raw_path = environ.get("PATH_INFO", "")
+        # werkzeug folds a leading "//" into "/"; the application may not.
+        path = raw_path if raw_path.startswith("//") else request.path
+        if self.options.is_public(path):
             environ[CLAIMS_KEY] = None
             return self.app(environ, start_response)
         claims: TokenClaims | None = None
         try:
-            token = find_token(self.guard, request)
+            token = find_token(self.guard, request, self.options)
             if token is not None:
                 claims = self.guard.verify_sync(token, client=request.remote_addr)
             elif self.protect:
