@@ -276,14 +276,14 @@ def test_route_scope_absent_from_scopes_supported(caplog: pytest.LogCaptureFixtu
     ("build", "option"),
     [
         (lambda: TokenGuard.from_keys(issuer=ISSUER, audience=AUDIENCE), "jwks=, keys= or hmac_keys="),
-        (lambda: _hmac_guard(token_types="at+jwt"), "token_types must be a sequence such as ('at+jwt',)"),
+        (lambda: _hmac_guard(token_types="at+jwt"), "token_types must be a sequence"),
         (lambda: _hmac_guard(required_claims="sub"), "required_claims must be a sequence"),
         (
             lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, algorithms="RS256"),
             "algorithms must be a sequence",
         ),
         (lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, algorithms=["none"]), "algorithms: 'none'"),
-        (lambda: TokenGuard.from_issuer(ISSUER, audience=[""]), "audience must be"),
+        (lambda: TokenGuard.from_issuer(ISSUER, audience=[""]), "audience must"),
         (lambda: TokenGuard.from_issuer(ISSUER, audience=AUDIENCE, check_revocation=True), "check_revocation=True"),
         (
             lambda: TokenGuard.from_keys(

@@ -618,7 +618,7 @@ def test_token_types_lists_accepted_values_and_absent(idp: LocalIssuer) -> None:
 )
 def test_sender_constrained_jwt_refused_as_bearer(stack: Served, idp: LocalIssuer, cnf: Any) -> None:
     """A JWT with cnf.jkt / cnf.x5t#S256 presented as Bearer is 401 invalid_token."""
-    token = idp.issue(alg="ES256", scope="read", cnf=cnf)
+    token = idp.issue(alg="ES256", scope="read", extra_claims={"cnf": cnf})
     with stack() as server:
         response = httpx.get(f"{server.url}/books", headers=bearer(token))
         assert response.status_code == 401
@@ -627,7 +627,7 @@ def test_sender_constrained_jwt_refused_as_bearer(stack: Served, idp: LocalIssue
 
 def test_sender_constrained_introspection_answer_refused(stack: Served, idp: LocalIssuer) -> None:
     """An introspection answer with cnf.jkt is refused as well; a plain one passes."""
-    bound = idp.issue_opaque(scope="read", cnf={"jkt": "abc"})
+    bound = idp.issue_opaque(scope="read", extra_claims={"cnf": {"jkt": "abc"}})
     plain = idp.issue_opaque(scope="read")
     with stack() as server:
         response = httpx.get(f"{server.url}/books", headers=bearer(bound))
@@ -638,12 +638,12 @@ def test_sender_constrained_introspection_answer_refused(stack: Served, idp: Loc
 def test_proof_of_possession_switch_accepts_bound_tokens(idp: LocalIssuer) -> None:
     """proof_of_possession=True (a DPoP/mTLS check elsewhere) lets bound tokens through."""
     guard = idp.guard(proof_of_possession=True)
-    assert guard.verify_sync(idp.issue(alg="ES256", cnf={"jkt": "abc"}))["cnf"] == {"jkt": "abc"}
-    assert guard.verify_sync(idp.issue_opaque(cnf={"x5t#S256": "abc"})).subject == "user-1"
+    assert guard.verify_sync(idp.issue(alg="ES256", extra_claims={"cnf": {"jkt": "abc"}}))["cnf"] == {"jkt": "abc"}
+    assert guard.verify_sync(idp.issue_opaque(extra_claims={"cnf": {"x5t#S256": "abc"}})).subject == "user-1"
     with pytest.raises(ConfigurationError, match="proof_of_possession"):
         idp.guard(proof_of_possession="yes")
     # A cnf that binds to nothing we know of (RFC 7800 jwk by value is not in scope) passes by default.
-    assert idp.guard().verify_sync(idp.issue(alg="ES256", cnf={"kid": "k"})).subject == "user-1"
+    assert idp.guard().verify_sync(idp.issue(alg="ES256", extra_claims={"cnf": {"kid": "k"}})).subject == "user-1"
 
 
 def test_custom_verifier_claims_checked_too(idp: LocalIssuer) -> None:
@@ -657,12 +657,12 @@ def test_custom_verifier_claims_checked_too(idp: LocalIssuer) -> None:
 def test_lone_surrogates_refused(stack: Served, idp: LocalIssuer, where: str) -> None:
     """A JSON string with an unpaired surrogate in header or claims is 401 in every adapter."""
     if where == "claim":
-        token = idp.issue(alg="ES256", scope="read", name="\ud800")
+        token = idp.issue(alg="ES256", scope="read", extra_claims={"name": "\ud800"})
     elif where == "header":
         token = idp.issue(alg="ES256", scope="read", headers={"x": "a\udfffb"})
     else:
-        token = idp.issue(alg="ES256", scope="read", **{"\udc00": 1})
-    paired = idp.issue(alg="ES256", scope="read", name="\ud83d\ude00")
+        token = idp.issue(alg="ES256", scope="read", extra_claims={"\udc00": 1})
+    paired = idp.issue(alg="ES256", scope="read", extra_claims={"name": "\ud83d\ude00"})
     # With introspection configured, a token whose header does not parse goes
     # to the authorization server, which may vouch for it: its claims are
     # checked the same way (the "claim" and "key" cases cover that path).
