@@ -21,7 +21,17 @@ its own errors (returning "nothing there"/"lock taken by nobody"), and the
 guard falls back to its in-process cache and the provider.
 
 The wire format is compact JSON (no pickle: whoever can write to Redis must
-not be able to run code here), optionally encrypted by the store.
+not be able to run code here) inside an authenticated envelope
+(:class:`SealedStore`, ``_envelope.py``): bound to its own key name and a
+format version, with its creation time and lifetime, and encrypted when the
+store has an encryption key.
+
+What is shared are *facts*, never verdicts: the introspection answer as
+received, "this JWT's signature verified with key T" with its header and
+claims, a custom verifier's answer. Every reader re-applies its own policy
+(audience, types, required claims, dates, revocation), so guards with
+different policies may share a store and never accept a token on the
+strength of each other's checks.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._envelope import Envelope
 from ._http import Flow, HttpReply, SharedEffect
 from .cache import CachedResult
 from .claims import TokenClaims
@@ -41,8 +52,9 @@ from .errors import ServiceUnavailable
 
 __all__ = [
     "SharedAdd",
-    "SharedPolicy",
+    "SealedStore",
     "SharedDelete",
+    "SharedPolicy",
     "SharedGet",
     "SharedSet",
     "SharedStore",
@@ -93,6 +105,65 @@ class SharedStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class SealedStore:
+    """A :class:`SharedStore` whose values are sealed on write and opened on read.
+
+    Wraps the configured store (the guard builds one): values go through an
+    :class:`~tokenguard._envelope.Envelope` bound to the full key name
+    (``prefix`` included), with the guard's clock for creation and expiry.
+    Locks (``add``) carry no meaning beyond their presence and stay plain.
+    Anything that does not open (forged, moved, replayed, another key) reads
+    as absent.
+    """
+
+    def __init__(self, store: SharedStore, envelope: Envelope, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.envelope = envelope
+        self.clock = clock
+        self._prefix = str(getattr(store, "prefix", ""))
+        self.local_ttl = store.local_ttl
+        self.share_jwt_results = store.share_jwt_results
+        self.lock_ttl = store.lock_ttl
+        self.lock_wait = store.lock_wait
+
+    def __repr__(self) -> str:
+        return f"SealedStore({self.store!r}, {self.envelope!r})"
+
+    def _open(self, key: str, data: bytes | None) -> bytes | None:
+        if data is None or key.startswith(_LOCK):
+            return data  # a lock: only its presence is read
+        return self.envelope.open(self._prefix + key, data, self.clock())
+
+    def _seal(self, key: str, value: bytes, ttl: float) -> bytes:
+        return self.envelope.seal(self._prefix + key, value, self.clock(), ttl)
+
+    def get_sync(self, key: str) -> bytes | None:
+        return self._open(key, self.store.get_sync(key))
+
+    def set_sync(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl > 0:
+            self.store.set_sync(key, self._seal(key, value, ttl), ttl)
+
+    def add_sync(self, key: str, value: bytes, ttl: float) -> bool:
+        return self.store.add_sync(key, value, ttl)
+
+    def delete_sync(self, key: str) -> None:
+        self.store.delete_sync(key)
+
+    async def get(self, key: str) -> bytes | None:
+        return self._open(key, await self.store.get(key))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl > 0:
+            await self.store.set(key, self._seal(key, value, ttl), ttl)
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self.store.add(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.store.delete(key)
+
+
 # ---------------------------------------------------------------------- keys
 
 
@@ -106,9 +177,12 @@ def document_key(url: str) -> str:
     return "d:" + hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
+_LOCK = "l:"
+
+
 def lock_key(key: str) -> str:
     """The lock that elects one process to fill ``key``."""
-    return "l:" + key
+    return _LOCK + key
 
 
 # ---------------------------------------------------------------------- effects
