@@ -7,7 +7,9 @@ Strategy:
   token goes to introspection when it is configured (a JWT naming an issuer
   other than the introspection server's own is refused without a network
   call); otherwise it is ``invalid_token``. URLs are never taken from tokens.
-* **Caching.** Results live under a keyed hash of the token. A hit re-checks
+* **Caching.** Verdicts live in process under a keyed hash of the token whose
+  key is bound to a fingerprint of this guard's policy (``store.py``), so a
+  verdict is only ever served to a guard configured alike. A hit re-checks
   the time window (``exp``/``nbf`` with leeway) and, for JWTs, that the key
   that verified it is still published; otherwise the entry is dropped.
 * **Errors.** Everything below raises :class:`~tokenguard.TokenError`
@@ -17,8 +19,12 @@ Strategy:
   (``_verify_flow``); only the runner that performs HTTP differs.
 * **Two cache levels.** With a shared store (Redis), the in-process cache
   still answers first; on a miss the flow asks the store (effects, like
-  HTTP), and before an introspection call it takes a short lock so one
-  process calls while the others wait for its answer.
+  HTTP) for a *fact* (``facts.py``: an introspection answer, a verified
+  signature, a custom verifier's answer) and re-applies this guard's policy
+  to it. Before an introspection call it takes a short lock so one process
+  calls while the others wait for its answer. Shared values are sealed with
+  their key name and lifetime (``_envelope.py``).
+* **Deadline.** Every upstream call has one total deadline; waiters too.
 * **Protecting the provider.** Every upstream call passes a per-endpoint
   circuit breaker; introspection also a rate limit and a concurrency cap.
   Refusals are 503 with ``Retry-After``, never 401.

@@ -9,8 +9,9 @@ even yielded.
 
 What is shared, each under ``<prefix><kind>:<hex>``:
 
-* ``r``: verification results, keyed by the HMAC of the token (never the
-  token), stored for the result's own cache lifetime;
+* ``r``: facts about tokens (see ``facts.py``), keyed by an HMAC of the
+  token (never the token) under a key bound to who established the fact,
+  stored for the fact's own lifetime;
 * ``d``: fetched discovery and JWKS documents, keyed by a hash of their URL,
   stored for their ``Cache-Control`` freshness;
 * ``l``: short locks (``SET NX PX``) so that concurrent misses in several
@@ -303,6 +304,9 @@ def _finite(value: float) -> float | None:
 
 def encode_result(entry: CachedResult) -> bytes | None:
     """A cached result as compact JSON; ``None`` if its claims cannot be JSON (never shared then).
+
+    The guard shares facts (``facts.py``), not results; this stays for
+    stores and tools that persist a verdict of one guard for that guard.
 
     This is the reverse of :func:`decode_result`. Scopes are stored as
     computed, so a reader needs no knowledge of the issuer's scope claims.
