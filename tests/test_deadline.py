@@ -188,6 +188,7 @@ def test_fifty_tasks_all_get_503_within_the_deadline(trickler: TricklingServer) 
         assert isinstance(error, ServiceUnavailable), error
         assert error.reason == "deadline"
         assert elapsed <= DEADLINE + SLACK
+        assert ("Retry-After", str(error.retry_after)) in guard.error_response(error).headers
     assert trickler.connections == 1
     assert guard.metrics().upstream_calls[("discovery", "deadline")] == 1
 

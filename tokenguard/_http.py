@@ -606,7 +606,12 @@ async def run_async(
                 # resume only after the flow has applied the reply.
                 coalescer.release(key, future)
             try:
-                reply = await asyncio.wait_for(asyncio.shield(future), _waiter_bound(upstream))
+                if future.done():
+                    # The leader, or a late joiner: no await here, so the flow
+                    # applies the reply before any other task can start a miss.
+                    reply = future.result()
+                else:
+                    reply = await asyncio.wait_for(asyncio.shield(future), _waiter_bound(upstream))
             except TimeoutError:
                 request = flow.throw(_missed(request, upstream.deadline if upstream else 0))
                 continue
