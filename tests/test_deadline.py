@@ -22,6 +22,9 @@ from tokenguard import ServiceUnavailable, TokenGuard
 from tokenguard.breaker import BreakerSettings
 from tokenguard.errors import ConfigurationError
 from tokenguard.introspection import Introspection
+from tokenguard.redis_cache import RedisCache
+
+from .conftest import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +242,67 @@ def test_trickling_introspection_is_bounded_too(flavour: str) -> None:
         assert missed.value.reason == "deadline"
         assert time.monotonic() - started <= DEADLINE + SLACK
         guard.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_waiters_in_other_processes_are_bounded_too(redis_server: RedisServer, flavour: str) -> None:
+    """Two workers on one Redis: the one waiting for the other's (trickled) introspection gets its 503 in time.
+
+    The deadline is 2 s here so that the waiter has waited over a second when
+    the leader fails: it then answers 503 rather than add a second slow call.
+    """
+    deadline = 2.0
+    with TricklingServer(mode="body") as server:
+
+        def worker() -> TokenGuard:
+            return TokenGuard(
+                introspection=Introspection(endpoint=server.url + "/introspect", client_id="rs", client_secret="s"),
+                cache=RedisCache(redis_server.url, lock_wait=10.0),  # the deadline bounds it anyway
+                hash_key=b"k" * 32,
+                deadline=deadline,
+            )
+
+        leader, waiter = worker(), worker()
+        token = "opaque-token-for-two-workers"
+        outcomes: list[tuple[float, BaseException | None]] = []
+
+        def sync_call(guard: TokenGuard, delay: float) -> None:
+            time.sleep(delay)
+            started = time.monotonic()
+            try:
+                guard.verify_sync(token)
+            except ServiceUnavailable as exc:
+                outcomes.append((time.monotonic() - started, exc))
+            else:
+                outcomes.append((time.monotonic() - started, None))
+
+        async def async_call(guard: TokenGuard, delay: float) -> None:
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            try:
+                await guard.verify(token)
+            except ServiceUnavailable as exc:
+                outcomes.append((time.monotonic() - started, exc))
+            else:
+                outcomes.append((time.monotonic() - started, None))
+            finally:
+                await guard.aclose()
+
+        if flavour == "sync":
+            threads = [threading.Thread(target=sync_call, args=(g, d)) for g, d in ((leader, 0), (waiter, 0.2))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=deadline + SLACK + 5)
+        else:
+
+            async def both() -> None:
+                await asyncio.gather(async_call(leader, 0), async_call(waiter, 0.2))
+
+            asyncio.run(both())
+        assert len(outcomes) == 2
+        for elapsed, error in outcomes:
+            assert isinstance(error, ServiceUnavailable)
+            assert elapsed <= deadline + SLACK
+        assert {error.reason for _, error in outcomes if error is not None} == {"deadline", "lock_wait"}
+        assert server.connections == 1  # the waiter did not add a second slow call

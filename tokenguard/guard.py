@@ -78,7 +78,7 @@ from .jwt import UnverifiedJWS, looks_like_jws, parse_jws, peek_issuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
-from .shared import SealedStore, SharedAdd, SharedPolicy, SharedStore, SharedWait, lock_key
+from .shared import SealedStore, SharedAdd, SharedPolicy, SharedStore, SharedWait, lock_key, still_busy
 from .sources import FetchSettings, MetadataSource, check_url
 from .store import ResultStore, policy_fingerprint, serves
 from .userinfo import interpret_userinfo
@@ -282,7 +282,7 @@ class TokenGuard:
         self._hash_inner, self._hash_outer = self._hasher.keyed_states()
         self._cache_get = self._cache.get  # bound once: read on every request
         if shared is not None:
-            policy = SharedPolicy(shared.lock_ttl, shared.lock_wait)
+            policy = SharedPolicy(shared.lock_ttl, min(shared.lock_wait, deadline))
             for source in self._metadata.values():
                 source.shared = policy
             for runtime in self._issuers.values():
@@ -836,12 +836,17 @@ class TokenGuard:
             return True, None
         # Bounded by the upstream deadline too: a leader stuck on a slow
         # provider must not hold the others for longer than its own call may take.
-        data = yield SharedWait(fact_key, lock, min(store.shared.lock_wait, self._upstream.deadline))
+        data, busy = yield SharedWait(fact_key, lock, min(store.shared.lock_wait, self._upstream.deadline))
         if data is not None:
             fact = decode_fact(data, "introspection")
             assert self._introspection is not None
             if fact is not None:
                 return False, read_introspection_fact(fact, self._introspection, now)
+        if busy:
+            # The winner is still calling, or was slow to fail: the provider is
+            # slow. A second call would add load and outlast the deadline.
+            self._metrics.upstream("introspection", "lock_wait")
+            raise still_busy("an introspection of this token")
         return False, None
 
     def _keep_custom(self, key: bytes, answer: object, now: float) -> tuple[TokenClaims, float]:

@@ -84,7 +84,10 @@ class RedisCache:
         lock_ttl: lifetime of the lock that elects one process to call the
             provider for a token or document (it is released on completion).
         lock_wait: how long the other processes wait for that call's result
-            before calling the provider themselves.
+            (never longer than the guard's ``deadline``). When the call is still
+            running then, or took over a second to fail, they answer 503 with
+            ``Retry-After`` (the provider is slow; a second call would only add
+            load); when it failed fast, they call the provider themselves.
     """
 
     def __init__(

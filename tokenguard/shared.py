@@ -70,10 +70,15 @@ __all__ = [
     "result_key",
     "shared_copy_flow",
     "shared_fetch_flow",
+    "still_busy",
 ]
 
 #: Poll interval while waiting for another process's result.
 _POLL_SECONDS = 0.02
+#: A waiter whose winner failed within this many seconds of its wait retries
+#: the call itself; later, it answers 503. So a waiter's whole wait stays
+#: within the upstream deadline plus this.
+RETRY_BUDGET = 1.0
 
 
 @runtime_checkable
@@ -254,15 +259,21 @@ class SharedDelete(SharedEffect):
 
 
 class SharedWait(SharedEffect):
-    """Poll ``key`` until ``accept(value)`` holds; receive the value, or ``None``.
+    """Poll ``key`` until ``accept(value)`` holds; receive ``(value, False)``, or
+    ``(None, busy)``.
 
     Used by the processes that lost the lock race while the winner calls the
-    provider and stores its answer under ``key``. Gives up (``None``) after
-    ``timeout`` or as soon as the lock is gone without an acceptable value
-    (the winner failed), so the caller can try the provider itself.
+    provider and stores its answer under ``key``. Gives up after ``timeout``
+    or as soon as the lock is gone without an acceptable value (the winner
+    failed). ``busy`` says the caller should answer 503 rather than call the
+    provider itself: the winner is still calling, or took more than
+    :data:`RETRY_BUDGET` to fail (the provider is slow; a second call would
+    add load and, bounded by the same deadline, keep this request waiting
+    past it). A winner that failed fast leaves the caller free to retry once.
     """
 
     __slots__ = ("accept", "key", "lock", "timeout")
+    default = (None, False)
 
     def __init__(self, key: str, lock: str, timeout: float, accept: Callable[[bytes], bool] = bool) -> None:
         self.key = key
@@ -270,29 +281,42 @@ class SharedWait(SharedEffect):
         self.timeout = timeout
         self.accept = accept
 
-    def run_sync(self, store: SharedStore) -> bytes | None:
-        deadline = time.monotonic() + self.timeout
+    def run_sync(self, store: SharedStore) -> tuple[bytes | None, bool]:
+        started = time.monotonic()
         while True:
             value = store.get_sync(self.key)
             if value is not None and self.accept(value):
-                return value
-            if time.monotonic() >= deadline or store.get_sync(self.lock) is None:
+                return value, False
+            held = store.get_sync(self.lock) is not None
+            waited = time.monotonic() - started
+            if waited >= self.timeout or not held:
                 # The winner stores its answer, then releases the lock: both may
                 # have happened between the two reads above.
                 value = store.get_sync(self.key)
-                return value if value is not None and self.accept(value) else None
+                if value is not None and self.accept(value):
+                    return value, False
+                return None, held or waited >= RETRY_BUDGET
             time.sleep(_POLL_SECONDS)
 
-    async def run(self, store: SharedStore) -> bytes | None:
-        deadline = time.monotonic() + self.timeout
+    async def run(self, store: SharedStore) -> tuple[bytes | None, bool]:
+        started = time.monotonic()
         while True:
             value = await store.get(self.key)
             if value is not None and self.accept(value):
-                return value
-            if time.monotonic() >= deadline or await store.get(self.lock) is None:
+                return value, False
+            held = await store.get(self.lock) is not None
+            waited = time.monotonic() - started
+            if waited >= self.timeout or not held:
                 value = await store.get(self.key)
-                return value if value is not None and self.accept(value) else None
+                if value is not None and self.accept(value):
+                    return value, False
+                return None, held or waited >= RETRY_BUDGET
             await asyncio.sleep(_POLL_SECONDS)
+
+
+def still_busy(what: str) -> ServiceUnavailable:
+    """The error for a waiter whose winner is still calling the provider (or was slow to fail)."""
+    return ServiceUnavailable(f"{what} still in progress in another process", retry_after=1, reason="lock_wait")
 
 
 # ---------------------------------------------------------------------- wire format
@@ -445,10 +469,12 @@ def shared_fetch_flow(
     lock = lock_key(key)
     leader = yield SharedAdd(lock, policy.lock_ttl)
     if not leader:
-        data = yield SharedWait(key, lock, policy.lock_wait, fetched_after(seen))
+        data, busy = yield SharedWait(key, lock, policy.lock_wait, fetched_after(seen))
         decoded = decode_reply(data, now) if data is not None else None
         if decoded is not None:
             return decoded[0], False
+        if busy:
+            raise still_busy("a fetch of this document")
     try:
         reply = yield from fetch()
     except ServiceUnavailable:
