@@ -131,8 +131,8 @@ class Envelope:
             if cipher is None:
                 return None
             try:
-                inner = cipher.decrypt(data[start : start + _NONCE_BYTES], data[start + _NONCE_BYTES :],
-                                       self._associated(_AEAD, name))
+                nonce, sealed = data[start : start + _NONCE_BYTES], data[start + _NONCE_BYTES :]
+                inner = cipher.decrypt(nonce, sealed, self._associated(_AEAD, name))
             except (InvalidTag, ValueError):
                 return None
         elif mode == _MAC and not self._aead:

@@ -64,7 +64,6 @@ from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
 from .facts import (
     custom_fact,
-    decode_fact,
     introspection_fact,
     jwt_fact,
     read_custom_fact,
@@ -78,7 +77,7 @@ from .jwt import UnverifiedJWS, looks_like_jws, parse_jws, peek_issuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
-from .shared import SealedStore, SharedAdd, SharedPolicy, SharedStore, SharedWait, lock_key, still_busy
+from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
 from .store import ResultStore, policy_fingerprint, serves
 from .userinfo import interpret_userinfo
@@ -779,7 +778,7 @@ class TokenGuard:
             except GeneratorExit:
                 # Cancelled mid-call: nothing may be yielded now. The Redis lock
                 # expires by itself; this process must just stop counting it as held.
-                store.leading.discard(lock_key(fact_key))
+                store.forget_lock(fact_key)
                 raise
             if store.shared is not None and result.answer is not None:
                 yield from store.write_fact(fact_key, introspection_fact(result.answer, now), result.ttl)
@@ -794,9 +793,10 @@ class TokenGuard:
         return result
 
     def _introspection_from_fact(self, fact_key: str, now: float) -> GuardFlow[IntrospectionResult | None]:
-        assert self._introspection is not None
+        config = self._introspection
+        assert config is not None
         fact = yield from self._store.read_fact(fact_key, "introspection")
-        return read_introspection_fact(fact, self._introspection, now) if fact is not None else None
+        return read_introspection_fact(fact, config, now) if fact is not None else None
 
     def _take_rate(self, client: str | None, now: float) -> None:
         """Apply the introspection rate limits.
@@ -813,41 +813,23 @@ class TokenGuard:
                 )
 
     def _lead_or_wait(self, fact_key: str, now: float) -> GuardFlow[tuple[bool, IntrospectionResult | None]]:
-        """With a shared store, elect one process to introspect ``fact_key``'s token.
+        """With a shared store, elect one process to introspect ``fact_key``'s token
+        (see :meth:`ResultStore.lead_or_wait`).
 
-        Returns whether this caller leads (and must release the lock), and an
-        answer another process shared meanwhile, if any.
+        Raises:
+            ServiceUnavailable: the elected process is still calling (the provider is slow).
         """
-        store = self._store
-        assert store.shared is not None
-        lock = lock_key(fact_key)
-        if lock in store.leading:
-            # Another thread or task of this process holds the lock: the
-            # in-process coalescer joins its call, no need to poll Redis.
-            return False, None
-        if (yield SharedAdd(lock, store.shared.lock_ttl)):
-            store.leading.add(lock)
-            # Double-checked: a winner may have stored its answer and released
-            # the lock between our first read and our lock.
-            found = yield from self._introspection_from_fact(fact_key, now)
-            if found is not None:
-                yield from store.release(fact_key)
-                return False, found
-            return True, None
-        # Bounded by the upstream deadline too: a leader stuck on a slow
-        # provider must not hold the others for longer than its own call may take.
-        data, busy = yield SharedWait(fact_key, lock, min(store.shared.lock_wait, self._upstream.deadline))
-        if data is not None:
-            fact = decode_fact(data, "introspection")
-            assert self._introspection is not None
-            if fact is not None:
-                return False, read_introspection_fact(fact, self._introspection, now)
-        if busy:
-            # The winner is still calling, or was slow to fail: the provider is
-            # slow. A second call would add load and outlast the deadline.
+        config = self._introspection
+        assert config is not None
+
+        def accept(fact: dict[str, Any]) -> IntrospectionResult | None:
+            return read_introspection_fact(fact, config, now)
+
+        try:
+            return (yield from self._store.lead_or_wait(fact_key, "introspection", accept, self._upstream.deadline))
+        except ServiceUnavailable:
             self._metrics.upstream("introspection", "lock_wait")
-            raise still_busy("an introspection of this token")
-        return False, None
+            raise
 
     def _keep_custom(self, key: bytes, answer: object, now: float) -> tuple[TokenClaims, float]:
         """Claims from a custom verifier's answer (fresh or shared), kept in process; and until when."""

@@ -25,16 +25,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ._hmac import KeyedHMAC
 from ._http import Flow
 from .cache import CacheBackend, CachedResult, TokenHasher
 from .facts import decode_fact
-from .shared import SharedDelete, SharedGet, SharedSet, SharedStore, lock_key
+from .shared import SharedAdd, SharedDelete, SharedGet, SharedSet, SharedStore, SharedWait, lock_key, still_busy
 
-__all__ = ["ResultStore", "policy_fingerprint", "serves"]
+__all__ = ["ResultStore", "capped", "policy_fingerprint", "serves"]
+
+T = TypeVar("T")
 
 
 def policy_fingerprint(parts: Iterable[object]) -> bytes:
@@ -113,6 +115,51 @@ class ResultStore:
         lock = lock_key(key)
         self.leading.discard(lock)
         yield SharedDelete(lock)
+
+    def forget_lock(self, key: str) -> None:
+        """Stop counting ``key``'s lock as held (a cancelled flow, which may yield
+        nothing more: the lock expires in the store by itself)."""
+        self.leading.discard(lock_key(key))
+
+    def lead_or_wait(
+        self, key: str, kind: str, accept: Callable[[dict[str, Any]], T | None], deadline: float
+    ) -> Flow[tuple[bool, T | None]]:
+        """Elect one process to establish the fact at ``key`` (one upstream call for all).
+
+        Returns whether this caller leads (and must :meth:`release` the lock once
+        its fact is written or its call failed), and a fact another process
+        established meanwhile, as ``accept`` reads it, if any.
+
+        Raises:
+            ServiceUnavailable: the elected process is still calling when the
+                wait ends (``lock_wait``, never past ``deadline``), or was slow
+                to fail: the provider is slow, and a second call would only add load.
+        """
+        shared = self.shared
+        assert shared is not None
+        lock = lock_key(key)
+        if lock in self.leading:
+            # Another thread or task of this process holds the lock: the
+            # in-process coalescer joins its call, no need to poll the store.
+            return False, None
+        if (yield SharedAdd(lock, shared.lock_ttl)):
+            self.leading.add(lock)
+            # Double-checked: a winner may have stored its fact and released
+            # the lock between the caller's first read and this lock.
+            fact = yield from self.read_fact(key, kind)
+            found = accept(fact) if fact is not None else None
+            if found is not None:
+                yield from self.release(key)
+                return False, found
+            return True, None
+        data, busy = yield SharedWait(key, lock, min(shared.lock_wait, deadline))
+        fact = decode_fact(data, kind) if data is not None else None
+        found = accept(fact) if fact is not None else None
+        if found is not None:
+            return False, found
+        if busy:
+            raise still_busy(f"a {kind} call for this token")
+        return False, None
 
 
 def serves(entry: CachedResult, now: float) -> bool:
