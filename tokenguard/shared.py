@@ -89,6 +89,12 @@ class SharedStore(Protocol):
     adds it). Every method must swallow connection errors: ``get`` then
     returns ``None``, ``add`` returns ``True`` (nobody else can be
     coordinating through a store that is down, so the caller goes ahead).
+
+    A store needs no cryptography of its own: the guard seals every value
+    (:class:`SealedStore`). Two optional attributes feed that seal:
+    ``prefix`` (the namespace, bound into each value's authentication) and
+    ``encryption_keys`` (raw 32-byte AES keys, newest first; see
+    :class:`~tokenguard.redis_cache.RedisCache`'s ``encryption_key``).
     """
 
     #: Seconds an entry read from or written to the store may live in the
