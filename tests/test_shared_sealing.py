@@ -189,3 +189,26 @@ def test_replayed_jwks_a_day_later_is_refetched(
     assert issuer.requests["/jwks"] == 2
     assert issuer.requests["/.well-known/openid-configuration"] == 2
     assert fresh.verify_sync(issuer.issue(expires_in=3 * 86400)).subject == "user-1"  # the current key works
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_replayed_active_answer_after_revocation_is_a_miss(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """An "active" answer saved before revocation and planted back past its lifetime is not served."""
+    token = issuer.issue_opaque(expires_in=3600)
+    writer = worker(issuer, redis_server)
+    verify(writer, token, flavour)
+    client = redis_server.client()
+    key = fact_key(writer, token)
+    saved = client.get(key)
+    issuer.revoke(token)
+    client.flushall()
+    client.set(key, saved)  # no expiry in Redis: only the entry's own lifetime can stop it
+    clock = Clock()
+    clock.now += 120  # past the 60 s introspection cache lifetime
+    reader = worker(issuer, redis_server, clock=clock)
+    with pytest.raises(InvalidToken, match="not active"):
+        verify(reader, token, flavour)
+    assert issuer.requests["/introspect"] == 2
