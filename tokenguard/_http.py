@@ -447,7 +447,7 @@ def _fetch_guarded_sync(
 #: A call that outlives its caller still ends by itself (its reads are bounded
 #: by the time that was left, and it stops at the first chunk past it), so
 #: even a pool full of trickling servers drains in about two deadlines.
-_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tokenguard-upstream")
+_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tokenguard-upstream")
 
 
 def _fetch_by_deadline(client: httpx.Client, request: HttpRequest, deadline: float) -> HttpReply:
