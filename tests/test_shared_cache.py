@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from typing import Any
@@ -142,7 +141,8 @@ def test_jwks_and_discovery_documents_are_shared(issuer: LocalIssuer, store_serv
     assert issuer.requests["/jwks"] == 1, "the second worker reads the key set from Redis"
     assert issuer.requests["/.well-known/openid-configuration"] == 1
     client = store_server.client()
-    (doc_key,) = [k for k in client.keys("tokenguard:d:*") if '"keys"' in json.loads(client.get(k))["b"]]
+    # Sealed (MAC'd, not encrypted, without an encryption key): the JSON is readable.
+    (doc_key,) = [k for k in client.keys("tokenguard:d:*") if b'\\"keys\\"' in client.get(k)]
     assert 0 < client.pttl(doc_key) <= 300_000  # the JWKS max-age
 
 

@@ -16,17 +16,30 @@ never a second fetch.
 
 Fetch hygiene: no redirects (a redirect could point anywhere), a response
 size cap, ``Accept: application/json``, a ``User-Agent``, timeouts.
+
+Deadline: httpx's timeouts bound each socket operation, not a call, so a
+server that trickles its answer a byte a second keeps a call alive for as
+long as it likes. Every guarded call therefore has one total deadline
+(connect + headers + body, :attr:`Upstream.deadline`): async calls run under
+``asyncio.timeout``; blocking calls run on a small worker pool while the
+caller waits at most the deadline (the worker itself stops at the next
+chunk past it, its reads bounded by what was left). Coalesced waiters wait
+no longer than that either. A missed deadline is a ``ServiceUnavailable``
+with reason ``deadline``, recorded as a failure by the circuit breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import math
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -155,8 +168,34 @@ def _transport_failure(request: HttpRequest, exc: Exception) -> ServiceUnavailab
     return ServiceUnavailable(f"{request.purpose} request failed", reason="transport")
 
 
-def fetch_sync(client: httpx.Client, request: HttpRequest) -> HttpReply:
-    """Perform one request; every failure becomes :class:`ServiceUnavailable`."""
+def _missed(request: HttpRequest, deadline: float) -> ServiceUnavailable:
+    return ServiceUnavailable(f"{request.purpose} request missed its {deadline:g} s deadline", reason="deadline")
+
+
+def _bounded(timeout: httpx.Timeout, remaining: float) -> httpx.Timeout:
+    """``timeout`` with no operation allowed longer than ``remaining`` seconds."""
+
+    def cap(value: float | None) -> float:
+        return remaining if value is None else min(value, remaining)
+
+    return httpx.Timeout(
+        connect=cap(timeout.connect), read=cap(timeout.read), write=cap(timeout.write), pool=cap(timeout.pool)
+    )
+
+
+def fetch_sync(client: httpx.Client, request: HttpRequest, deadline_at: float | None = None) -> HttpReply:
+    """Perform one request; every failure becomes :class:`ServiceUnavailable`.
+
+    With ``deadline_at`` (a ``time.monotonic()`` instant), each socket
+    operation is bounded by the time left and the body is abandoned at the
+    first chunk past it.
+    """
+    extra: dict[str, Any] = {}
+    if deadline_at is not None:
+        remaining = deadline_at - time.monotonic()
+        if remaining <= 0:
+            raise ServiceUnavailable(f"{request.purpose} request missed its deadline", reason="deadline")
+        extra["timeout"] = _bounded(client.timeout, remaining)
     try:
         with client.stream(
             request.method,
@@ -164,6 +203,7 @@ def fetch_sync(client: httpx.Client, request: HttpRequest) -> HttpReply:
             headers=_headers(request),
             data=dict(request.form) if request.form is not None else None,
             follow_redirects=False,
+            **extra,
         ) as response:
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > request.max_bytes:
@@ -174,6 +214,8 @@ def fetch_sync(client: httpx.Client, request: HttpRequest) -> HttpReply:
                 size += len(chunk)
                 if size > request.max_bytes:
                     raise _oversized(request)
+                if deadline_at is not None and time.monotonic() >= deadline_at:
+                    raise ServiceUnavailable(f"{request.purpose} request missed its deadline", reason="deadline")
                 chunks.append(chunk)
             return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
     except httpx.HTTPError as exc:
@@ -299,6 +341,7 @@ class Upstream:
         limits: Mapping[str, ConcurrencyLimit] | None = None,
         shared: SharedStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float = 5.0,
     ) -> None:
         self.breakers = breakers
         self.metrics = metrics
@@ -307,6 +350,8 @@ class Upstream:
         self.clock = clock
         #: The last failure's description per endpoint, named while its breaker is open.
         self.last_failure: dict[str, str] = {}
+        #: Seconds one upstream call may take in total, and a coalesced waiter wait for it.
+        self.deadline = deadline
 
     def admit(self, request: HttpRequest) -> None:
         """Refuse at once when the endpoint's breaker is open.
@@ -409,11 +454,30 @@ def _fetch_guarded_sync(
         raise upstream.refused(request)
     try:
         with _Observed(upstream, request) as call:
-            call.reply = fetch_sync(client(), request)
+            call.reply = _fetch_by_deadline(client(), request, upstream.deadline)
         return call.reply
     finally:
         if limit is not None:
             limit.release_sync()
+
+
+#: Runs blocking upstream calls so that their callers can stop waiting at the
+#: deadline. Shared by every guard of the process; its threads start on demand.
+#: A call that outlives its caller still ends by itself (its reads are bounded
+#: by the time that was left, and it stops at the first chunk past it), so
+#: even a pool full of trickling servers drains in about two deadlines.
+_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tokenguard-upstream")
+
+
+def _fetch_by_deadline(client: httpx.Client, request: HttpRequest, deadline: float) -> HttpReply:
+    deadline_at = time.monotonic() + deadline
+    context = contextvars.copy_context()  # the caller's tracing context, in the worker
+    future = _POOL.submit(context.run, fetch_sync, client, request, deadline_at)
+    try:
+        return future.result(timeout=deadline)
+    except FutureTimeout:
+        future.cancel()  # still queued behind stuck calls: never started
+        raise _missed(request, deadline) from None
 
 
 async def _fetch_guarded_async(
@@ -427,11 +491,23 @@ async def _fetch_guarded_async(
         raise upstream.refused(request)
     try:
         with _Observed(upstream, request) as call:
-            call.reply = await fetch_async(client(), request)
+            try:
+                async with asyncio.timeout(upstream.deadline):
+                    call.reply = await fetch_async(client(), request)
+            except TimeoutError:
+                raise _missed(request, upstream.deadline) from None
         return call.reply
     finally:
         if limit is not None:
             limit.release()
+
+
+#: Added to a waiter's bound so that the leader's own deadline error reaches it first.
+_WAITER_GRACE = 0.25
+
+
+def _waiter_bound(upstream: Upstream | None) -> float | None:
+    return None if upstream is None else upstream.deadline + _WAITER_GRACE
 
 
 def run_sync(
@@ -477,8 +553,11 @@ def run_sync(
                 except ServiceUnavailable as exc:
                     call.error = exc
                 call.done.set()
-            else:
-                call.done.wait()
+            elif not call.done.wait(_waiter_bound(upstream)):
+                # The leader is bounded by the same deadline: this only guards
+                # against a leader that never reports back.
+                request = flow.throw(_missed(request, upstream.deadline if upstream else 0))
+                continue
             try:
                 if call.error is not None:
                     request = flow.throw(
@@ -546,7 +625,15 @@ async def run_async(
                 # resume only after the flow has applied the reply.
                 coalescer.release(key, future)
             try:
-                reply = await asyncio.shield(future)
+                if future.done():
+                    # The leader, or a late joiner: no await here, so the flow
+                    # applies the reply before any other task can start a miss.
+                    reply = future.result()
+                else:
+                    reply = await asyncio.wait_for(asyncio.shield(future), _waiter_bound(upstream))
+            except TimeoutError:
+                request = flow.throw(_missed(request, upstream.deadline if upstream else 0))
+                continue
             except ServiceUnavailable as exc:
                 request = flow.throw(
                     ServiceUnavailable(exc.description, retry_after=exc.retry_after, reason=exc.reason)

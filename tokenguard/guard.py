@@ -7,7 +7,9 @@ Strategy:
   token goes to introspection when it is configured (a JWT naming an issuer
   other than the introspection server's own is refused without a network
   call); otherwise it is ``invalid_token``. URLs are never taken from tokens.
-* **Caching.** Results live under a keyed hash of the token. A hit re-checks
+* **Caching.** Verdicts live in process under a keyed hash of the token whose
+  key is bound to a fingerprint of this guard's policy (``store.py``), so a
+  verdict is only ever served to a guard configured alike. A hit re-checks
   the time window (``exp``/``nbf`` with leeway) and, for JWTs, that the key
   that verified it is still published; otherwise the entry is dropped.
 * **Errors.** Everything below raises :class:`~tokenguard.TokenError`
@@ -17,8 +19,12 @@ Strategy:
   (``_verify_flow``); only the runner that performs HTTP differs.
 * **Two cache levels.** With a shared store (Redis), the in-process cache
   still answers first; on a miss the flow asks the store (effects, like
-  HTTP), and before an introspection call it takes a short lock so one
-  process calls while the others wait for its answer.
+  HTTP) for a *fact* (``facts.py``: an introspection answer, a verified
+  signature, a custom verifier's answer) and re-applies this guard's policy
+  to it. Before an introspection call it takes a short lock so one process
+  calls while the others wait for its answer. Shared values are sealed with
+  their key name and lifetime (``_envelope.py``).
+* **Deadline.** Every upstream call has one total deadline; waiters too.
 * **Protecting the provider.** Every upstream call passes a per-endpoint
   circuit breaker; introspection also a rate limit and a concurrency cap.
   Refusals are 503 with ``Retry-After``, never 401.
@@ -27,6 +33,7 @@ Strategy:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -42,6 +49,7 @@ import httpx
 
 from . import diagnostics
 from ._config import string_tuple
+from ._envelope import Envelope
 from ._http import (
     AsyncCoalescer,
     CallVerifier,
@@ -57,6 +65,15 @@ from .breaker import BreakerSettings, CircuitBreakers
 from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
 from .claims import TokenClaims, check_not_sender_constrained
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
+from .facts import (
+    custom_fact,
+    introspection_fact,
+    jwt_fact,
+    read_custom_fact,
+    read_introspection_fact,
+    read_jwt_fact,
+    verifier_identity,
+)
 from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
 from .issuer import IssuerRuntime, JWTIssuer
 from .jwt import UnverifiedJWS, algorithms_of, has_lone_surrogate, looks_like_jws, parse_jws, peek_issuer
@@ -64,20 +81,9 @@ from .keys import HMAC_ALGORITHMS, VerificationKey
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
-from .shared import (
-    SharedAdd,
-    SharedDelete,
-    SharedGet,
-    SharedPolicy,
-    SharedSet,
-    SharedStore,
-    SharedWait,
-    decode_result,
-    encode_result,
-    lock_key,
-    result_key,
-)
+from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
+from .store import ResultStore, policy_fingerprint, serves
 from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
@@ -98,6 +104,11 @@ logger = logging.getLogger("tokenguard")
 #: practical purposes (Spring's NimbusJwtDecoder: 5 s for both; Duende: 100 s,
 #: HttpClient's default, which keeps requests hanging through an outage).
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+#: The total time one upstream call may take (connect + headers + body), and
+#: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
+#: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
+DEFAULT_DEADLINE = 5.0
 
 #: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
 _NO_EXP_CACHE_SECONDS = 300.0
@@ -149,6 +160,13 @@ class TokenGuard:
         timeout: seconds for each upstream HTTP call, or an ``httpx.Timeout``
             to set connect, read, write and pool limits apart. The default
             allows 2 s to connect and 5 s for the rest.
+        deadline: the most seconds one upstream call may take in total
+            (connect, headers and body together), and the most a request
+            waiting for another's identical call waits. httpx's timeouts bound
+            each read only, so a server trickling its answer a byte at a time
+            would otherwise hold every request that needs it. A missed deadline
+            is a 503 with ``Retry-After`` and counts as a failure for the
+            circuit breaker.
         http_client / async_http_client: bring your own httpx clients (proxies,
             custom CA); tokenguard then never closes them.
         clock: the time source (seconds since the epoch), for tests.
@@ -189,6 +207,7 @@ class TokenGuard:
         include_error_details: bool = True,
         resource_metadata: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
@@ -212,6 +231,8 @@ class TokenGuard:
         self.proof_of_possession = proof_of_possession
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline < math.inf:
+            raise ConfigurationError(f"deadline must be a positive number of seconds, not {deadline!r}")
         self._verifier = verifier
         self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
@@ -234,8 +255,6 @@ class TokenGuard:
         elif isinstance(cache, SharedStore):
             shared, cache = cache, None
         self._shared = shared
-        #: Shared-store locks this process holds (introspections it leads).
-        self._leading: set[str] = set()
         self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
         self._metadata: dict[str, MetadataSource] = {}
         self._issuers: dict[str, IssuerRuntime] = {}
@@ -280,13 +299,19 @@ class TokenGuard:
         )
         self._sync_coalescer = SyncCoalescer()
         self._async_coalescer = AsyncCoalescer()
+        secret_hash_key = hash_key is not None
         if hash_key is None and shared is not None:
-            hash_key = self._shared_hash_key()
-        self._hasher = TokenHasher(hash_key)
+            hash_key, secret_hash_key = self._shared_hash_key()
+        #: The scopes under which shared facts are keyed: who established them.
+        self._jwt_scopes = {name: _jwt_scope(runtime) for name, runtime in self._issuers.items()}
+        self._introspection_scope = _introspection_scope(introspection) if introspection is not None else ""
+        self._verifier_scope = "custom\0" + verifier_identity(verifier) if verifier is not None else ""
+        self._store = ResultStore(self._cache, shared, hash_key=hash_key, policy=self._policy_fingerprint())
+        self._hasher = self._store.verdicts
         self._hash_inner, self._hash_outer = self._hasher.keyed_states()
         self._cache_get = self._cache.get  # bound once: read on every request
         if shared is not None:
-            policy = SharedPolicy(shared.lock_ttl, shared.lock_wait)
+            policy = SharedPolicy(shared.lock_ttl, min(shared.lock_wait, deadline))
             for source in self._metadata.values():
                 source.shared = policy
             for runtime in self._issuers.values():
@@ -296,32 +321,63 @@ class TokenGuard:
         self._rate = RateLimiter(limits)
         self._breakers = CircuitBreakers(breaker or BreakerSettings())
         caps = {"introspection": ConcurrencyLimit(limits.max_concurrent, limits.max_wait)}
+        sealed = None
+        if shared is not None:
+            aead_keys = tuple(getattr(shared, "encryption_keys", ()))
+            if not aead_keys and not secret_hash_key:
+                logger.warning(
+                    "shared cache: values are authenticated with a key derived from public configuration;"
+                    " set hash_key (or TOKENGUARD_HASH_KEY) or an encryption_key, or whoever can write to"
+                    " the store can forge entries"
+                )
+            sealed = SealedStore(shared, Envelope(aead_keys=aead_keys, mac_key=self._store.mac_key), clock)
         self._upstream = Upstream(
             breakers=self._breakers,
             metrics=self._metrics,
             limits=caps if limits.max_concurrent > 0 else None,
-            shared=shared,
+            shared=sealed,
             clock=clock,
+            deadline=deadline,
         )
         #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
         self._route_scopes: set[str] = set()
         for source in self._metadata.values():
             source.on_first_load = partial(self._check_route_scopes, source.issuer)
 
-    def _shared_hash_key(self) -> bytes:
+    def _shared_hash_key(self) -> tuple[bytes, bool]:
         # Processes sharing a store must agree on the HMAC key. An explicit key
         # is best; failing that, one derived from what every worker of this
         # API is configured with, and secret when a client secret is among it.
+        # Returns the key and whether it is secret.
         configured = os.environ.get("TOKENGUARD_HASH_KEY")
         if configured:
-            return configured.encode()
+            return configured.encode(), True
         parts = ["tokenguard shared cache key v1", *sorted(self._issuers)]
+        secret = False
         if self._introspection is not None:
             config = self._introspection
             parts += [config.endpoint or "", config.issuer or "", config.client_id, config.client_secret]
-        else:
+            secret = bool(config.client_secret)
+        if not secret:
             logger.info("shared cache: no hash_key or client secret configured; cache keys are not secret")
-        return hashlib.sha256("\0".join(parts).encode()).digest()
+        return hashlib.sha256("\0".join(parts).encode()).digest(), secret
+
+    def _policy_fingerprint(self) -> bytes:
+        # Everything that can change a verdict: each issuer's policy (issuer,
+        # audiences, algorithms, types, required claims, leeway, ages, scope
+        # claims), its key source and revocation checking; the introspection
+        # settings (endpoint, client, audiences, leeway, lifetimes...); the
+        # custom verifier (by identity: two verifiers never share verdicts).
+        parts: list[object] = []
+        for name in sorted(self._issuers):
+            runtime = self._issuers[name]
+            parts += [_canonical(runtime.policy), self._jwt_scopes[name], runtime.config.check_revocation]
+        parts.append(_canonical(self._introspection))
+        if self._verifier is not None:
+            parts += [self._verifier_scope, id(self._verifier), self._verifier_cache_ttl]
+        # Whether sender-constrained tokens are admitted as Bearer changes the verdict too.
+        parts.append(("proof_of_possession", self.proof_of_possession))
+        return policy_fingerprint(parts)
 
     def _require_https(self) -> bool:
         return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
@@ -469,7 +525,7 @@ class TokenGuard:
                 if now < entry.cache_until:
                     raise InvalidToken(entry.reason or "invalid token")
                 self._cache.delete(key)
-            elif not _serves(entry, now):
+            elif not serves(entry, now):
                 self._cache.delete(key)
         self._misses += 1
         return key
@@ -532,7 +588,7 @@ class TokenGuard:
         now = self.clock()
         # The hot path, inlined (a call costs ~10 % of a hit) and kept identical
         # in verify(): keyed hash, dict read, time window, key still trusted.
-        # It is _serves() spelled out. Anything else (misses, cached rejections,
+        # It is store.serves() spelled out. Anything else (misses, cached rejections,
         # stale entries) goes to _miss.
         key = entry = None
         if len(token) <= self.max_token_bytes:
@@ -647,7 +703,7 @@ class TokenGuard:
         self._events["jwt_verified_locally"] += 1
         claims, thumbprint = runtime.verify_now(jws, keys, now)
         self._admit(claims)
-        self._keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
+        self._store.keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
         return claims
 
     def _admit(self, claims: TokenClaims, *, check_text: bool = False) -> None:
@@ -672,138 +728,154 @@ class TokenGuard:
         if jws is not None:
             iss = peek_issuer(jws)
             runtime = self._issuers.get(iss) if iss is not None else None
-        shared = self._shared
-        if shared is not None and (
-            self._shares_jwt(runtime, shared) if runtime is not None else self._may_go_upstream(jws)
-        ):
-            found = yield from self._shared_lookup(key, now)
-            if found is not None:
-                return found
+        store = self._store
         if runtime is not None:
             assert jws is not None
+            # A revocation-checking guard verifies the signature itself (cheap)
+            # and shares only the introspection answer: a signature fact from
+            # a guard that does not check revocation must not spare the check.
+            fact_key = None
+            if store.shared is not None and store.shared.share_jwt_results and not runtime.config.check_revocation:
+                fact_key = store.fact_key(self._jwt_scopes[runtime.config.issuer], token)
+                found = yield from self._jwt_from_fact(fact_key, runtime, key, now)
+                if found is not None:
+                    return found
             self._events["jwt_verified_locally"] += 1
             claims, thumbprint = yield from runtime.verify_flow(jws, now)
             self._admit(claims)
             cache_until = None
-            leader = False
             if runtime.config.check_revocation and self._introspection is not None:
-                found, leader = yield from self._before_introspection(key, now, client)
-                if found is not None:
-                    return found
-                result = yield from self._introspect(token, key, now, leader)
+                result = yield from self._introspect(token, key, now, client)
                 cache_until = now + result.ttl
             entry = self._jwt_entry(claims, runtime, thumbprint, now, cache_until)
-            share = shared is not None and self._shares_jwt(runtime, shared)
-            yield from self._store(key, entry, now, share=share, release=leader)
+            store.keep(key, entry, now)
+            if fact_key is not None:
+                yield from store.write_fact(fact_key, jwt_fact(jws.header, claims, thumbprint), entry.cache_until - now)
             return claims
         if self._verifier is not None:
+            fact_key = store.fact_key(self._verifier_scope, token) if store.shared is not None else None
+            if fact_key is not None:
+                fact = yield from store.read_fact(fact_key, "custom")
+                shared_answer = read_custom_fact(fact) if fact is not None else None
+                if shared_answer is not None:
+                    self._events["shared_cache_hit"] += 1
+                    return self._keep_custom(key, shared_answer, now)[0]
+                self._events["shared_cache_miss"] += 1
             answer = yield CallVerifier(self._verifier, token)
             if answer is not None:
-                return (yield from self._store_custom(key, answer, now))
+                claims, until = self._keep_custom(key, answer, now)
+                if fact_key is not None:
+                    assert isinstance(answer, Mapping)
+                    yield from store.write_fact(fact_key, custom_fact(answer), until - now)
+                return claims
         if jws is not None and not self._may_introspect(peek_issuer(jws)):
             diagnostics.issuer_unknown(jws.payload.get("iss"), self._trusted_issuers())
             raise InvalidToken("untrusted issuer")
         if self._introspection is None:
             raise InvalidToken("token format not accepted")
-        found, leader = yield from self._before_introspection(key, now, client)
-        if found is not None:
-            return found
-        result = yield from self._introspect(token, key, now, leader)
+        result = yield from self._introspect(token, key, now, client)
         opaque_claims = result.claims
         assert opaque_claims is not None
-        try:
-            self._admit(opaque_claims, check_text=True)
-        except InvalidToken:
-            if leader:
-                yield from self._release(key)
-            raise
-        return (yield from self._store_opaque(key, opaque_claims, result.ttl, now, leader))
+        self._admit(opaque_claims, check_text=True)
+        leeway = self._introspection.leeway
+        entry = CachedResult(
+            opaque_claims,
+            now + result.ttl,
+            valid_from=opaque_claims.nbf - leeway if opaque_claims.nbf is not None else _NEVER_BEFORE,
+            valid_until=opaque_claims.exp + leeway if opaque_claims.exp is not None else float("inf"),
+        )
+        store.keep(key, entry, now)
+        return opaque_claims
 
     def _trusted_issuers(self) -> list[str]:
         # For diagnostics: every issuer whose tokens this guard would accept.
         extra = self._introspection.issuer if self._introspection is not None else None
         return [*self._issuers, *([extra] if extra and extra not in self._issuers else [])]
 
-    def _may_go_upstream(self, jws: UnverifiedJWS | None) -> bool:
-        # Only a token that would cost an upstream call is looked up in the
-        # shared store: one naming an untrusted issuer is refused without any
-        # network traffic at all, the cache's included.
-        if self._verifier is not None:
-            return True
-        return self._introspection is not None and (jws is None or self._may_introspect(peek_issuer(jws)))
+    def _jwt_from_fact(
+        self, fact_key: str, runtime: IssuerRuntime, key: bytes, now: float
+    ) -> GuardFlow[TokenClaims | None]:
+        """Claims from another process's signature fact, re-checked with this guard's policy.
 
-    @staticmethod
-    def _shares_jwt(runtime: IssuerRuntime, shared: SharedStore) -> bool:
-        # A verified JWT is worth sharing only when it cost an upstream call.
-        return shared.share_jwt_results or runtime.config.check_revocation
-
-    # ------------------------------------------------------------------ two-level cache
-
-    def _store(self, key: bytes, entry: CachedResult, now: float, *, share: bool, release: bool) -> GuardFlow[None]:
-        """Keep ``entry`` in process and, when ``share``, in the shared store; free the lock we hold."""
-        self._keep(key, entry, now)
-        shared = self._shared
-        if shared is None:
-            return
-        if share:
-            data = encode_result(entry)
-            if data is not None:
-                yield SharedSet(result_key(key), data, entry.cache_until - now)
-        if release:
-            yield from self._release(key)
-
-    def _keep(self, key: bytes, entry: CachedResult, now: float) -> None:
-        """Keep ``entry`` in process (for at most ``local_ttl`` in front of a shared store)."""
-        shared = self._shared
-        self._cache.set(key, entry if shared is None else _capped(entry, now + shared.local_ttl))
-
-    def _release(self, key: bytes) -> GuardFlow[None]:
-        lock = lock_key(result_key(key))
-        self._leading.discard(lock)
-        yield SharedDelete(lock)
-
-    def _shared_lookup(self, key: bytes, now: float) -> GuardFlow[TokenClaims | None]:
-        data = yield SharedGet(result_key(key))
-        if data is None:
-            self._events["shared_cache_miss"] += 1
-            return None
-        return self._accept_shared(key, data, now)
-
-    def _accept_shared(self, key: bytes, data: bytes, now: float) -> TokenClaims | None:
-        """Claims from another process's entry (kept locally too), ``None`` if unusable.
+        ``None`` when there is no usable fact (the caller verifies afresh).
 
         Raises:
-            InvalidToken: the entry is a cached rejection.
+            InvalidToken: this guard's policy refuses the token.
         """
-        entry = decode_result(data)
-        if entry is None or now >= entry.cache_until:
+        fact = yield from self._store.read_fact(fact_key, "jwt")
+        if fact is None:
             self._events["shared_cache_miss"] += 1
             return None
-        claims = entry.claims
-        if claims is not None:
-            if entry.key_thumbprint is not None:
-                # Judged against the keys this process trusts: a result signed
-                # by a key since withdrawn here is verified afresh.
-                runtime = self._issuers.get(entry.issuer or "")
-                if runtime is None:
-                    return None
-                entry.key_owner = runtime.key_owner
-            if not _serves(entry, now):
-                return None
+        claims, thumbprint = read_jwt_fact(fact, runtime.policy, now)
+        self._admit(claims)
+        entry = self._jwt_entry(claims, runtime, thumbprint, now, None)
+        # Judged against the keys this process trusts: a result signed by a
+        # key since withdrawn here is verified afresh.
+        if not serves(entry, now):
+            self._events["shared_cache_miss"] += 1
+            return None
         self._events["shared_cache_hit"] += 1
-        assert self._shared is not None
-        self._cache.set(key, _capped(entry, now + self._shared.local_ttl))
-        if claims is None:
-            raise InvalidToken(entry.reason or "invalid token")
+        self._store.keep(key, entry, now)
         return claims
 
-    def _before_introspection(
-        self, key: bytes, now: float, client: str | None
-    ) -> GuardFlow[tuple[TokenClaims | None, bool]]:
-        """Rate limits, then (with a shared store) elect one process to call.
+    def _introspect(self, token: str, key: bytes, now: float, client: str | None) -> GuardFlow[IntrospectionResult]:
+        """The introspection answer about ``token``: shared by another process,
+        or asked for (one process at a time). An inactive answer is cached
+        briefly and raised.
 
-        Returns claims another process obtained meanwhile, or ``None``, and
-        whether this caller holds the lock (and must release it).
+        Raises:
+            InvalidToken: the answer, re-checked with this guard's settings, refuses the token.
+            ServiceUnavailable: a rate limit refused the call, or the endpoint failed.
+        """
+        config = self._introspection
+        assert config is not None
+        store = self._store
+        fact_key = store.fact_key(self._introspection_scope, token)
+        result = None
+        leader = False
+        if store.shared is not None:
+            result = yield from self._introspection_from_fact(fact_key, now)
+            if result is None:
+                self._events["shared_cache_miss"] += 1
+        if result is None:
+            self._take_rate(client, now)
+            if store.shared is not None:
+                leader, result = yield from self._lead_or_wait(fact_key, now)
+        if result is None:
+            self._events["introspection"] += 1
+            try:
+                result = yield from introspect_flow(
+                    token, config, self._introspection_metadata, now, coalesce_key="POST introspect " + fact_key
+                )
+            except ServiceUnavailable:
+                if leader:
+                    yield from store.release(fact_key)
+                raise
+            except GeneratorExit:
+                # Cancelled mid-call: nothing may be yielded now. The Redis lock
+                # expires by itself; this process must just stop counting it as held.
+                store.forget_lock(fact_key)
+                raise
+            if store.shared is not None and result.answer is not None:
+                yield from store.write_fact(fact_key, introspection_fact(result.answer, now), result.ttl)
+            if leader:
+                yield from store.release(fact_key)
+        else:
+            self._events["shared_cache_hit"] += 1
+        if result.claims is None:
+            if result.ttl > 0:
+                store.keep(key, CachedResult(None, now + result.ttl, reason=result.reason), now)
+            raise InvalidToken(result.reason)
+        return result
+
+    def _introspection_from_fact(self, fact_key: str, now: float) -> GuardFlow[IntrospectionResult | None]:
+        config = self._introspection
+        assert config is not None
+        fact = yield from self._store.read_fact(fact_key, "introspection")
+        return read_introspection_fact(fact, config, now) if fact is not None else None
+
+    def _take_rate(self, client: str | None, now: float) -> None:
+        """Apply the introspection rate limits.
 
         Raises:
             ServiceUnavailable: a rate limit refused the call.
@@ -815,81 +887,28 @@ class TokenGuard:
                 raise ServiceUnavailable(
                     "too many introspection calls", retry_after=math.ceil(wait), reason="rate_limited"
                 )
-        shared = self._shared
-        if shared is None:
-            return None, False
-        rkey = result_key(key)
-        lock = lock_key(rkey)
-        if lock in self._leading:
-            # Another thread or task of this process holds the lock: the
-            # in-process coalescer joins its call, no need to poll Redis.
-            return None, False
-        if (yield SharedAdd(lock, shared.lock_ttl)):
-            self._leading.add(lock)
-            # Double-checked: a winner may have stored its answer and released
-            # the lock between our first read and our lock.
-            data = yield SharedGet(rkey)
-            try:
-                found = self._accept_shared(key, data, now) if data is not None else None
-            except InvalidToken:  # a cached rejection: nothing to call for
-                yield from self._release(key)
-                raise
-            if found is not None:
-                yield from self._release(key)
-                return found, False
-            return None, True
-        data = yield SharedWait(rkey, lock, shared.lock_wait)
-        if data is not None:
-            found = self._accept_shared(key, data, now)
-            if found is not None:
-                return found, False
-        return None, False
 
-    def _store_opaque(
-        self, key: bytes, claims: TokenClaims, ttl: float, now: float, release: bool
-    ) -> GuardFlow[TokenClaims]:
-        assert self._introspection is not None
-        leeway = self._introspection.leeway
-        entry = CachedResult(
-            claims,
-            now + ttl,
-            valid_from=claims.nbf - leeway if claims.nbf is not None else float("-inf"),
-            valid_until=claims.exp + leeway if claims.exp is not None else float("inf"),
-        )
-        yield from self._store(key, entry, now, share=True, release=release)
-        return claims
+    def _lead_or_wait(self, fact_key: str, now: float) -> GuardFlow[tuple[bool, IntrospectionResult | None]]:
+        """With a shared store, elect one process to introspect ``fact_key``'s token
+        (see :meth:`ResultStore.lead_or_wait`).
 
-    def _introspect(self, token: str, key: bytes, now: float, release: bool) -> GuardFlow[IntrospectionResult]:
-        """Introspect ``token``; an inactive answer is cached briefly and raised."""
-        assert self._introspection is not None
-        self._events["introspection"] += 1
+        Raises:
+            ServiceUnavailable: the elected process is still calling (the provider is slow).
+        """
+        config = self._introspection
+        assert config is not None
+
+        def accept(fact: dict[str, Any]) -> IntrospectionResult | None:
+            return read_introspection_fact(fact, config, now)
+
         try:
-            result = yield from introspect_flow(
-                token,
-                self._introspection,
-                self._introspection_metadata,
-                now,
-                coalesce_key="POST introspect " + key.hex(),
-            )
+            return (yield from self._store.lead_or_wait(fact_key, "introspection", accept, self._upstream.deadline))
         except ServiceUnavailable:
-            if release:
-                yield from self._release(key)
+            self._metrics.upstream("introspection", "lock_wait")
             raise
-        except GeneratorExit:
-            # Cancelled mid-call: nothing may be yielded now. The Redis lock
-            # expires by itself; this process must just stop counting it as held.
-            self._leading.discard(lock_key(result_key(key)))
-            raise
-        if result.claims is None:
-            entry = CachedResult(None, now + result.ttl, reason=result.reason)
-            if result.ttl > 0:
-                yield from self._store(key, entry, now, share=True, release=release)
-            elif release:
-                yield from self._release(key)
-            raise InvalidToken(result.reason)
-        return result
 
-    def _store_custom(self, key: bytes, answer: object, now: float) -> GuardFlow[TokenClaims]:
+    def _keep_custom(self, key: bytes, answer: object, now: float) -> tuple[TokenClaims, float]:
+        """Claims from a custom verifier's answer (fresh or shared), kept in process; and until when."""
         if not isinstance(answer, Mapping):
             raise TypeError("a custom verifier must return a mapping of claims or None")
         claims = TokenClaims(answer, token_type="custom")
@@ -899,9 +918,8 @@ class TokenGuard:
         cache_until = now + self._verifier_cache_ttl
         if claims.exp is not None:
             cache_until = min(cache_until, claims.exp)
-        entry = CachedResult(claims, cache_until, valid_until=claims.exp or float("inf"))
-        yield from self._store(key, entry, now, share=True, release=False)
-        return claims
+        self._store.keep(key, CachedResult(claims, cache_until, valid_until=claims.exp or float("inf")), now)
+        return claims, cache_until
 
     def _may_introspect(self, iss: str | None) -> bool:
         config = self._introspection
@@ -1150,32 +1168,34 @@ class TokenGuard:
         return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"
 
 
-def _serves(entry: CachedResult, now: float) -> bool:
-    """Whether a positive entry may answer now: inside its lifetime and time
-    window, and, for a JWT, its key still trusted (an empty set of trusted
-    fingerprints: this process has not loaded the keys yet, so the entry came
-    from the shared store; local results load them). The hit in
-    :meth:`TokenGuard.verify_sync` and :meth:`TokenGuard.verify` is this,
-    inlined."""
-    if not (now < entry.cache_until and entry.valid_from <= now < entry.valid_until):
-        return False
-    owner = entry.key_owner
-    if owner is None:
-        return entry.key_thumbprint is None  # not a JWT: no key to outlive
-    return entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
+def _jwt_scope(runtime: IssuerRuntime) -> str:
+    """Who establishes a JWT signature fact: the issuer and where its keys come from."""
+    config = runtime.config
+    static = ",".join(sorted(runtime.current_thumbprints))
+    return "\0".join(("jwt", config.issuer, config.jwks_uri or "", config.discovery_url or "", static))
 
 
-def _capped(entry: CachedResult, until: float) -> CachedResult:
-    """``entry`` with its cache lifetime cut to ``until`` (the in-process level in front of a shared store)."""
-    if entry.cache_until <= until:
-        return entry
-    return CachedResult(
-        entry.claims,
-        until,
-        valid_from=entry.valid_from,
-        valid_until=entry.valid_until,
-        reason=entry.reason,
-        issuer=entry.issuer,
-        key_thumbprint=entry.key_thumbprint,
-        key_owner=entry.key_owner,
-    )
+def _introspection_scope(config: Introspection) -> str:
+    """Who establishes an introspection fact: the endpoint (or its issuer) and the
+    client asking, since an authorization server may answer each client differently."""
+    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id))
+
+
+def _canonical(value: object) -> object:
+    """``value`` as nested tuples with sets sorted: a stable input for the policy fingerprint."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value).__qualname__,
+            tuple(
+                (f.name, _canonical(getattr(value, f.name)))
+                for f in dataclasses.fields(value)
+                if f.name != "client_secret"
+            ),
+        )
+    if isinstance(value, frozenset | set):
+        return tuple(sorted(repr(_canonical(v)) for v in value))
+    if isinstance(value, Mapping):
+        return tuple(sorted((repr(k), repr(_canonical(v))) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v) for v in value)
+    return value

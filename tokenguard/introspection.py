@@ -11,22 +11,27 @@ flow only asks the runner to POST. Rules:
 * Only ``"active": true`` (the JSON boolean) is active. ``false``, a missing
   member, ``"true"`` as a string: inactive. A non-200 status, a body that is
   not a JSON object: the server is broken, so 503, never 401 and never 200.
-* An active answer is still checked: not past ``exp``, not before ``nbf``,
-  ``iss`` and ``aud`` when present and configured.
+* An active answer is read as strictly as a JWT: duplicate member names,
+  a malformed ``exp``, ``nbf`` or ``iat``, or a ``token_type`` that is not an
+  access-token type (a refresh token sent as Bearer) are refused; then not
+  past ``exp``, not before ``nbf``, ``iss`` when configured. ``aud`` is
+  optional in RFC 7662 §2.2, so an answer without it is accepted, but a
+  present ``aud`` must name one of the configured audiences.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote_plus
 
 from . import diagnostics
-from ._http import Flow, HttpReply, HttpRequest, json_object
+from ._http import Flow, HttpReply, HttpRequest
 from .claims import TokenClaims, numeric_date
-from .errors import ConfigurationError, ServiceUnavailable
+from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
 
@@ -35,6 +40,7 @@ __all__ = [
     "Introspection",
     "IntrospectionResult",
     "build_introspection_request",
+    "check_answer",
     "interpret_introspection",
 ]
 
@@ -133,6 +139,29 @@ class IntrospectionResult:
     claims: TokenClaims | None
     ttl: float
     reason: str = ""
+    #: The answer as received (a JSON object), shared with other processes as
+    #: a fact that each re-checks with its own configuration.
+    answer: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+#: ``token_type`` values that name an access token: RFC 6749 §7.1 types as
+#: servers send them (Keycloak, Hydra, Authlib: ``Bearer``), the RFC 8693
+#: §3 identifier, and the bare name some servers use. Compared case-insensitively.
+ACCESS_TOKEN_TYPES = frozenset(("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateMember
+    return result
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique_members)
 
 
 def interpret_introspection(reply: HttpReply, config: Introspection, now: float) -> IntrospectionResult:
@@ -140,38 +169,72 @@ def interpret_introspection(reply: HttpReply, config: Introspection, now: float)
 
     Raises:
         ServiceUnavailable: non-200, not JSON, not an object: the server is at fault.
+        InvalidToken: the answer repeats a member name: two parsers could read
+            it differently (as for JWT JSON, RFC 7515 §5.2), so it is refused.
     """
     if reply.status in (401, 403):  # RFC 7662 §2.1: the endpoint authenticates us; the token is not at fault
         raise ServiceUnavailable(
             f"introspection endpoint refused this API's client credentials (HTTP {reply.status})",
             reason="client_auth_failed",
         )
-    document = json_object(reply, "introspection")
-    inactive = IntrospectionResult(None, config.negative_ttl, "token is not active")
+    if reply.status != 200:
+        raise ServiceUnavailable(f"introspection answered HTTP {reply.status}")
+    try:
+        # Strict UTF-8 (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16/32.
+        document = _STRICT.decode(reply.body.decode("utf-8"))
+    except _DuplicateMember:
+        raise InvalidToken("malformed introspection answer") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ServiceUnavailable("introspection answer is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ServiceUnavailable("introspection answer is not a JSON object")
+    return check_answer(document, config, now)
+
+
+def _malformed(name: str, document: Mapping[str, Any]) -> bool:
+    return name in document and numeric_date(document[name]) is None
+
+
+def check_answer(document: Mapping[str, Any], config: Introspection, now: float) -> IntrospectionResult:
+    """Check a parsed answer against ``config`` at ``now`` (also for answers other processes shared).
+
+    The reverse is not needed: the answer itself is what gets shared.
+    """
+    inactive = IntrospectionResult(None, config.negative_ttl, "token is not active", document)
     if document.get("active") is not True:
         return inactive
     leeway = config.leeway
+    for name in ("exp", "nbf", "iat"):
+        # A malformed date is refused, never ignored (as for JWTs, RFC 7519 §2).
+        if _malformed(name, document):
+            return IntrospectionResult(None, config.negative_ttl, f"malformed {name} in introspection answer", document)
+    token_type = document.get("token_type")
+    if token_type is not None and (not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES):
+        # RFC 7662 §2.2: token_type says what the token is; a refresh token
+        # (or anything but an access token) presented as Bearer is refused.
+        return IntrospectionResult(None, config.negative_ttl, "not an access token", document)
+    token_use = document.get("token_use")  # Ory Hydra's name for the same fact
+    if token_use is not None and token_use != "access_token":
+        return IntrospectionResult(None, config.negative_ttl, "not an access token", document)
     exp = numeric_date(document.get("exp"))
-    if "exp" in document and exp is None:
-        return IntrospectionResult(None, config.negative_ttl, "malformed exp in introspection answer")
     if exp is not None and now >= exp + leeway:
-        return IntrospectionResult(None, config.negative_ttl, "token expired")
+        return IntrospectionResult(None, config.negative_ttl, "token expired", document)
     nbf = numeric_date(document.get("nbf"))
     if nbf is not None and now + leeway < nbf:
-        return IntrospectionResult(None, 0.0, "token not yet valid")
+        return IntrospectionResult(None, 0.0, "token not yet valid", document)
     if config.issuer is not None and "iss" in document and document["iss"] != config.issuer:
         diagnostics.issuer_unknown(document["iss"], [config.issuer])
-        return IntrospectionResult(None, config.negative_ttl, "wrong issuer")
+        return IntrospectionResult(None, config.negative_ttl, "wrong issuer", document)
     audiences = config.audiences
     if audiences is not None and "aud" in document:
         aud = document["aud"]
         values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if not any(isinstance(a, str) and a in audiences for a in values):
             diagnostics.audience_mismatch(config.issuer or config.endpoint or "introspection", audiences, aud)
-            return IntrospectionResult(None, config.negative_ttl, "wrong audience")
+            return IntrospectionResult(None, config.negative_ttl, "wrong audience", document)
     ttl = config.cache_ttl if exp is None else min(config.cache_ttl, exp + leeway - now)
     claims = TokenClaims(document, token_type="opaque", scope_claims=config.scope_claims)
-    return IntrospectionResult(claims, max(ttl, 0.0))
+    return IntrospectionResult(claims, max(ttl, 0.0), "", document)
 
 
 def introspect_flow(

@@ -16,11 +16,13 @@ Rules:
 * **Only single-key commands** (``GET``, ``SET ... PX [NX]``, ``DEL``), so
   the same code works on a Cluster, where keys of one request may live on
   different shards.
-* **Nothing secret in the clear.** Keys are HMACs of tokens (see
-  :mod:`tokenguard.cache`). With ``encryption_key`` the values (claims,
-  documents) are Fernet-encrypted too, for a Redis shared with other
-  services; a value that does not decrypt is treated as absent.
-* Redis sets the expiry (``PX``), so a dead entry is never read.
+* **Nothing secret in the clear, nothing trusted unsealed.** Keys are HMACs
+  of tokens (see :mod:`tokenguard.cache`). The guard seals every value
+  (``tokenguard/_envelope.py``): AES-256-GCM with ``encryption_key``, else
+  HMAC-SHA256 with the guard's hash key, bound to the value's own key name
+  and a format version, with its creation time and lifetime. A value that
+  does not open (another key, moved, replayed past its lifetime) is absent.
+* Redis sets the expiry (``PX``) too, but the reader does not rely on it.
 
 A process needs one connection pool for threads and one per asyncio event
 loop (redis-py's asyncio connections are bound to their loop), as for httpx.
@@ -35,6 +37,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from ._envelope import aead_keys_of
 from .errors import ConfigurationError
 
 __all__ = ["RedisCache"]
@@ -63,9 +66,11 @@ class RedisCache:
         client / async_client: bring your own redis-py clients instead of a URL
             (e.g. Sentinel); tokenguard then never closes them.
         prefix: namespace of every key, so several APIs can share one Redis.
-        encryption_key: a Fernet key (or several, newest first, to rotate
-            keys: values written with any of them still read). ``None``
-            stores plain JSON.
+        encryption_key: 32 random bytes in URL-safe base64 (the format of
+            ``Fernet.generate_key()``), or several, newest first, to rotate
+            keys: values written with any of them still read. Values are then
+            AES-256-GCM encrypted, authenticated with their key name. ``None``
+            stores JSON authenticated (HMAC) but readable by whoever reads Redis.
         local_ttl: longest an entry read from or written to Redis stays in
             the in-process cache in front of it (never past its own
             lifetime). Short enough that entries removed from Redis by
@@ -79,7 +84,10 @@ class RedisCache:
         lock_ttl: lifetime of the lock that elects one process to call the
             provider for a token or document (it is released on completion).
         lock_wait: how long the other processes wait for that call's result
-            before calling the provider themselves.
+            (never longer than the guard's ``deadline``). When the call is still
+            running then, or took over a second to fail, they answer 503 with
+            ``Retry-After`` (the provider is slow; a second call would only add
+            load); when it failed fast, they call the provider themselves.
     """
 
     def __init__(
@@ -110,7 +118,9 @@ class RedisCache:
         self.retry_interval = retry_interval
         self.lock_ttl = lock_ttl
         self.lock_wait = lock_wait
-        self._fernet = _fernet(encryption_key)
+        #: Raw AES-256 keys derived from ``encryption_key``, newest first; the
+        #: guard seals values with them (see ``tokenguard/_envelope.py``).
+        self.encryption_keys = aead_keys_of(encryption_key)
         self._client = client
         self._own_client = client is None
         self._given_async = async_client
@@ -122,7 +132,7 @@ class RedisCache:
 
     def __repr__(self) -> str:
         where = "client" if self.url is None else _redact(self.url)
-        return f"RedisCache({where!r}, prefix={self.prefix!r}, encrypted={self._fernet is not None})"
+        return f"RedisCache({where!r}, prefix={self.prefix!r}, encrypted={bool(self.encryption_keys)})"
 
     # ------------------------------------------------------------------ clients
 
@@ -185,21 +195,6 @@ class RedisCache:
 
     # ------------------------------------------------------------------ values
 
-    def _seal(self, value: bytes) -> bytes:
-        return self._fernet.encrypt(value) if self._fernet is not None else value
-
-    def _open(self, value: bytes | None) -> bytes | None:
-        if value is None or self._fernet is None:
-            return value
-        from cryptography.fernet import InvalidToken as BadCiphertext
-
-        try:
-            opened: bytes = self._fernet.decrypt(value)
-        except BadCiphertext:
-            logger.warning("shared cache value does not decrypt with the configured keys; ignoring it")
-            return None
-        return opened
-
     @staticmethod
     def _px(ttl: float) -> int:
         return max(1, int(ttl * 1000))
@@ -215,14 +210,14 @@ class RedisCache:
         except self._errors() as exc:
             self._failed(exc)
             return None
-        return self._open(value)
+        return value  # type: ignore[no-any-return]  # redis-py is untyped
 
     def set_sync(self, key: str, value: bytes, ttl: float) -> None:
         """Store ``value`` for ``ttl`` seconds (silently skipped when Redis is unreachable)."""
         if ttl <= 0 or not self._available():
             return
         try:
-            self._sync().set(self.prefix + key, self._seal(value), px=self._px(ttl))
+            self._sync().set(self.prefix + key, value, px=self._px(ttl))
         except self._errors() as exc:
             self._failed(exc)
 
@@ -231,7 +226,7 @@ class RedisCache:
         if not self._available():
             return True
         try:
-            return bool(self._sync().set(self.prefix + key, self._seal(value), px=self._px(ttl), nx=True))
+            return bool(self._sync().set(self.prefix + key, value, px=self._px(ttl), nx=True))
         except self._errors() as exc:
             self._failed(exc)
             return True
@@ -256,14 +251,14 @@ class RedisCache:
         except self._errors() as exc:
             self._failed(exc)
             return None
-        return self._open(value)
+        return value  # type: ignore[no-any-return]  # redis-py is untyped
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         """Async twin of :meth:`set_sync`."""
         if ttl <= 0 or not self._available():
             return
         try:
-            await self._async().set(self.prefix + key, self._seal(value), px=self._px(ttl))
+            await self._async().set(self.prefix + key, value, px=self._px(ttl))
         except self._errors() as exc:
             self._failed(exc)
 
@@ -272,7 +267,7 @@ class RedisCache:
         if not self._available():
             return True
         try:
-            return bool(await self._async().set(self.prefix + key, self._seal(value), px=self._px(ttl), nx=True))
+            return bool(await self._async().set(self.prefix + key, value, px=self._px(ttl), nx=True))
         except self._errors() as exc:
             self._failed(exc)
             return True
@@ -285,21 +280,6 @@ class RedisCache:
             await self._async().delete(self.prefix + key)
         except self._errors() as exc:
             self._failed(exc)
-
-
-def _fernet(key: str | bytes | Sequence[str | bytes] | None) -> Any:
-    if key is None:
-        return None
-    from cryptography.fernet import Fernet, MultiFernet
-
-    keys = [key] if isinstance(key, str | bytes) else list(key)
-    if not keys:
-        raise ConfigurationError("encryption_key is empty")
-    try:
-        fernets = [Fernet(k) for k in keys]
-    except (ValueError, TypeError):
-        raise ConfigurationError("encryption_key must be Fernet keys (Fernet.generate_key())") from None
-    return fernets[0] if len(fernets) == 1 else MultiFernet(fernets)
 
 
 def _redact(url: str) -> str:

@@ -9,8 +9,9 @@ even yielded.
 
 What is shared, each under ``<prefix><kind>:<hex>``:
 
-* ``r``: verification results, keyed by the HMAC of the token (never the
-  token), stored for the result's own cache lifetime;
+* ``r``: facts about tokens (see ``facts.py``), keyed by an HMAC of the
+  token (never the token) under a key bound to who established the fact,
+  stored for the fact's own lifetime;
 * ``d``: fetched discovery and JWKS documents, keyed by a hash of their URL,
   stored for their ``Cache-Control`` freshness;
 * ``l``: short locks (``SET NX PX``) so that concurrent misses in several
@@ -21,7 +22,17 @@ its own errors (returning "nothing there"/"lock taken by nobody"), and the
 guard falls back to its in-process cache and the provider.
 
 The wire format is compact JSON (no pickle: whoever can write to Redis must
-not be able to run code here), optionally encrypted by the store.
+not be able to run code here) inside an authenticated envelope
+(:class:`SealedStore`, ``_envelope.py``): bound to its own key name and a
+format version, with its creation time and lifetime, and encrypted when the
+store has an encryption key.
+
+What is shared are *facts*, never verdicts: the introspection answer as
+received, "this JWT's signature verified with key T" with its header and
+claims, a custom verifier's answer. Every reader re-applies its own policy
+(audience, types, required claims, dates, revocation), so guards with
+different policies may share a store and never accept a token on the
+strength of each other's checks.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._envelope import Envelope
 from ._http import Flow, HttpReply, SharedEffect
 from .cache import CachedResult
 from .claims import TokenClaims
@@ -41,8 +53,9 @@ from .errors import ServiceUnavailable
 
 __all__ = [
     "SharedAdd",
-    "SharedPolicy",
+    "SealedStore",
     "SharedDelete",
+    "SharedPolicy",
     "SharedGet",
     "SharedSet",
     "SharedStore",
@@ -57,10 +70,15 @@ __all__ = [
     "result_key",
     "shared_copy_flow",
     "shared_fetch_flow",
+    "still_busy",
 ]
 
 #: Poll interval while waiting for another process's result.
 _POLL_SECONDS = 0.02
+#: A waiter whose winner failed within this many seconds of its wait retries
+#: the call itself; later, it answers 503. So a waiter's whole wait stays
+#: within the upstream deadline plus this.
+RETRY_BUDGET = 1.0
 
 
 @runtime_checkable
@@ -71,6 +89,12 @@ class SharedStore(Protocol):
     adds it). Every method must swallow connection errors: ``get`` then
     returns ``None``, ``add`` returns ``True`` (nobody else can be
     coordinating through a store that is down, so the caller goes ahead).
+
+    A store needs no cryptography of its own: the guard seals every value
+    (:class:`SealedStore`). Two optional attributes feed that seal:
+    ``prefix`` (the namespace, bound into each value's authentication) and
+    ``encryption_keys`` (raw 32-byte AES keys, newest first; see
+    :class:`~tokenguard.redis_cache.RedisCache`'s ``encryption_key``).
     """
 
     #: Seconds an entry read from or written to the store may live in the
@@ -93,6 +117,65 @@ class SharedStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class SealedStore:
+    """A :class:`SharedStore` whose values are sealed on write and opened on read.
+
+    Wraps the configured store (the guard builds one): values go through an
+    :class:`~tokenguard._envelope.Envelope` bound to the full key name
+    (``prefix`` included), with the guard's clock for creation and expiry.
+    Locks (``add``) carry no meaning beyond their presence and stay plain.
+    Anything that does not open (forged, moved, replayed, another key) reads
+    as absent.
+    """
+
+    def __init__(self, store: SharedStore, envelope: Envelope, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.envelope = envelope
+        self.clock = clock
+        self._prefix = str(getattr(store, "prefix", ""))
+        self.local_ttl = store.local_ttl
+        self.share_jwt_results = store.share_jwt_results
+        self.lock_ttl = store.lock_ttl
+        self.lock_wait = store.lock_wait
+
+    def __repr__(self) -> str:
+        return f"SealedStore({self.store!r}, {self.envelope!r})"
+
+    def _open(self, key: str, data: bytes | None) -> bytes | None:
+        if data is None or key.startswith(_LOCK):
+            return data  # a lock: only its presence is read
+        return self.envelope.open(self._prefix + key, data, self.clock())
+
+    def _seal(self, key: str, value: bytes, ttl: float) -> bytes:
+        return self.envelope.seal(self._prefix + key, value, self.clock(), ttl)
+
+    def get_sync(self, key: str) -> bytes | None:
+        return self._open(key, self.store.get_sync(key))
+
+    def set_sync(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl > 0:
+            self.store.set_sync(key, self._seal(key, value, ttl), ttl)
+
+    def add_sync(self, key: str, value: bytes, ttl: float) -> bool:
+        return self.store.add_sync(key, value, ttl)
+
+    def delete_sync(self, key: str) -> None:
+        self.store.delete_sync(key)
+
+    async def get(self, key: str) -> bytes | None:
+        return self._open(key, await self.store.get(key))
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if ttl > 0:
+            await self.store.set(key, self._seal(key, value, ttl), ttl)
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self.store.add(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.store.delete(key)
+
+
 # ---------------------------------------------------------------------- keys
 
 
@@ -106,9 +189,12 @@ def document_key(url: str) -> str:
     return "d:" + hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
+_LOCK = "l:"
+
+
 def lock_key(key: str) -> str:
     """The lock that elects one process to fill ``key``."""
-    return "l:" + key
+    return _LOCK + key
 
 
 # ---------------------------------------------------------------------- effects
@@ -179,15 +265,21 @@ class SharedDelete(SharedEffect):
 
 
 class SharedWait(SharedEffect):
-    """Poll ``key`` until ``accept(value)`` holds; receive the value, or ``None``.
+    """Poll ``key`` until ``accept(value)`` holds; receive ``(value, False)``, or
+    ``(None, busy)``.
 
     Used by the processes that lost the lock race while the winner calls the
-    provider and stores its answer under ``key``. Gives up (``None``) after
-    ``timeout`` or as soon as the lock is gone without an acceptable value
-    (the winner failed), so the caller can try the provider itself.
+    provider and stores its answer under ``key``. Gives up after ``timeout``
+    or as soon as the lock is gone without an acceptable value (the winner
+    failed). ``busy`` says the caller should answer 503 rather than call the
+    provider itself: the winner is still calling, or took more than
+    :data:`RETRY_BUDGET` to fail (the provider is slow; a second call would
+    add load and, bounded by the same deadline, keep this request waiting
+    past it). A winner that failed fast leaves the caller free to retry once.
     """
 
     __slots__ = ("accept", "key", "lock", "timeout")
+    default = (None, False)
 
     def __init__(self, key: str, lock: str, timeout: float, accept: Callable[[bytes], bool] = bool) -> None:
         self.key = key
@@ -195,29 +287,42 @@ class SharedWait(SharedEffect):
         self.timeout = timeout
         self.accept = accept
 
-    def run_sync(self, store: SharedStore) -> bytes | None:
-        deadline = time.monotonic() + self.timeout
+    def run_sync(self, store: SharedStore) -> tuple[bytes | None, bool]:
+        started = time.monotonic()
         while True:
             value = store.get_sync(self.key)
             if value is not None and self.accept(value):
-                return value
-            if time.monotonic() >= deadline or store.get_sync(self.lock) is None:
+                return value, False
+            held = store.get_sync(self.lock) is not None
+            waited = time.monotonic() - started
+            if waited >= self.timeout or not held:
                 # The winner stores its answer, then releases the lock: both may
                 # have happened between the two reads above.
                 value = store.get_sync(self.key)
-                return value if value is not None and self.accept(value) else None
+                if value is not None and self.accept(value):
+                    return value, False
+                return None, held or waited >= RETRY_BUDGET
             time.sleep(_POLL_SECONDS)
 
-    async def run(self, store: SharedStore) -> bytes | None:
-        deadline = time.monotonic() + self.timeout
+    async def run(self, store: SharedStore) -> tuple[bytes | None, bool]:
+        started = time.monotonic()
         while True:
             value = await store.get(self.key)
             if value is not None and self.accept(value):
-                return value
-            if time.monotonic() >= deadline or await store.get(self.lock) is None:
+                return value, False
+            held = await store.get(self.lock) is not None
+            waited = time.monotonic() - started
+            if waited >= self.timeout or not held:
                 value = await store.get(self.key)
-                return value if value is not None and self.accept(value) else None
+                if value is not None and self.accept(value):
+                    return value, False
+                return None, held or waited >= RETRY_BUDGET
             await asyncio.sleep(_POLL_SECONDS)
+
+
+def still_busy(what: str) -> ServiceUnavailable:
+    """The error for a waiter whose winner is still calling the provider (or was slow to fail)."""
+    return ServiceUnavailable(f"{what} still in progress in another process", retry_after=1, reason="lock_wait")
 
 
 # ---------------------------------------------------------------------- wire format
@@ -229,6 +334,9 @@ def _finite(value: float) -> float | None:
 
 def encode_result(entry: CachedResult) -> bytes | None:
     """A cached result as compact JSON; ``None`` if its claims cannot be JSON (never shared then).
+
+    The guard shares facts (``facts.py``), not results; this stays for
+    stores and tools that persist a verdict of one guard for that guard.
 
     This is the reverse of :func:`decode_result`. Scopes are stored as
     computed, so a reader needs no knowledge of the issuer's scope claims.
@@ -367,10 +475,12 @@ def shared_fetch_flow(
     lock = lock_key(key)
     leader = yield SharedAdd(lock, policy.lock_ttl)
     if not leader:
-        data = yield SharedWait(key, lock, policy.lock_wait, fetched_after(seen))
+        data, busy = yield SharedWait(key, lock, policy.lock_wait, fetched_after(seen))
         decoded = decode_reply(data, now) if data is not None else None
         if decoded is not None:
             return decoded[0], False
+        if busy:
+            raise still_busy("a fetch of this document")
     try:
         reply = yield from fetch()
     except ServiceUnavailable:
