@@ -77,6 +77,9 @@ from .sources import FetchSettings, MetadataSource, check_url
 from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
+    from .dpop import DPoPMode, DPoPSettings
+    from .forwarded import TrustedProxies
+    from .mtls import MTLSSettings
     from .requirement import Requirement
 
 __all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
@@ -157,6 +160,17 @@ class TokenGuard:
             (:class:`~tokenguard.breaker.BreakerSettings`).
         introspection_limits: concurrency cap, wait and rate limits on
             introspection calls (:class:`~tokenguard.limits.IntrospectionLimits`).
+        dpop: DPoP (RFC 9449): a :class:`~tokenguard.dpop.DPoPSettings`, or just
+            its mode (``"allowed"``, ``"required"``). Checked by adapters through
+            :func:`~tokenguard.request_auth.verify_request`.
+        mtls: certificate-bound tokens (RFC 8705): a
+            :class:`~tokenguard.mtls.MTLSSettings`, or ``True`` for the defaults.
+        trusted_proxies: the proxies whose ``X-Forwarded-*`` and client
+            certificate headers are believed (:class:`~tokenguard.forwarded.TrustedProxies`).
+        resource: this API's resource identifier (RFC 8707 / RFC 9728); the
+            adapters serve its protected-resource metadata, and
+            ``resource_metadata`` defaults to that document's URL.
+        resource_name: a human-readable name for the metadata document.
     """
 
     def __init__(
@@ -181,6 +195,11 @@ class TokenGuard:
         userinfo_cache_ttl: float = 60.0,
         breaker: BreakerSettings | None = None,
         introspection_limits: IntrospectionLimits | None = None,
+        dpop: DPoPSettings | DPoPMode | None = None,
+        mtls: MTLSSettings | bool | None = None,
+        trusted_proxies: TrustedProxies | None = None,
+        resource: str | None = None,
+        resource_name: str | None = None,
     ) -> None:
         if not issuers and introspection is None and verifier is None:
             raise ConfigurationError("configure at least one issuer, introspection or a custom verifier")
@@ -193,6 +212,17 @@ class TokenGuard:
         self.include_error_details = include_error_details
         self.resource_metadata = resource_metadata
         self.clock = clock
+        from .sender_config import sender_settings
+
+        self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
+        self.resource = resource
+        self.resource_name = resource_name
+        #: Scopes named by route requirements, for the RFC 9728 document.
+        self.route_scopes: set[str] = set()
+        if resource is not None and resource_metadata is None:
+            from .resource_metadata import metadata_url
+
+            self.resource_metadata = metadata_url(resource)
         self._metrics = Metrics()
         self._events = self._metrics.events
         # Plain ints on the hot path: a Counter update costs more than the lookup.
@@ -952,15 +982,46 @@ class TokenGuard:
         ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
         return claims
 
-    def requires(self, *scopes: str, any_of: bool = False) -> Requirement:
+    def requires(
+        self,
+        *scopes: str,
+        any_of: bool = False,
+        acr_values: Sequence[str] = (),
+        max_age: int | None = None,
+        dpop: DPoPMode | None = None,
+    ) -> Requirement:
         """A route requirement: a FastAPI dependency returning the claims.
 
         Use as ``Security(guard.requires("books:read"))`` or ``Depends(...)``;
         the adapters' decorators take the same arguments.
+
+        Args:
+            scopes: scopes the token must grant (all, or one with ``any_of``).
+            acr_values: step-up (RFC 9470): acceptable ``acr`` values.
+            max_age: step-up: largest age of the user's authentication, seconds.
+            dpop: this route's DPoP mode, stricter or laxer than the guard's
+                (``"required"``: a DPoP-bound token with a proof; ``"disabled"``:
+                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``.
+
+        Raises:
+            ConfigurationError: invalid step-up values or DPoP mode.
         """
         from .requirement import Requirement
+        from .route_policy import RoutePolicy
 
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of))
+        self.route_scopes.update(scopes)
+        policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
+        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
+
+    def protected_resource_metadata(self) -> dict[str, Any]:
+        """This API's RFC 9728 protected-resource metadata document.
+
+        Raises:
+            ConfigurationError: the guard has no ``resource``.
+        """
+        from .sender_config import metadata_document
+
+        return metadata_document(self)
 
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""
@@ -968,7 +1029,14 @@ class TokenGuard:
         self._events[f"rejected_{error.status_code}"] += 1
         if self.resource_metadata and error.status_code in (401, 403):
             extra = (("resource_metadata", self.resource_metadata),)
-        headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
+        if self.dpop is not None and self.dpop.enabled:
+            from .request_auth import challenge_headers
+
+            headers = challenge_headers(
+                error, self.dpop, self.realm, include_description=self.include_error_details, extra=extra
+            )
+        else:
+            headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
         return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
 
     # ------------------------------------------------------------------ HTTP clients

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
     from .guard import TokenGuard
+    from .route_policy import RoutePolicy
 
 __all__ = ["Requirement"]
 
@@ -34,6 +35,16 @@ async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -
     if SCOPE_KEY in scope and scope[SCOPE_KEY] is not None:
         claims: TokenClaims = scope[SCOPE_KEY]
         return claims
+    from .sender_config import is_sender_constrained
+
+    if is_sender_constrained(guard):
+        # DPoP / mTLS: the token is judged with its request (request_auth.py).
+        from .request_auth import VERDICT_KEY, asgi_request_context, verify_request
+
+        verdict = await verify_request(guard, asgi_request_context(scope, guard.trusted_proxies))
+        scope[VERDICT_KEY] = verdict
+        scope[SCOPE_KEY] = verdict.claims
+        return verdict.claims
     token = guard.extract(
         connection.headers.getlist("authorization"),
         connection.query_params.getlist("access_token"),
@@ -52,9 +63,11 @@ class Requirement:
     to the OpenAPI document.
     """
 
-    def __init__(self, guard: TokenGuard, scopes: ScopeRequirement) -> None:
+    def __init__(self, guard: TokenGuard, scopes: ScopeRequirement, policy: RoutePolicy | None = None) -> None:
         self.guard = guard
         self.scopes = scopes
+        #: Step-up and per-route DPoP conditions (route_policy.py), if any.
+        self.policy = policy
 
     def __repr__(self) -> str:
         mode = "any_of" if self.scopes.any_of else "all_of"
@@ -64,6 +77,10 @@ class Requirement:
         """Verify the connection's token and this requirement's scopes."""
         claims = await claims_for_connection(self.guard, connection)
         self.scopes.check(claims.scopes)
+        if self.policy is not None:
+            from .request_auth import VERDICT_KEY
+
+            self.policy.check(claims, connection.scope.get(VERDICT_KEY), self.guard.clock())
         return claims
 
     async def __call__(self, request: HTTPConnection, credentials: Any = None) -> TokenClaims:

@@ -31,9 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
+from .sender_config import is_sender_constrained, metadata_for_path
 
 __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 
@@ -136,13 +138,22 @@ class TokenGuardMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http" and (metadata := metadata_for_path(self.guard, scope["method"], scope["path"])):
+            # RFC 9728 §3: the protected-resource metadata document, public.
+            await JSONResponse(metadata[1], status_code=metadata[0], headers=dict(metadata[2]))(scope, receive, send)
+            return
         if self.policy.is_public(scope["path"]):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
         try:
-            receive, token = await self._find_token(scope, receive)
-            claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
+            if is_sender_constrained(self.guard):
+                # DPoP / mTLS: judged with the whole request (request_auth.py).
+                verdict = await verify_asgi(self.guard, scope)
+                claims = verdict.claims if verdict is not None else None
+            else:
+                receive, token = await self._find_token(scope, receive)
+                claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
@@ -178,6 +189,7 @@ class TokenGuardMiddleware:
                 started = True
                 if claims is not None:
                     message = self._secure(message, path)
+                    message = _with_verdict_headers(message, scope)
             await send(message)
 
         try:
@@ -242,6 +254,7 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
     is verified here. Failures are answered directly with the RFC 6750 response.
     """
     requirement = ScopeRequirement(tuple(scopes), any_of)
+    guard.route_scopes.update(scopes)  # for the RFC 9728 document
 
     def decorator(endpoint: F) -> F:
         @functools.wraps(endpoint)
@@ -260,6 +273,15 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _with_verdict_headers(message: Message, scope: Scope) -> Message:
+    """Add the request verdict's response headers (a fresh ``DPoP-Nonce``, RFC 9449 §8.2)."""
+    verdict = scope.get(VERDICT_KEY)
+    if verdict is None or not verdict.response_headers:
+        return message
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in verdict.response_headers]
+    return {**message, "headers": [*message.get("headers", []), *extra]}
 
 
 def _peer(scope: Scope) -> str | None:

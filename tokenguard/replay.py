@@ -1,0 +1,202 @@
+"""Seen DPoP ``jti`` values (RFC 9449 §11.1), in-process or in a shared Redis.
+
+A proof's ``jti`` is remembered for as long as the proof itself would be
+accepted (its ``iat`` window), so a replay inside that window is refused and
+nothing outlives it. Both stores are bounded and fail closed: when full, or
+when Redis cannot answer, the proof is refused with 503 (the client retries;
+an unchecked proof is never accepted).
+
+Keys are a SHA-256 of the proof key thumbprint and the ``jti``: a client cannot
+burn another client's ``jti`` values, and raw values never reach Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import threading
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import ConfigurationError, ServiceUnavailable
+
+__all__ = ["DEFAULT_MAX_ENTRIES", "MemoryReplayStore", "RedisReplayStore", "ReplayStore", "replay_key"]
+
+#: Entries an in-process store holds before it refuses new proofs. At 300 s per
+#: entry this admits ~330 new proofs a second; one entry costs ~150 bytes.
+DEFAULT_MAX_ENTRIES = 100_000
+
+
+def replay_key(jkt: str, jti: str) -> str:
+    """The store key of a proof: bound to its key so clients cannot collide."""
+    return hashlib.sha256(f"{jkt}\0{jti}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@runtime_checkable
+class ReplayStore(Protocol):
+    """Remembers proof identifiers until they expire.
+
+    ``add``/``add_sync`` record ``key`` until ``expires_at`` and return
+    ``True`` when it was new, ``False`` when it was seen before (a replay).
+    They raise :class:`~tokenguard.ServiceUnavailable` when they cannot tell.
+    """
+
+    def add_sync(self, key: str, expires_at: float, now: float) -> bool: ...
+
+    async def add(self, key: str, expires_at: float, now: float) -> bool: ...
+
+
+class MemoryReplayStore:
+    """An in-process, bounded replay store: for one worker process.
+
+    Args:
+        max_entries: live entries held; beyond it new proofs are refused with
+            503 (fail closed) until old ones expire.
+
+    Raises:
+        ConfigurationError: ``max_entries`` is not positive.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ConfigurationError("max_entries must be positive")
+        self.max_entries = max_entries
+        self._expiry: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def add_sync(self, key: str, expires_at: float, now: float) -> bool:
+        """Record ``key``; ``False`` if it is already live (a replay)."""
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                expired_at, old = heapq.heappop(heap)
+                if self._expiry.get(old) == expired_at:
+                    del self._expiry[old]
+            seen = self._expiry.get(key)
+            if seen is not None and seen > now:
+                return False
+            if len(self._expiry) >= self.max_entries:
+                # Fail closed: accepting without remembering would let a flood
+                # of proofs make room for a replay.
+                raise ServiceUnavailable("DPoP replay store is full", retry_after=5, reason="replay_store_full")
+            self._expiry[key] = expires_at
+            heapq.heappush(heap, (expires_at, key))
+            return True
+
+    async def add(self, key: str, expires_at: float, now: float) -> bool:
+        """As :meth:`add_sync`; never waits."""
+        return self.add_sync(key, expires_at, now)
+
+
+class RedisReplayStore:
+    """A replay store shared by every worker and host, in Redis (``SET NX PX``).
+
+    Args:
+        url: a ``redis://`` or ``rediss://`` URL.
+        prefix: key prefix.
+        max_entries: refuse new proofs (503) once this many are live, checked
+            with a counter that expires with them; ``0`` leaves the bound to
+            Redis's ``maxmemory`` (configure ``noeviction`` so a full Redis
+            refuses writes instead of forgetting seen proofs).
+        client / async_client: bring your own ``redis`` clients.
+
+    Any Redis error is 503 (fail closed), never an acceptance.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str = "tokenguard:dpop-jti:",
+        max_entries: int = 1_000_000,
+        client: Any = None,
+        async_client: Any = None,
+    ) -> None:
+        if url is None and client is None and async_client is None:
+            raise ConfigurationError("RedisReplayStore needs url or a client")
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("url must be a redis:// or rediss:// URL")
+        if max_entries < 0:
+            raise ConfigurationError("max_entries must not be negative")
+        self.url = url
+        self.prefix = prefix
+        self.max_entries = max_entries
+        self._client = client
+        self._async_client = async_client
+
+    def __repr__(self) -> str:
+        return f"RedisReplayStore(prefix={self.prefix!r})"
+
+    def _sync(self) -> Any:
+        if self._client is None:
+            import redis
+
+            assert self.url is not None
+            self._client = redis.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return self._client
+
+    def _async(self) -> Any:
+        if self._async_client is None:
+            import redis.asyncio
+
+            assert self.url is not None
+            self._async_client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return self._async_client
+
+    @staticmethod
+    def _ttl_ms(expires_at: float, now: float) -> int:
+        return max(1, int((expires_at - now) * 1000) + 1)
+
+    # One round trip: a live-entry count per 60 s bucket bounds the store;
+    # SET NX both checks and records (RFC 9449 §11.1 needs atomicity across
+    # workers, or two workers may each accept one copy of a replayed proof).
+    _SCRIPT = """
+local count = 0
+if tonumber(ARGV[2]) > 0 then
+  count = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if count >= tonumber(ARGV[2]) then return -1 end
+end
+local ok = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])
+if not ok then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+    def _keys(self, key: str) -> list[str]:
+        return [self.prefix + key, self.prefix + "count"]
+
+    def _answer(self, result: object) -> bool:
+        if result == -1:
+            raise ServiceUnavailable("DPoP replay store is full", retry_after=5, reason="replay_store_full")
+        return result == 1
+
+    def add_sync(self, key: str, expires_at: float, now: float) -> bool:
+        """Record ``key`` in Redis; ``False`` on a replay; 503 on any Redis failure."""
+        try:
+            result = self._sync().eval(
+                self._SCRIPT, 2, *self._keys(key), self._ttl_ms(expires_at, now), self.max_entries
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure must refuse, never accept
+            raise ServiceUnavailable("DPoP replay store unavailable", reason="replay_store") from exc
+        return self._answer(result)
+
+    async def add(self, key: str, expires_at: float, now: float) -> bool:
+        """As :meth:`add_sync`, awaiting the async client."""
+        try:
+            result = await self._async().eval(
+                self._SCRIPT, 2, *self._keys(key), self._ttl_ms(expires_at, now), self.max_entries
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure must refuse, never accept
+            raise ServiceUnavailable("DPoP replay store unavailable", reason="replay_store") from exc
+        return self._answer(result)
+
+    def close(self) -> None:
+        """Close the sync client this store created."""
+        if self._client is not None:
+            self._client.close()
