@@ -12,9 +12,11 @@ burn another client's ``jti`` values, and raw values never reach Redis.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import threading
+import weakref
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigurationError, ServiceUnavailable
@@ -126,6 +128,7 @@ class RedisReplayStore:
         self.max_entries = max_entries
         self._client = client
         self._async_client = async_client
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"RedisReplayStore(prefix={self.prefix!r})"
@@ -139,12 +142,18 @@ class RedisReplayStore:
         return self._client
 
     def _async(self) -> Any:
-        if self._async_client is None:
+        if self._async_client is not None:
+            return self._async_client
+        # redis-py's asyncio connections are bound to their event loop: one client per loop.
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
             import redis.asyncio
 
             assert self.url is not None
-            self._async_client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        return self._async_client
+            client = redis.asyncio.Redis.from_url(self.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._async_clients[loop] = client
+        return client
 
     @staticmethod
     def _ttl_ms(expires_at: float, now: float) -> int:
@@ -197,6 +206,15 @@ return 1
         return self._answer(result)
 
     def close(self) -> None:
-        """Close the sync client this store created."""
+        """Close the sync client."""
         if self._client is not None:
             self._client.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's async client (call it from the app's shutdown)."""
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            return
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
