@@ -187,12 +187,22 @@ class DPoPSettings:
         """Whether DPoP proofs are accepted at all."""
         return self.mode != "disabled"
 
-    def challenge(self, realm: str | None, error: TokenError | None, include_description: bool) -> Challenge:
-        """The ``DPoP`` challenge (RFC 9449 §7.1), with ``algs``, carrying ``error`` if given."""
-        extra: tuple[tuple[str, str], ...] = (("algs", " ".join(self.algorithms)),)
+    def challenge(
+        self,
+        realm: str | None,
+        error: TokenError | None,
+        include_description: bool,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Challenge:
+        """The ``DPoP`` challenge (RFC 9449 §7.1) with ``algs``, carrying ``error`` if given.
+
+        ``extra`` auth-params (``resource_metadata``) follow the error's own
+        (``acr_values``, ``max_age``).
+        """
+        algs: tuple[tuple[str, str], ...] = (("algs", " ".join(self.algorithms)),)
         if error is None:
-            return Challenge(scheme="DPoP", realm=realm, extra=extra)
-        bearer = error.challenge(realm, include_description=include_description)
+            return Challenge(scheme="DPoP", realm=realm, extra=algs + extra)
+        bearer = error.challenge(realm, include_description=include_description, extra=extra)
         assert bearer is not None
         return Challenge(
             scheme="DPoP",
@@ -200,7 +210,7 @@ class DPoPSettings:
             error=bearer.error,
             error_description=bearer.error_description,
             scope=bearer.scope,
-            extra=extra + bearer.extra,
+            extra=algs + bearer.extra,
         )
 
 

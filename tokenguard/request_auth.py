@@ -300,9 +300,7 @@ def challenge_headers(
     challenges: list[str] = []
     if dpop.mode != "required":
         challenges.append(bearer if not on_dpop else Challenge(realm=realm, extra=extra).to_header())
-    dpop_challenge = dpop.challenge(realm, error if on_dpop and has_error else None, include_description)
-    if not (on_dpop and has_error):
-        dpop_challenge = Challenge(scheme="DPoP", realm=realm, extra=dpop_challenge.extra + extra)
+    dpop_challenge = dpop.challenge(realm, error if on_dpop and has_error else None, include_description, extra)
     challenges.append(dpop_challenge.to_header())
     # One field: some frameworks keep only the last of repeated headers; RFC
     # 9110 §11.6.1 allows a comma-separated list of challenges.

@@ -11,6 +11,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from .claims import TokenClaims
+from .errors import TokenError
 from .scopes import ScopeRequirement
 
 if TYPE_CHECKING:
@@ -76,11 +77,17 @@ class Requirement:
     async def check(self, connection: HTTPConnection) -> TokenClaims:
         """Verify the connection's token and this requirement's scopes."""
         claims = await claims_for_connection(self.guard, connection)
-        self.scopes.check(claims.scopes)
-        if self.policy is not None:
-            from .request_auth import VERDICT_KEY
+        from .request_auth import VERDICT_KEY
 
-            self.policy.check(claims, connection.scope.get(VERDICT_KEY), self.guard.clock())
+        verdict = connection.scope.get(VERDICT_KEY)
+        try:
+            self.scopes.check(claims.scopes)
+            if self.policy is not None:
+                self.policy.check(claims, verdict, self.guard.clock())
+        except TokenError as error:
+            if verdict is not None and error.auth_scheme == "Bearer":
+                error.auth_scheme = verdict.scheme  # RFC 9449 §7.2: answer on the scheme used
+            raise
         return claims
 
     async def __call__(self, request: HTTPConnection, credentials: Any = None) -> TokenClaims:
