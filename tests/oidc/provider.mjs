@@ -18,6 +18,8 @@ const issuer = `http://127.0.0.1:${port}`;
 const RESOURCES = {
   'https://api.test/': 'read write',
   'https://other.test/': 'read write',
+  // An MCP server's canonical URI (RFC 8707 audience for tests/test_mcp.py).
+  'https://mcp.test/mcp': 'mcp:tools read',
 };
 
 const client = (id, secret, method) => ({
@@ -27,7 +29,7 @@ const client = (id, secret, method) => ({
   response_types: [],
   redirect_uris: [],
   token_endpoint_auth_method: method,
-  scope: 'read write',
+  scope: 'read write mcp:tools',
 });
 
 const provider = new Provider(issuer, {
@@ -38,7 +40,7 @@ const provider = new Provider(issuer, {
     { ...client('mtls-app', 'mtls-app-secret', 'client_secret_basic'), tls_client_certificate_bound_access_tokens: true },
   ],
   jwks: JSON.parse(process.env.JWKS),
-  scopes: ['read', 'write'],
+  scopes: ['read', 'write', 'mcp:tools'],
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
