@@ -31,8 +31,10 @@ from werkzeug.local import LocalProxy
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
 from .scopes import ScopeRequirement
+from .sender_config import is_sender_constrained, metadata_for_path
 from .wsgi import find_token
 
 __all__ = ["FlaskTokenGuard", "current_token"]
@@ -92,6 +94,7 @@ class FlaskTokenGuard:
         self.policy = ResponsePolicy(public_paths=self.public_paths, public_cache_policy=self.public_cache_policy)
         app.extensions[_EXTENSION] = self
         app.register_error_handler(TokenError, self._render_error)
+        app.before_request(self._serve_metadata)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
 
@@ -130,10 +133,24 @@ class FlaskTokenGuard:
         if "token" in g:
             return cast("TokenClaims | None", g.token)
         guard = self._guard()
-        token = find_token(guard, request)
-        claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
+        if is_sender_constrained(guard):
+            # DPoP / mTLS: judged with the whole request (request_auth.py).
+            verdict = verify_wsgi(guard, request.environ, request.args.getlist("access_token"))
+            claims = verdict.claims if verdict is not None else None
+        else:
+            token = find_token(guard, request)
+            claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
         g.token = claims
         return claims
+
+    def _serve_metadata(self) -> Response | None:
+        metadata = metadata_for_path(self._guard(), request.method, request.path)
+        if metadata is None:
+            return None
+        # RFC 9728 §3: the protected-resource metadata document, public.
+        response = jsonify(metadata[1])
+        response.headers.update(metadata[2])
+        return response
 
     def _before_request(self) -> None:
         if not self.protect_all or self.policy.is_public(request.path):
@@ -148,6 +165,9 @@ class FlaskTokenGuard:
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)
+        verdict = request.environ.get(VERDICT_KEY)
+        for name, value in verdict.response_headers if verdict is not None else ():
+            response.headers.add(name, value)  # a fresh DPoP-Nonce (RFC 9449 §8.2)
         return response
 
     def require_token(self, *scopes: str, any_of: bool = False) -> TokenClaims:

@@ -21,7 +21,9 @@ from werkzeug.wrappers import Request
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
+from .request_auth import VERDICT_KEY, RequestVerdict, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
+from .sender_config import is_sender_constrained, metadata_for_path
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -64,11 +66,17 @@ def error_wsgi_response(guard: TokenGuard, error: TokenError) -> tuple[str, list
     return f"{rendered.status_code} {HTTPStatus(rendered.status_code).phrase}", headers, body
 
 
-def secure_start_response(start_response: StartResponse, policy: ResponsePolicy, path: str) -> StartResponse:
-    """Wrap ``start_response`` to apply the authenticated-response header rules."""
+def secure_start_response(
+    start_response: StartResponse, policy: ResponsePolicy, path: str, verdict: RequestVerdict | None = None
+) -> StartResponse:
+    """Wrap ``start_response`` to apply the authenticated-response header rules
+    (and add the verdict's headers, e.g. a fresh ``DPoP-Nonce``)."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        return start_response(status, policy.secure(headers, path), exc_info)
+        secured = policy.secure(headers, path)
+        if verdict is not None:
+            secured = [*secured, *verdict.response_headers]
+        return start_response(status, secured, exc_info)
 
     return wrapped
 
@@ -105,16 +113,29 @@ class TokenGuardWSGIMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ, shallow=not self.guard.allow_form_token)
         path = request.path
+        metadata = metadata_for_path(self.guard, request.method, path)
+        if metadata is not None:
+            # RFC 9728 §3: the protected-resource metadata document, public.
+            body = json.dumps(metadata[1]).encode()
+            start_response("200 OK", [*metadata[2], ("Content-Type", "application/json")])
+            return [body]
         if self.policy.is_public(path):
             environ[CLAIMS_KEY] = None
             return self.app(environ, start_response)
         claims: TokenClaims | None = None
         try:
-            token = find_token(self.guard, request)
-            if token is not None:
-                claims = self.guard.verify_sync(token, client=request.remote_addr)
-            elif self.protect:
-                raise MissingToken()
+            if is_sender_constrained(self.guard):
+                # DPoP / mTLS: judged with the whole request (request_auth.py).
+                verdict = verify_wsgi(self.guard, environ, request.args.getlist("access_token"))
+                claims = verdict.claims if verdict is not None else None
+                if claims is None and self.protect:
+                    raise MissingToken()
+            else:
+                token = find_token(self.guard, request)
+                if token is not None:
+                    claims = self.guard.verify_sync(token, client=request.remote_addr)
+                elif self.protect:
+                    raise MissingToken()
         except TokenError as error:
             status, headers, body = error_wsgi_response(self.guard, error)
             start_response(status, headers)
@@ -123,4 +144,4 @@ class TokenGuardWSGIMiddleware:
         if claims is None:
             return self.app(environ, start_response)
 
-        return self.app(environ, secure_start_response(start_response, self.policy, path))
+        return self.app(environ, secure_start_response(start_response, self.policy, path, environ.get(VERDICT_KEY)))
