@@ -248,6 +248,11 @@ class TokenGuard:
             metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
+        self._introspection_keys = None
+        if introspection is not None and introspection.signed_answers:
+            from .sender_config import introspection_keys_flow
+
+            self._introspection_keys = introspection_keys_flow(introspection, self._issuers)
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
             raise ConfigurationError("check_revocation needs introspection to be configured")
         #: Issuers whose JWTs are verified with no upstream call and no shared
@@ -351,6 +356,7 @@ class TokenGuard:
         introspection_cache_ttl: float = 60.0,
         check_revocation: bool = False,
         fetch: FetchSettings | None = None,
+        signed_introspection: bool = False,
         **options: Any,
     ) -> TokenGuard:
         """A guard for one OpenID Connect / RFC 8414 issuer, found by discovery.
@@ -359,7 +365,8 @@ class TokenGuard:
         ``client_id`` (and usually ``client_secret``) are given, opaque tokens
         are introspected at the metadata's ``introspection_endpoint`` (or
         ``introspection_endpoint`` when given). Nothing is fetched until the
-        first token arrives.
+        first token arrives. ``signed_introspection`` asks for RFC 9701 signed
+        introspection answers and refuses any other.
 
         Other keyword arguments are passed to :class:`TokenGuard`.
         """
@@ -392,6 +399,7 @@ class TokenGuard:
                 audience=audience,
                 cache_ttl=introspection_cache_ttl,
                 scope_claims=tuple(scope_claims) if scope_claims is not None else DEFAULT_SCOPE_CLAIMS,
+                signed_answers=signed_introspection,
             )
         return cls([jwt_issuer], introspection, **options)
 
@@ -822,6 +830,7 @@ class TokenGuard:
                 self._introspection_metadata,
                 now,
                 coalesce_key="POST introspect " + key.hex(),
+                keys_flow=self._introspection_keys,
             )
         except ServiceUnavailable:
             if release:

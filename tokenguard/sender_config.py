@@ -7,6 +7,7 @@ builds the RFC 9728 document from the guard's configuration.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .dpop import DPoPSettings
@@ -16,7 +17,11 @@ from .mtls import MTLSSettings
 from .resource_metadata import ProtectedResourceMetadata
 
 if TYPE_CHECKING:
+    from ._http import Flow
     from .guard import TokenGuard
+    from .introspection import Introspection
+    from .issuer import IssuerRuntime
+    from .keys import KeySet
 
 __all__ = ["is_sender_constrained", "metadata_document", "sender_settings"]
 
@@ -101,3 +106,27 @@ def metadata_for_path(
         return None
     headers = [("Cache-Control", "public, max-age=3600"), ("Access-Control-Allow-Origin", "*")]
     return 200, metadata_document(guard), headers
+
+
+def introspection_keys_flow(
+    introspection: Introspection, issuers: Mapping[str, IssuerRuntime]
+) -> Callable[[str | None, float], Flow[KeySet]]:
+    """Where RFC 9701 signed introspection answers find their keys: the issuer's JWKS.
+
+    Raises:
+        ConfigurationError: ``issuer`` is not one of the guard's JWT issuers.
+    """
+    runtime = issuers.get(introspection.issuer or "")
+    if runtime is None:
+        raise ConfigurationError("signed_answers needs the introspection issuer configured as a JWT issuer")
+    jwks = runtime.jwks
+    if jwks is not None:
+        return jwks.keys_flow
+    static = runtime.static
+    assert static is not None
+
+    def static_keys(kid: str | None, now: float) -> Flow[KeySet]:
+        return static
+        yield  # a generator that performs no effect
+
+    return static_keys

@@ -47,6 +47,8 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     dPoP: { enabled: true },
+    // RFC 9701: signed introspection answers for clients that Accept them.
+    jwtIntrospection: { enabled: true },
     mTLS: {
       enabled: true,
       certificateBoundAccessTokens: true,
