@@ -89,7 +89,10 @@ def make_guard(provider: OIDCProvider, **options: Any) -> TokenGuard:
 
 async def dpop_books(request: Request) -> JSONResponse:
     verdict = request.scope[VERDICT_KEY]
-    return JSONResponse({"sub": request.state.token.subject, "scheme": verdict.scheme, "jkt": verdict.dpop_jkt})
+    claims = request.state.token
+    return JSONResponse(
+        {"sub": claims.subject, "scheme": verdict.scheme, "jkt": verdict.dpop_jkt, "bound": claims.bound_key_thumbprint}
+    )
 
 
 def dpop_app(guard: TokenGuard) -> Any:
@@ -124,7 +127,7 @@ def test_bound_token_with_proof_is_accepted(oidc_provider: OIDCProvider, api: tu
         response = call(url, token, client.proof("GET", f"{url}/books", token))
         assert response.status_code == 200, response.text
         assert response.json()["scheme"] == "DPoP"
-        assert response.json()["jkt"] == client.key.thumbprint()
+        assert response.json()["jkt"] == client.key.thumbprint() == response.json()["bound"]
         assert "authorization" in response.headers["vary"].lower()
 
 

@@ -98,7 +98,9 @@ class RedisReplayStore:
 
     Args:
         url: a ``redis://`` or ``rediss://`` URL.
-        prefix: key prefix.
+        prefix: key prefix. The default's ``{dpop-jti}`` hash tag keeps the
+            entries and their counter in one Redis Cluster slot, which the
+            single atomic script needs.
         max_entries: refuse new proofs (503) once this many are live, checked
             with a counter that expires with them; ``0`` leaves the bound to
             Redis's ``maxmemory`` (configure ``noeviction`` so a full Redis
@@ -112,7 +114,7 @@ class RedisReplayStore:
         self,
         url: str | None = None,
         *,
-        prefix: str = "tokenguard:dpop-jti:",
+        prefix: str = "tokenguard:{dpop-jti}:",
         max_entries: int = 1_000_000,
         client: Any = None,
         async_client: Any = None,

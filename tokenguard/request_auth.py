@@ -327,7 +327,9 @@ def asgi_request_context(scope: Mapping[str, Any], proxies: TrustedProxies | Non
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope.get("root_path", "") + scope["path"]
     path = path.split("?", 1)[0]
-    url = request_url(str(scope.get("scheme", "http")), host, path, headers, peer, proxies)
+    # A WebSocket handshake is an HTTP GET: its htu uses http(s) (RFC 6455 §3).
+    scheme = {"ws": "http", "wss": "https"}.get(str(scope.get("scheme", "http")), str(scope.get("scheme", "http")))
+    url = request_url(scheme, host, path, headers, peer, proxies)
     certificate = asgi_client_certificate(scope)
     if certificate is None:
         raw = proxy_certificate(headers, peer, proxies)
