@@ -162,17 +162,25 @@ def test_sdk_token_verifier(oidc_provider: OIDCProvider) -> None:
     """MCPTokenVerifier: the SDK's AccessToken from a good token; None for a token for another server."""
     from mcp.server.auth.provider import AccessToken
 
-    guard = mcp_guard(oidc_provider.issuer, RESOURCE)
-    verifier = MCPTokenVerifier(guard)
-    with guard:
-        good = asyncio.run(verifier.verify_token(token(oidc_provider)))
-        assert isinstance(good, AccessToken)
-        assert good.client_id == "app"
-        assert good.scopes == ["mcp:tools"]
-        assert good.resource == RESOURCE
-        assert good.claims is not None and good.claims["iss"] == oidc_provider.issuer
-        assert asyncio.run(verifier.verify_token(token(oidc_provider, "read", "https://api.test/"))) is None
-        assert asyncio.run(verifier.verify_token("garbage")) is None
+    good_token, other_token = token(oidc_provider), token(oidc_provider, "read", "https://api.test/")
+
+    async def run() -> tuple[Any, Any, Any]:
+        guard = mcp_guard(oidc_provider.issuer, RESOURCE)
+        async with guard:
+            verifier = MCPTokenVerifier(guard)
+            return (
+                await verifier.verify_token(good_token),
+                await verifier.verify_token(other_token),
+                await verifier.verify_token("garbage"),
+            )
+
+    good, other, garbage = asyncio.run(run())
+    assert isinstance(good, AccessToken)
+    assert good.client_id == "app"
+    assert good.scopes == ["mcp:tools"]
+    assert good.resource == RESOURCE
+    assert good.claims is not None and good.claims["iss"] == oidc_provider.issuer
+    assert other is None and garbage is None
 
 
 def test_fastmcp_token_verifier(oidc_provider: OIDCProvider) -> None:
@@ -182,10 +190,15 @@ def test_fastmcp_token_verifier(oidc_provider: OIDCProvider) -> None:
 
     from tokenguard.fastmcp import GuardTokenVerifier
 
-    guard = mcp_guard(oidc_provider.issuer, RESOURCE)
-    verifier = GuardTokenVerifier(guard, base_url="http://127.0.0.1:9", required_scopes=["mcp:tools"])
-    with guard:
-        good = asyncio.run(verifier.verify_token(token(oidc_provider)))
-        assert isinstance(good, AccessToken)
-        assert good.scopes == ["mcp:tools"]
-        assert asyncio.run(verifier.verify_token(token(oidc_provider, "read", "https://api.test/"))) is None
+    good_token, other_token = token(oidc_provider), token(oidc_provider, "read", "https://api.test/")
+
+    async def run() -> tuple[Any, Any]:
+        guard = mcp_guard(oidc_provider.issuer, RESOURCE)
+        async with guard:
+            verifier = GuardTokenVerifier(guard, base_url="http://127.0.0.1:9", required_scopes=["mcp:tools"])
+            return await verifier.verify_token(good_token), await verifier.verify_token(other_token)
+
+    good, other = asyncio.run(run())
+    assert isinstance(good, AccessToken)
+    assert good.scopes == ["mcp:tools"]
+    assert other is None

@@ -45,7 +45,9 @@ def app_for(guard: TokenGuard) -> FastAPI:
 
 @pytest.fixture
 def served(shared_issuer: LocalIssuer) -> Iterator[tuple[str, LocalIssuer]]:
-    guard = shared_issuer.guard(introspection=False, resource=RESOURCE, dpop="allowed")
+    # No idle pooled connection may outlive the uvicorn thread's event loop.
+    client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
+    guard = shared_issuer.guard(introspection=False, resource=RESOURCE, dpop="allowed", async_http_client=client)
     with UvicornServer(app_for(guard)) as server:
         yield server.url, shared_issuer
 
