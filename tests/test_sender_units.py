@@ -417,3 +417,56 @@ def test_token_errors_keep_their_scheme() -> None:
     """Errors default to the Bearer scheme; DPoP errors to DPoP."""
     assert TokenError().auth_scheme == "Bearer"
     assert InvalidDPoPProof().auth_scheme == "DPoP"
+
+
+# ---------------------------------------------------------------- hostile input, property-based
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_htu_normaliser_total_and_idempotent(value: str) -> None:
+    """Any text either normalises (and normalising again changes nothing) or raises ValueError."""
+    try:
+        once = normalize_htu(value)
+    except ValueError:
+        return
+    assert normalize_htu(once) == once
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_certificate_loader_total(value: str | bytes) -> None:
+    """Garbage certificates are None, never an exception."""
+    assert load_certificate(value) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=100), st.floats(min_value=0, max_value=1e10))
+def test_nonce_and_proxy_checks_total(value: str, now: float) -> None:
+    """Hostile nonces and peer addresses are simply not valid / not trusted."""
+    assert not DPoPNonces(b"s" * 32).is_valid(value, now) or value == DPoPNonces(b"s" * 32).current(now)
+    assert TrustedProxies(("10.0.0.0/8",)).trusts(value) in (True, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=60), max_size=3), st.lists(st.text(max_size=60), max_size=3))
+def test_request_entry_total(authorization: list[str], proofs: list[str]) -> None:
+    """Any Authorization and DPoP headers end in a verdict or a TokenError, never another exception."""
+    import asyncio
+
+    from tokenguard import TokenGuard
+    from tokenguard.request_auth import RequestContext, verify_request
+
+    guard = TokenGuard.from_keys(
+        issuer="https://issuer.test",
+        audience="https://api.test",
+        hmac_keys={None: b"k" * 32},
+        algorithms=["HS256"],
+        dpop="allowed",
+    )
+    headers = tuple([("authorization", a) for a in authorization] + [("dpop", p) for p in proofs])
+    context = RequestContext(method="GET", url=URL, headers=headers)
+    try:
+        asyncio.run(verify_request(guard, context))
+    except TokenError:
+        pass

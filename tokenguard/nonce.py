@@ -50,7 +50,7 @@ class DPoPNonces:
         return f"DPoPNonces(secret='**********', lifetime={self.lifetime!r})"
 
     def _for_window(self, window: int) -> str:
-        packed = struct.pack(">Q", window)
+        packed = struct.pack(">q", window)
         mac = hmac.new(self._secret, packed, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(packed + mac).rstrip(b"=").decode("ascii")
 
