@@ -353,3 +353,51 @@ def test_replay_across_workers_with_redis(oidc_provider: OIDCProvider, redis_ser
         assert response.status_code == 503  # fail closed: no store, no acceptance
     for guard in guards:
         guard.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_htu_behind_trusted_proxy(oidc_provider: OIDCProvider, trusted: bool) -> None:
+    """X-Forwarded-Proto/Host rebuild the htu only when the peer is a listed proxy."""
+    from tokenguard.forwarded import TrustedProxies
+
+    proxies = TrustedProxies(("127.0.0.1",) if trusted else ("10.0.0.0/8",))
+    guard = make_guard(oidc_provider, dpop="allowed", trusted_proxies=proxies)
+    with UvicornServer(dpop_app(guard)) as server, guard:
+        client = DPoPClient()
+        token = client.token(oidc_provider)
+        public = "https://api.example.com/books"
+        headers = {
+            "Authorization": f"DPoP {token}",
+            "DPoP": client.proof("GET", public, token),
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "api.example.com",
+        }
+        response = httpx.get(f"{server.url}/books", headers=headers)
+        assert response.status_code == (200 if trusted else 401), response.text
+
+
+def test_dpop_through_fastapi_dependency_without_middleware(oidc_provider: OIDCProvider) -> None:
+    """A FastAPI route requirement alone (no middleware) checks the proof, binding and replay too."""
+    from fastapi import FastAPI, Security
+
+    from tokenguard import TokenClaims
+    from tokenguard.fastapi import setup
+
+    guard = make_guard(oidc_provider, dpop="allowed")
+    app = FastAPI()
+    setup(app, guard)
+
+    @app.get("/books")
+    async def books(claims: TokenClaims = Security(guard.requires("read"))) -> dict[str, Any]:
+        return {"jkt": claims.bound_key_thumbprint}
+
+    with UvicornServer(app) as server, guard:
+        client = DPoPClient()
+        token = client.token(oidc_provider)
+        url = f"{server.url}/books"
+        headers = {"Authorization": f"DPoP {token}", "DPoP": client.proof("GET", url, token)}
+        response = httpx.get(url, headers=headers)
+        assert response.status_code == 200
+        assert response.json()["jkt"] == client.key.thumbprint()
+        assert httpx.get(url, headers=headers).status_code == 401  # replay
+        assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401  # downgrade
