@@ -139,3 +139,51 @@ def test_configuration_errors(shared_issuer: LocalIssuer) -> None:
         shared_issuer.guard(introspection=False, dpop=5)
     with pytest.raises(ConfigurationError, match="resource"):
         shared_issuer.guard(introspection=False, resource="not a url")
+
+
+@pytest.mark.parametrize("stack", ["flask", "starlette"])
+def test_step_up_through_decorators(shared_issuer: LocalIssuer, stack: str) -> None:
+    """Flask's tg.requires and Starlette's requires take acr_values/max_age too; Flask serves RFC 9728."""
+    from flask import Flask, jsonify
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tokenguard.flask import FlaskTokenGuard
+    from tokenguard.starlette import TokenGuardMiddleware, requires
+
+    from .conftest import WSGIServer
+
+    client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
+    guard = shared_issuer.guard(introspection=False, resource=RESOURCE, async_http_client=client)
+    server: UvicornServer | WSGIServer
+    if stack == "flask":
+        app = Flask(__name__)
+        tg = FlaskTokenGuard(app, guard)
+
+        @app.get("/transfer")
+        @tg.requires("write", acr_values=["urn:mfa"], max_age=300)
+        def transfer() -> Any:
+            return jsonify({"ok": True})
+
+        server = WSGIServer(app)
+    else:
+
+        @requires(guard, "write", acr_values=["urn:mfa"], max_age=300)
+        async def transfer_endpoint(request: Request) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        server = UvicornServer(TokenGuardMiddleware(Starlette(routes=[Route("/transfer", transfer_endpoint)]), guard))
+    now = int(time.time())
+    with server:
+        good = shared_issuer.issue(scope="write", acr="urn:mfa", auth_time=now)
+        assert httpx.get(f"{server.url}/transfer", headers=bearer(good)).status_code == 200
+        weak = shared_issuer.issue(scope="write", acr="urn:pwd", auth_time=now)
+        response = httpx.get(f"{server.url}/transfer", headers=bearer(weak))
+        assert response.status_code == 401
+        (challenge,) = parse_challenges(response.headers["www-authenticate"])
+        assert challenge.error == "insufficient_user_authentication"
+        assert dict(challenge.extra)["acr_values"] == "urn:mfa"
+        document = httpx.get(f"{server.url}/.well-known/oauth-protected-resource/v1").json()
+        assert document["scopes_supported"] == ["write"]

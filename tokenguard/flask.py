@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
@@ -33,9 +33,13 @@ from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
+from .route_policy import check_route, route_policy
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 from .wsgi import find_token
+
+if TYPE_CHECKING:
+    from .dpop import DPoPMode
 
 __all__ = ["FlaskTokenGuard", "current_token"]
 
@@ -182,23 +186,41 @@ class FlaskTokenGuard:
         ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
         return claims
 
-    def requires(self, *scopes: str, any_of: bool = False) -> Callable[[F], F]:
-        """Decorate a view: a valid token with all (or ``any_of``) ``scopes`` is required."""
+    def requires(
+        self,
+        *scopes: str,
+        any_of: bool = False,
+        acr_values: Sequence[str] = (),
+        max_age: int | None = None,
+        dpop: DPoPMode | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a view: a valid token with all (or ``any_of``) ``scopes`` is required.
+
+        ``acr_values`` / ``max_age`` add step-up (RFC 9470) and ``dpop`` the
+        route's DPoP mode, as for :meth:`TokenGuard.requires`.
+        """
         ScopeRequirement(tuple(scopes), any_of)  # validate scope names at decoration time
+        policy = route_policy(acr_values, max_age, dpop)
+        if self.guard is not None:
+            self.guard.route_scopes.update(scopes)  # for the RFC 9728 document
+
+        def check() -> None:
+            claims = self.require_token(*scopes, any_of=any_of)
+            check_route(policy, claims, request.environ.get(VERDICT_KEY), self._guard().clock())
 
         def decorator(view: F) -> F:
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self.require_token(*scopes, any_of=any_of)
+                    check()
                     return await view(*args, **kwargs)
 
                 return cast(F, async_wrapper)
 
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                self.require_token(*scopes, any_of=any_of)
+                check()
                 return current_app.ensure_sync(view)(*args, **kwargs)
 
             return cast(F, wrapper)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .claims import TokenClaims
 from .dpop import _MODES, DPoPMode
-from .errors import ConfigurationError, InvalidToken
+from .errors import ConfigurationError, InvalidToken, TokenError
 from .stepup import StepUpRequirement
 
 if TYPE_CHECKING:
@@ -72,3 +72,33 @@ class RoutePolicy:
             error.auth_scheme = "DPoP"
             raise error
         self.step_up.check(claims, now)
+
+
+def route_policy(
+    acr_values: Sequence[str] = (), max_age: int | None = None, dpop: DPoPMode | None = None
+) -> RoutePolicy | None:
+    """A policy for adapter decorators, built before the guard is known; ``None`` when it asks for nothing.
+
+    Raises:
+        ConfigurationError: bad step-up values or an unknown DPoP mode.
+    """
+    step_up = StepUpRequirement(acr_values, max_age)  # type: ignore[arg-type]  # converted in __post_init__
+    if dpop is not None and dpop not in _MODES:
+        raise ConfigurationError(f"dpop must be one of {', '.join(_MODES)}; got {dpop!r}")
+    return RoutePolicy(step_up, dpop) if step_up.active or dpop is not None else None
+
+
+def check_route(policy: RoutePolicy | None, claims: TokenClaims, verdict: RequestVerdict | None, now: float) -> None:
+    """Check ``policy`` (if any); errors answer on the scheme the request used (RFC 9449 §7.2).
+
+    Raises:
+        TokenError: the route's step-up or DPoP condition is not met.
+    """
+    if policy is None:
+        return
+    try:
+        policy.check(claims, verdict, now)
+    except TokenError as error:
+        if verdict is not None and error.auth_scheme == "Bearer":
+            error.auth_scheme = verdict.scheme
+        raise

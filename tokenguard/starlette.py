@@ -20,8 +20,8 @@ untouched. Per connection it:
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.authentication import AuthCredentials, BaseUser
 from starlette.requests import HTTPConnection
@@ -34,8 +34,12 @@ from .guard import TokenGuard
 from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
+from .route_policy import RoutePolicy, check_route
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
+
+if TYPE_CHECKING:
+    from .dpop import DPoPMode
 
 __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 
@@ -247,14 +251,24 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
     return replay, tokens
 
 
-def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[[F], F]:
+def requires(
+    guard: TokenGuard,
+    *scopes: str,
+    any_of: bool = False,
+    acr_values: Sequence[str] = (),
+    max_age: int | None = None,
+    dpop: DPoPMode | None = None,
+) -> Callable[[F], F]:
     """Decorate a Starlette endpoint ``async def endpoint(request)`` with a scope check.
 
     Works with or without :class:`TokenGuardMiddleware`: without it the token
     is verified here. Failures are answered directly with the RFC 6750 response.
+    ``acr_values`` / ``max_age`` (step-up, RFC 9470) and ``dpop`` as for
+    :meth:`TokenGuard.requires`.
     """
     requirement = ScopeRequirement(tuple(scopes), any_of)
     guard.route_scopes.update(scopes)  # for the RFC 9728 document
+    policy = RoutePolicy.of(guard, acr_values=acr_values, max_age=max_age, dpop=dpop)
 
     def decorator(endpoint: F) -> F:
         @functools.wraps(endpoint)
@@ -265,6 +279,7 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
             try:
                 claims = await claims_for_connection(guard, connection)
                 requirement.check(claims.scopes)
+                check_route(policy, claims, connection.scope.get(VERDICT_KEY), guard.clock())
             except TokenError as error:
                 return error_response(guard, error)
             _attach(connection.scope, claims)
