@@ -470,3 +470,37 @@ def test_request_entry_total(authorization: list[str], proofs: list[str]) -> Non
         asyncio.run(verify_request(guard, context))
     except TokenError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status", "scheme", "error"),
+    [
+        ("DPoP a b", 400, "DPoP", "invalid_request"),
+        ("DPoP ", 400, "DPoP", "invalid_request"),
+        ("Bearer a b", 400, "Bearer", "invalid_request"),
+        ("DPoP " + "a" * 9000, 401, "DPoP", "invalid_token"),
+    ],
+)
+def test_malformed_credentials_answer_on_their_scheme(authorization: str, status: int, scheme: str, error: str) -> None:
+    """A malformed DPoP credential is refused on the DPoP challenge, a malformed Bearer one on Bearer."""
+    import asyncio
+
+    from tokenguard import TokenGuard
+    from tokenguard.request_auth import RequestContext, verify_request
+
+    guard = TokenGuard.from_keys(
+        issuer="https://issuer.test",
+        audience="https://api.test",
+        hmac_keys={None: b"k" * 32},
+        algorithms=["HS256"],
+        dpop="allowed",
+    )
+    context = RequestContext(method="GET", url=URL, headers=(("authorization", authorization),))
+    with pytest.raises(TokenError) as info:
+        asyncio.run(verify_request(guard, context))
+    assert info.value.status_code == status
+    rendered = guard.error_response(info.value)
+    challenges = {c.scheme: c for c in parse_challenges(dict(rendered.headers)["WWW-Authenticate"])}
+    assert challenges[scheme].error == error
+    other = "Bearer" if scheme == "DPoP" else "DPoP"
+    assert challenges[other].error is None

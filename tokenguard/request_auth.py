@@ -249,8 +249,8 @@ async def verify_request(guard: TokenGuard, context: RequestContext) -> RequestV
                 raise InvalidDPoPProof("the DPoP proof was used before")
         return verdict
     except TokenError as error:
-        if isinstance(error, InvalidDPoPProof | UseDPoPNonce):
-            raise
+        if "auth_scheme" in vars(error) or isinstance(error, InvalidDPoPProof | UseDPoPNonce):
+            raise  # already answered on its scheme
         raise _tag(error, scheme) from None
 
 
@@ -271,8 +271,8 @@ def verify_request_sync(guard: TokenGuard, context: RequestContext) -> RequestVe
                 raise InvalidDPoPProof("the DPoP proof was used before")
         return verdict
     except TokenError as error:
-        if isinstance(error, InvalidDPoPProof | UseDPoPNonce):
-            raise
+        if "auth_scheme" in vars(error) or isinstance(error, InvalidDPoPProof | UseDPoPNonce):
+            raise  # already answered on its scheme
         raise _tag(error, scheme) from None
 
 
