@@ -504,3 +504,32 @@ def test_malformed_credentials_answer_on_their_scheme(authorization: str, status
     assert challenges[scheme].error == error
     other = "Bearer" if scheme == "DPoP" else "DPoP"
     assert challenges[other].error is None
+
+
+def test_redis_replay_store_bounded_and_fails_closed(redis_server: Any) -> None:
+    """Against a real Redis: replays refused, the entry bound enforced (503) and released, an outage is 503."""
+    import asyncio
+
+    from tokenguard.replay import RedisReplayStore
+
+    store = RedisReplayStore(redis_server.url, max_entries=2)
+    now = time.time()
+    assert store.add_sync("a", now + 60, now)
+    assert not store.add_sync("a", now + 60, now)
+    assert store.add_sync("b", now + 60, now)
+    with pytest.raises(ServiceUnavailable, match="full"):
+        store.add_sync("c", now + 60, now)
+    # Counted per time bucket: once the entries' lifetime has passed, the bound frees up.
+    assert store.add_sync("c", now + 1060, now + 1000)
+
+    async def async_side() -> bool:
+        try:
+            return await store.add("a", now + 60, now)
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(async_side()) is False
+    redis_server.kill()
+    with pytest.raises(ServiceUnavailable, match="unavailable"):
+        store.add_sync("d", now + 60, now)
+    store.close()

@@ -161,26 +161,35 @@ class RedisReplayStore:
     def _ttl_ms(expires_at: float, now: float) -> int:
         return max(1, int((expires_at - now) * 1000) + 1)
 
-    # One round trip: a live-entry count per 60 s bucket bounds the store;
-    # SET NX both checks and records (RFC 9449 §11.1 needs atomicity across
-    # workers, or two workers may each accept one copy of a replayed proof).
+    # One round trip, atomic (RFC 9449 §11.1: two workers must not each accept
+    # one copy of a replayed proof). KEYS[1] is the entry; KEYS[2..] count the
+    # entries added per 60 s bucket over the longest entry lifetime, newest
+    # first: their sum bounds the live entries from above (fail closed), and
+    # old buckets expire by themselves, so the bound never sticks.
     _SCRIPT = """
-local count = 0
-if tonumber(ARGV[2]) > 0 then
-  count = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if count >= tonumber(ARGV[2]) then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local count = 0
+  for i = 2, #KEYS do count = count + tonumber(redis.call('GET', KEYS[i]) or '0') end
+  if count >= limit then return -1 end
 end
-local ok = redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])
-if not ok then return 0 end
-if tonumber(ARGV[2]) > 0 then
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if limit > 0 then
   redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 return 1
 """
+    _BUCKET_SECONDS = 60
 
-    def _keys(self, key: str) -> list[str]:
-        return [self.prefix + key, self.prefix + "count"]
+    def _call(self, key: str, expires_at: float, now: float) -> tuple[Any, ...]:
+        ttl_ms = self._ttl_ms(expires_at, now)
+        bucket = int(now // self._BUCKET_SECONDS)
+        span = ttl_ms // (self._BUCKET_SECONDS * 1000) + 1
+        counters = [f"{self.prefix}count:{bucket - i}" for i in range(span + 1)]
+        keep_ms = (span + 2) * self._BUCKET_SECONDS * 1000
+        return (self._SCRIPT, 1 + len(counters), self.prefix + key, *counters, ttl_ms, self.max_entries, keep_ms)
 
     def _answer(self, result: object) -> bool:
         if result == -1:
@@ -190,9 +199,7 @@ return 1
     def add_sync(self, key: str, expires_at: float, now: float) -> bool:
         """Record ``key`` in Redis; ``False`` on a replay; 503 on any Redis failure."""
         try:
-            result = self._sync().eval(
-                self._SCRIPT, 2, *self._keys(key), self._ttl_ms(expires_at, now), self.max_entries
-            )
+            result = self._sync().eval(*self._call(key, expires_at, now))
         except Exception as exc:  # noqa: BLE001 - any failure must refuse, never accept
             raise ServiceUnavailable("DPoP replay store unavailable", reason="replay_store") from exc
         return self._answer(result)
@@ -200,9 +207,7 @@ return 1
     async def add(self, key: str, expires_at: float, now: float) -> bool:
         """As :meth:`add_sync`, awaiting the async client."""
         try:
-            result = await self._async().eval(
-                self._SCRIPT, 2, *self._keys(key), self._ttl_ms(expires_at, now), self.max_entries
-            )
+            result = await self._async().eval(*self._call(key, expires_at, now))
         except Exception as exc:  # noqa: BLE001 - any failure must refuse, never accept
             raise ServiceUnavailable("DPoP replay store unavailable", reason="replay_store") from exc
         return self._answer(result)
