@@ -401,3 +401,28 @@ def test_dpop_through_fastapi_dependency_without_middleware(oidc_provider: OIDCP
         assert response.json()["jkt"] == client.key.thumbprint()
         assert httpx.get(url, headers=headers).status_code == 401  # replay
         assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401  # downgrade
+
+
+def test_websocket_handshake_with_dpop(oidc_provider: OIDCProvider) -> None:
+    """A WebSocket handshake is a GET: a proof for http(s)://host/ws opens it; a replayed one is refused."""
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(websocket.scope[VERDICT_KEY].dpop_jkt)
+        await websocket.close()
+
+    guard = make_guard(oidc_provider, dpop="allowed")
+    app = TokenGuardMiddleware(Starlette(routes=[WebSocketRoute("/ws", ws)]), guard)
+    with UvicornServer(app) as server, guard:
+        client = DPoPClient()
+        token = client.token(oidc_provider)
+        headers = {"Authorization": f"DPoP {token}", "DPoP": client.proof("GET", f"{server.url}/ws", token)}
+        ws_url = server.url.replace("http://", "ws://") + "/ws"
+        with connect(ws_url, additional_headers=headers) as connection:
+            assert connection.recv() == client.key.thumbprint()
+        with pytest.raises(InvalidStatus):
+            connect(ws_url, additional_headers=headers)
