@@ -184,3 +184,24 @@ def test_certificate_from_asgi_tls_extension_and_wsgi_environ() -> None:
     assert context.client_certificate == der
     assert context.method == "POST"
     assert certificate_thumbprint(der) == certificate_thumbprint(load_certificate(quote(pem)) or b"")
+
+
+def test_binding_kind_not_configured_is_refused(oidc_provider: OIDCProvider) -> None:
+    """A certificate-bound token where only DPoP is on, or a DPoP-bound one where only mTLS is on: invalid_token."""
+    pem = certificate_pem()
+    cert_token = bound_token(oidc_provider, pem)
+    dpop_token = DPoPClient().token(oidc_provider)
+    proxies = TrustedProxies(("127.0.0.1",), client_cert_header="x-ssl-client-cert")
+    dpop_only = make_guard(oidc_provider, dpop="allowed", trusted_proxies=proxies)
+    mtls_only = make_guard(oidc_provider, mtls=True, trusted_proxies=proxies)
+    with UvicornServer(starlette_app(dpop_only)) as a, UvicornServer(starlette_app(mtls_only)) as b:
+        response = httpx.get(
+            f"{a.url}/books", headers={"Authorization": f"Bearer {cert_token}", "x-ssl-client-cert": quote(pem)}
+        )
+        assert response.status_code == 401
+        assert "certificate-bound" in response.json()["error_description"]
+        response = httpx.get(f"{b.url}/books", headers={"Authorization": f"Bearer {dpop_token}"})
+        assert response.status_code == 401
+        assert "DPoP-bound" in response.json()["error_description"]
+    dpop_only.close()
+    mtls_only.close()

@@ -33,7 +33,7 @@ from .claims import TokenClaims
 from .dpop import DPoPProof, DPoPSettings, InvalidDPoPProof, UseDPoPNonce, check_proof, single_proof
 from .errors import NO_STORE_HEADERS, InvalidRequest, InvalidToken, MissingToken, TokenError
 from .forwarded import TrustedProxies, proxy_certificate, request_url
-from .mtls import asgi_client_certificate, check_certificate_binding, load_certificate
+from .mtls import asgi_client_certificate, bound_certificate, check_certificate_binding, load_certificate
 from .replay import replay_key
 
 if TYPE_CHECKING:
@@ -195,10 +195,15 @@ def _bind(guard: TokenGuard, context: RequestContext, presented: _Presented, cla
             if jkt != presented.proof.jkt:
                 # RFC 9449 §4.3 check 12 / §6: the proof key must be the bound key.
                 raise InvalidDPoPProof("the DPoP proof key does not match the token binding")
+    elif jkt is not None:
+        # DESIGN: a sender-constrained token we cannot check is refused, not served as Bearer.
+        raise InvalidToken("DPoP-bound tokens are not accepted here")
     thumbprint = None
     mtls = guard.mtls
     if mtls is not None:
         thumbprint = check_certificate_binding(cnf, context.client_certificate, mtls)
+    elif bound_certificate(cnf) is not None:
+        raise InvalidToken("certificate-bound tokens are not accepted here")
     headers: tuple[tuple[str, str], ...] = ()
     if dpop is not None and dpop.nonces is not None:
         # RFC 9449 §8.2: a fresh nonce on success keeps clients ahead of rotation.
