@@ -11,6 +11,7 @@ from .cache import CacheBackend, CachedResult, MemoryCache
 from .cachecontrol import CacheControl
 from .challenge import Challenge, parse_challenges
 from .claims import TokenClaims
+from .dpop import DPoPSettings, InvalidDPoPProof, UseDPoPNonce
 from .errors import (
     ConfigurationError,
     InsufficientScope,
@@ -20,6 +21,7 @@ from .errors import (
     ServiceUnavailable,
     TokenError,
 )
+from .forwarded import TrustedProxies
 from .guard import ErrorResponse, TokenGuard
 from .introspection import Introspection
 from .issuer import JWTIssuer
@@ -27,11 +29,17 @@ from .jwt import DEFAULT_LEEWAY
 from .keys import VerificationKey
 from .limits import IntrospectionLimits
 from .metrics import MetricsSnapshot
+from .mtls import MTLSSettings
+from .nonce import DPoPNonces
 from .readiness import NotReady, ReadinessCheck, ReadinessReport
 from .redis_cache import RedisCache
+from .replay import MemoryReplayStore, RedisReplayStore, ReplayStore
+from .request_auth import RequestContext, RequestVerdict, verify_request, verify_request_sync
+from .resource_metadata import ProtectedResourceMetadata
 from .scopes import ScopeRequirement, format_scope, parse_scope
 from .shared import SharedStore
 from .sources import DEFAULT_KID_REFETCH_COOLDOWN, FetchSettings
+from .stepup import InsufficientUserAuthentication
 
 __all__ = [
     "BreakerSettings",
@@ -43,33 +51,48 @@ __all__ = [
     "DEFAULT_KID_REFETCH_COOLDOWN",
     "DEFAULT_LEEWAY",
     "DEFAULT_MAX_TOKEN_BYTES",
+    "DPoPNonces",
+    "DPoPSettings",
     "ErrorResponse",
     "FetchSettings",
     "InsufficientScope",
+    "InsufficientUserAuthentication",
     "Introspection",
     "IntrospectionLimits",
+    "InvalidDPoPProof",
     "InvalidRequest",
     "InvalidToken",
     "JWTIssuer",
+    "MTLSSettings",
     "MemoryCache",
+    "MemoryReplayStore",
     "MetricsSnapshot",
     "MissingToken",
     "NotReady",
     "ReadinessCheck",
     "ReadinessReport",
+    "ProtectedResourceMetadata",
     "RedisCache",
+    "RedisReplayStore",
+    "ReplayStore",
+    "RequestContext",
+    "RequestVerdict",
     "ScopeRequirement",
     "ServiceUnavailable",
     "SharedStore",
     "TokenClaims",
     "TokenError",
     "TokenGuard",
+    "TrustedProxies",
+    "UseDPoPNonce",
     "VerificationKey",
     "extract_token",
     "format_scope",
     "parse_authorization",
     "parse_challenges",
     "parse_scope",
+    "verify_request",
+    "verify_request_sync",
 ]
 
 __version__ = "0.1.0"

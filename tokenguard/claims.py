@@ -243,6 +243,13 @@ class TokenClaims(Mapping[str, Any]):
         """Whether every one of ``scopes`` was granted."""
         return self.scopes.issuperset(scopes)
 
+    @property
+    def bound_key_thumbprint(self) -> str | None:
+        """``cnf.jkt``: the RFC 7638 thumbprint of the DPoP key the token is bound to (RFC 9449 §6), if any."""
+        cnf = self.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+        return jkt if isinstance(jkt, str) else None
+
     def to_dict(self) -> dict[str, Any]:
         """A shallow copy of the raw claims, e.g. to serialise."""
         return dict(zip(self._shape.names, self._values, strict=True))

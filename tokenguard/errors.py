@@ -54,6 +54,9 @@ class TokenError(Exception):
     error_code: ClassVar[str | None] = None
     #: The phrase used when error details are suppressed (``include_error_details=False``).
     generic_description: ClassVar[str] = ""
+    #: The auth scheme the request used (``Bearer`` or ``DPoP``): the error is
+    #: rendered on that scheme's challenge (RFC 9449 §7.2).
+    auth_scheme: str = "Bearer"
 
     def __init__(self, description: str = "") -> None:
         super().__init__(description or self.generic_description)

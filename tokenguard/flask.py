@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
@@ -48,9 +48,15 @@ from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .options import AdapterOptions, resolve_options
+from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
+from .route_policy import check_route, route_policy
 from .scopes import ScopeRequirement
-from .wsgi import CLAIMS_KEY, find_token
+from .sender_config import is_sender_constrained, metadata_for_path
+from .wsgi import CLAIMS_KEY, find_token, parameter_tokens_of
+
+if TYPE_CHECKING:
+    from .dpop import DPoPMode
 
 __all__ = ["FlaskTokenGuard", "current_token"]
 
@@ -136,6 +142,7 @@ class FlaskTokenGuard:
             self.guard = self._guard_from_config(app)
         app.extensions[_EXTENSION] = self
         app.register_error_handler(TokenError, self._render_error)
+        app.before_request(self._serve_metadata)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
@@ -179,12 +186,28 @@ class FlaskTokenGuard:
         if environ.get(_VERIFIED_KEY):
             return cast("TokenClaims | None", environ.get(CLAIMS_KEY))
         guard = self._guard()
-        token = find_token(guard, request, self.options)
-        claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
+        if is_sender_constrained(guard):
+            # DPoP / mTLS: judged with the whole request (request_auth.py),
+            # tokens found under the same options.
+            query_tokens, form_tokens = parameter_tokens_of(guard, request, self.options)
+            verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, self.options)
+            claims = verdict.claims if verdict is not None else None
+        else:
+            token = find_token(guard, request, self.options)
+            claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
         environ[CLAIMS_KEY] = claims
         environ[_VERIFIED_KEY] = True
         g.token = claims
         return claims
+
+    def _serve_metadata(self) -> Response | None:
+        metadata = metadata_for_path(self._guard(), request.method, request.path)
+        if metadata is None:
+            return None
+        # RFC 9728 §3: the protected-resource metadata document, public.
+        response = jsonify(metadata[1])
+        response.headers.update(metadata[2])
+        return response
 
     def _before_request(self) -> None:
         # A claim left in g by an earlier request of the same app context is
@@ -202,6 +225,9 @@ class FlaskTokenGuard:
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)
+        verdict = request.environ.get(VERDICT_KEY)
+        for name, value in verdict.response_headers if verdict is not None else ():
+            response.headers.add(name, value)  # a fresh DPoP-Nonce (RFC 9449 §8.2)
         return response
 
     @staticmethod
@@ -220,23 +246,41 @@ class FlaskTokenGuard:
         ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
         return claims
 
-    def requires(self, *scopes: str, any_of: bool = False) -> Callable[[F], F]:
-        """Decorate a view: a valid token with all (or ``any_of``) ``scopes`` is required."""
+    def requires(
+        self,
+        *scopes: str,
+        any_of: bool = False,
+        acr_values: Sequence[str] = (),
+        max_age: int | None = None,
+        dpop: DPoPMode | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a view: a valid token with all (or ``any_of``) ``scopes`` is required.
+
+        ``acr_values`` / ``max_age`` add step-up (RFC 9470) and ``dpop`` the
+        route's DPoP mode, as for :meth:`TokenGuard.requires`.
+        """
         ScopeRequirement(tuple(scopes), any_of)  # validate scope names at decoration time
+        policy = route_policy(acr_values, max_age, dpop)
+        if self.guard is not None:
+            self.guard.declare_scopes(*scopes)  # for the RFC 9728 document
+
+        def check() -> None:
+            claims = self.require_token(*scopes, any_of=any_of)
+            check_route(policy, claims, request.environ.get(VERDICT_KEY), self._guard().clock())
 
         def decorator(view: F) -> F:
             if inspect.iscoroutinefunction(view):
 
                 @functools.wraps(view)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self.require_token(*scopes, any_of=any_of)
+                    check()
                     return await view(*args, **kwargs)
 
                 return cast(F, async_wrapper)
 
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                self.require_token(*scopes, any_of=any_of)
+                check()
                 return current_app.ensure_sync(view)(*args, **kwargs)
 
             return cast(F, wrapper)

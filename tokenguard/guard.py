@@ -87,6 +87,9 @@ from .store import ResultStore, policy_fingerprint, serves
 from .userinfo import interpret_userinfo
 
 if TYPE_CHECKING:
+    from .dpop import DPoPMode, DPoPSettings
+    from .forwarded import TrustedProxies
+    from .mtls import MTLSSettings
     from .readiness import ReadinessReport
     from .requirement import Requirement
 
@@ -187,6 +190,17 @@ class TokenGuard:
             plain Bearer, such a token is most likely stolen (RFC 9449 §7.1).
             ``True`` only where the application checks the proof of
             possession itself.
+        dpop: DPoP (RFC 9449): a :class:`~tokenguard.dpop.DPoPSettings`, or just
+            its mode (``"allowed"``, ``"required"``). Checked by adapters through
+            :func:`~tokenguard.request_auth.verify_request`.
+        mtls: certificate-bound tokens (RFC 8705): a
+            :class:`~tokenguard.mtls.MTLSSettings`, or ``True`` for the defaults.
+        trusted_proxies: the proxies whose ``X-Forwarded-*`` and client
+            certificate headers are believed (:class:`~tokenguard.forwarded.TrustedProxies`).
+        resource: this API's resource identifier (RFC 8707 / RFC 9728); the
+            adapters serve its protected-resource metadata, and
+            ``resource_metadata`` defaults to that document's URL.
+        resource_name: a human-readable name for the metadata document.
 
     Raises:
         ConfigurationError: nothing to verify with, ``issuers`` not a sequence
@@ -217,6 +231,11 @@ class TokenGuard:
         breaker: BreakerSettings | None = None,
         introspection_limits: IntrospectionLimits | None = None,
         proof_of_possession: bool = False,
+        dpop: DPoPSettings | DPoPMode | None = None,
+        mtls: MTLSSettings | bool | None = None,
+        trusted_proxies: TrustedProxies | None = None,
+        resource: str | None = None,
+        resource_name: str | None = None,
     ) -> None:
         if isinstance(issuers, JWTIssuer | str) or not all(isinstance(i, JWTIssuer) for i in issuers):
             raise ConfigurationError("issuers must be a sequence of JWTIssuer (write issuers=[issuer])")
@@ -242,6 +261,21 @@ class TokenGuard:
         self.include_error_details = include_error_details
         self.resource_metadata = resource_metadata
         self.clock = clock
+        from .sender_config import is_sender_constrained, sender_settings
+
+        self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
+        if is_sender_constrained(self):
+            # The adapters judge each request whole (request_auth.py): a bound
+            # token must come with its proof there, so verify() itself admits
+            # tokens carrying cnf, and request_auth refuses a bound token sent
+            # as Bearer (RFC 9449 §7.2 downgrade).
+            self.proof_of_possession = True
+        self.resource = resource
+        self.resource_name = resource_name
+        if resource is not None and resource_metadata is None:
+            from .resource_metadata import metadata_url
+
+            self.resource_metadata = metadata_url(resource)
         self._metrics = Metrics()
         self._events = self._metrics.events
         # Plain ints on the hot path: a Counter update costs more than the lookup.
@@ -265,6 +299,11 @@ class TokenGuard:
             metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
+        self._introspection_keys = None
+        if introspection is not None and introspection.signed_answers:
+            from .sender_config import introspection_keys_flow
+
+            self._introspection_keys = introspection_keys_flow(introspection, self._issuers)
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
             raise ConfigurationError(
                 "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
@@ -411,6 +450,7 @@ class TokenGuard:
         introspection_cache_ttl: float = 60.0,
         check_revocation: bool = False,
         fetch: FetchSettings | None = None,
+        signed_introspection: bool = False,
         **options: Any,
     ) -> TokenGuard:
         """A guard for one OpenID Connect / RFC 8414 issuer, found by discovery.
@@ -419,7 +459,8 @@ class TokenGuard:
         ``client_id`` (and usually ``client_secret``) are given, opaque tokens
         are introspected at the metadata's ``introspection_endpoint`` (or
         ``introspection_endpoint`` when given). Nothing is fetched until the
-        first token arrives.
+        first token arrives. ``signed_introspection`` asks for RFC 9701 signed
+        introspection answers and refuses any other.
 
         Other keyword arguments are passed to :class:`TokenGuard`.
         """
@@ -452,6 +493,7 @@ class TokenGuard:
                 audience=audience,
                 cache_ttl=introspection_cache_ttl,
                 scope_claims=tuple(scope_claims) if scope_claims is not None else DEFAULT_SCOPE_CLAIMS,
+                signed_answers=signed_introspection,
             )
         return cls([jwt_issuer], introspection, **options)
 
@@ -845,7 +887,12 @@ class TokenGuard:
             self._events["introspection"] += 1
             try:
                 result = yield from introspect_flow(
-                    token, config, self._introspection_metadata, now, coalesce_key="POST introspect " + fact_key
+                    token,
+                    config,
+                    self._introspection_metadata,
+                    now,
+                    coalesce_key="POST introspect " + fact_key,
+                    keys_flow=self._introspection_keys,
                 )
             except ServiceUnavailable:
                 if leader:
@@ -1049,17 +1096,36 @@ class TokenGuard:
         ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
         return claims
 
-    def requires(self, *scopes: str, any_of: bool = False) -> Requirement:
+    def requires(
+        self,
+        *scopes: str,
+        any_of: bool = False,
+        acr_values: Sequence[str] = (),
+        max_age: int | None = None,
+        dpop: DPoPMode | None = None,
+    ) -> Requirement:
         """A route requirement: a FastAPI dependency returning the claims.
 
         Use as ``Security(guard.requires("books:read"))`` or ``Depends(...)``;
         the adapters' decorators take the same arguments.
+
+        Args:
+            scopes: scopes the token must grant (all, or one with ``any_of``).
+            acr_values: step-up (RFC 9470): acceptable ``acr`` values.
+            max_age: step-up: largest age of the user's authentication, seconds.
+            dpop: this route's DPoP mode, stricter or laxer than the guard's
+                (``"required"``: a DPoP-bound token with a proof; ``"disabled"``:
+                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``.
+
+        Raises:
+            ConfigurationError: invalid step-up values or DPoP mode.
         """
         from .requirement import Requirement
+        from .route_policy import RoutePolicy
 
-        requirement = ScopeRequirement(tuple(scopes), any_of)
         self.declare_scopes(*scopes)
-        return Requirement(self, requirement)
+        policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
+        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
 
     def declare_scopes(self, *scopes: str) -> None:
         """Tell the guard which scopes routes require, so a typo is caught early.
@@ -1077,6 +1143,11 @@ class TokenGuard:
         for source in self._metadata.values():
             if source.state.value is not None:
                 diagnostics.check_route_scopes(source.issuer, new, source.state.value)
+
+    @property
+    def route_scopes(self) -> frozenset[str]:
+        """Every scope the routes declared (:meth:`declare_scopes`), for the RFC 9728 document."""
+        return frozenset(self._route_scopes)
 
     def _check_route_scopes(self, issuer: str, document: dict[str, Any]) -> None:
         diagnostics.check_route_scopes(issuer, self._route_scopes, document)
@@ -1098,13 +1169,30 @@ class TokenGuard:
 
         return check_sync(self)
 
+    def protected_resource_metadata(self) -> dict[str, Any]:
+        """This API's RFC 9728 protected-resource metadata document.
+
+        Raises:
+            ConfigurationError: the guard has no ``resource``.
+        """
+        from .sender_config import metadata_document
+
+        return metadata_document(self)
+
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""
         extra: tuple[tuple[str, str], ...] = ()
         self._events[f"rejected_{error.status_code}"] += 1
         if self.resource_metadata and error.status_code in (401, 403):
             extra = (("resource_metadata", self.resource_metadata),)
-        headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
+        if self.dpop is not None and self.dpop.enabled:
+            from .request_auth import challenge_headers
+
+            headers = challenge_headers(
+                error, self.dpop, self.realm, include_description=self.include_error_details, extra=extra
+            )
+        else:
+            headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
         return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
 
     # ------------------------------------------------------------------ HTTP clients

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote_plus
 
 from . import diagnostics
@@ -34,6 +34,9 @@ from .claims import TokenClaims, numeric_date
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS
 from .sources import MetadataSource
+
+if TYPE_CHECKING:
+    from .keys import KeySet
 
 __all__ = [
     "ClientAuthMethod",
@@ -67,6 +70,9 @@ class Introspection:
         leeway: clock skew tolerated on ``exp``/``nbf`` in the answer.
         scope_claims: members read for scopes.
         max_response_bytes: largest accepted introspection answer.
+        signed_answers: ask for and require RFC 9701 signed answers
+            (``application/token-introspection+jwt``), verified with the
+            issuer's keys; needs ``issuer`` to be one of the guard's issuers.
     """
 
     endpoint: str | None = None
@@ -81,6 +87,7 @@ class Introspection:
     leeway: float = 0.0
     scope_claims: tuple[str, ...] = DEFAULT_SCOPE_CLAIMS
     max_response_bytes: int = 64 * 1024
+    signed_answers: bool = False
 
     def __post_init__(self) -> None:
         if self.endpoint is None and self.issuer is None:
@@ -117,6 +124,9 @@ def build_introspection_request(
     if config.token_type_hint:
         form.append(("token_type_hint", config.token_type_hint))
     headers: list[tuple[str, str]] = []
+    if config.signed_answers:
+        # RFC 9701 §4: ask for a signed answer.
+        headers.append(("Accept", "application/token-introspection+jwt"))
     if config.auth_method == "client_secret_basic":
         headers.append(("Authorization", basic_credentials(config.client_id, config.client_secret)))
     else:
@@ -244,8 +254,12 @@ def introspect_flow(
     now: float,
     *,
     coalesce_key: str | None,
+    keys_flow: Callable[[str | None, float], Flow[KeySet]] | None = None,
 ) -> Flow[IntrospectionResult]:
-    """Find the endpoint (configured or discovered), ask it, interpret the answer."""
+    """Find the endpoint (configured or discovered), ask it, interpret the answer.
+
+    ``keys_flow`` gives the issuer's keys for RFC 9701 signed answers.
+    """
     endpoint = config.endpoint
     if endpoint is None:
         assert metadata is not None
@@ -253,4 +267,10 @@ def introspect_flow(
         if endpoint is None:
             return IntrospectionResult(None, 0.0, "opaque tokens are not supported by this issuer")
     reply = yield build_introspection_request(token, endpoint, config, coalesce_key=coalesce_key)
+    if config.signed_answers:
+        from .signed_introspection import answer_kid, open_signed_answer
+
+        assert keys_flow is not None and config.issuer is not None
+        keys = yield from keys_flow(answer_kid(reply), now)
+        reply = open_signed_answer(reply, keys, issuer=config.issuer, client_id=config.client_id, now=now)
     return interpret_introspection(reply, config, now)

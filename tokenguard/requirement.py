@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
     from .guard import TokenGuard
+    from .route_policy import RoutePolicy
 
 __all__ = ["ModelRequirement", "Requirement"]
 
@@ -42,6 +43,16 @@ async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -
     if SCOPE_KEY in scope and scope[SCOPE_KEY] is not None:
         claims: TokenClaims = scope[SCOPE_KEY]
         return claims
+    from .sender_config import is_sender_constrained
+
+    if is_sender_constrained(guard):
+        # DPoP / mTLS: the token is judged with its request (request_auth.py).
+        from .request_auth import VERDICT_KEY, asgi_request_context, verify_request
+
+        verdict = await verify_request(guard, asgi_request_context(scope, guard.trusted_proxies))
+        scope[VERDICT_KEY] = verdict
+        scope[SCOPE_KEY] = verdict.claims
+        return verdict.claims
     token = guard.extract(
         connection.headers.getlist("authorization"),
         connection.query_params.getlist("access_token"),
@@ -69,11 +80,13 @@ class Requirement:
     so FastAPI's ``dependency_overrides`` can replace one in tests.
     """
 
-    __slots__ = ("guard", "scopes")
+    __slots__ = ("guard", "policy", "scopes")
 
-    def __init__(self, guard: TokenGuard, scopes: ScopeRequirement) -> None:
+    def __init__(self, guard: TokenGuard, scopes: ScopeRequirement, policy: RoutePolicy | None = None) -> None:
         self.guard = guard
         self.scopes = scopes
+        #: Step-up and per-route DPoP conditions (route_policy.py), if any.
+        self.policy = policy
 
     def __repr__(self) -> str:
         mode = "any_of" if self.scopes.any_of else "all_of"
@@ -83,10 +96,10 @@ class Requirement:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, Requirement)
-        return self.guard is other.guard and self.scopes == other.scopes
+        return self.guard is other.guard and self.scopes == other.scopes and self.policy == other.policy
 
     def __hash__(self) -> int:
-        return hash((type(self), id(self.guard), self.scopes))
+        return hash((type(self), id(self.guard), self.scopes, self.policy))
 
     async def check(self, connection: HTTPConnection, declared: Sequence[str] = ()) -> TokenClaims:
         """Verify the connection's token, this requirement's scopes and ``declared``.
@@ -100,15 +113,25 @@ class Requirement:
             TokenError: missing or invalid token, or a scope is missing.
         """
         claims = await claims_for_connection(self.guard, connection)
-        if not declared:
-            self.scopes.check(claims.scopes)
-        elif self.scopes.any_of:
-            self.scopes.check(claims.scopes)
-            ScopeRequirement(tuple(declared)).check(claims.scopes)
-        else:
-            # One check over both lists, so the 403 names every scope the
-            # route needs (RFC 6750 §3.1 scope attribute).
-            ScopeRequirement(tuple(dict.fromkeys((*self.scopes.scopes, *declared)))).check(claims.scopes)
+        from .request_auth import VERDICT_KEY
+
+        verdict = connection.scope.get(VERDICT_KEY)
+        try:
+            if not declared:
+                self.scopes.check(claims.scopes)
+            elif self.scopes.any_of:
+                self.scopes.check(claims.scopes)
+                ScopeRequirement(tuple(declared)).check(claims.scopes)
+            else:
+                # One check over both lists, so the 403 names every scope the
+                # route needs (RFC 6750 §3.1 scope attribute).
+                ScopeRequirement(tuple(dict.fromkeys((*self.scopes.scopes, *declared)))).check(claims.scopes)
+            if self.policy is not None:
+                self.policy.check(claims, verdict, self.guard.clock())
+        except TokenError as error:
+            if verdict is not None and error.auth_scheme == "Bearer":
+                error.auth_scheme = verdict.scheme  # RFC 9449 §7.2: answer on the scheme used
+            raise
         return claims
 
     async def __call__(

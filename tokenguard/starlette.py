@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.authentication import AuthCredentials, BaseUser
 from starlette.requests import HTTPConnection
@@ -34,9 +34,15 @@ from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .options import AdapterOptions, path_in_app, resolve_options
+from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
+from .route_policy import RoutePolicy, check_route
 from .scopes import ScopeRequirement
+from .sender_config import is_sender_constrained, metadata_for_path
+
+if TYPE_CHECKING:
+    from .dpop import DPoPMode
 
 __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 
@@ -152,13 +158,24 @@ class TokenGuardMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http" and (metadata := metadata_for_path(self.guard, scope["method"], scope["path"])):
+            # RFC 9728 §3: the protected-resource metadata document, public.
+            await JSONResponse(metadata[1], status_code=metadata[0], headers=dict(metadata[2]))(scope, receive, send)
+            return
         if self._is_public(scope):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
         try:
-            receive, token = await self._find_token(scope, receive)
-            claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
+            if is_sender_constrained(self.guard):
+                # DPoP / mTLS: judged with the whole request (request_auth.py),
+                # tokens found under the same options as below.
+                receive, form_tokens = await self._form_tokens(scope, receive)
+                verdict = await verify_asgi(self.guard, scope, form_tokens, self.options)
+                claims = verdict.claims if verdict is not None else None
+            else:
+                receive, token = await self._find_token(scope, receive)
+                claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
@@ -192,17 +209,20 @@ class TokenGuardMiddleware:
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
         authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
         query_tokens = parameter_tokens(scope.get("query_string", b""))
-        form_tokens: list[str] = []
+        receive, form_tokens = await self._form_tokens(scope, receive)
+        try:
+            return receive, self.options.extract(self.guard, authorization, query_tokens, form_tokens)
+        except MissingToken:
+            return receive, None
+
+    async def _form_tokens(self, scope: Scope, receive: Receive) -> tuple[Receive, list[str]]:
         if (
             self.options.form_tokens_allowed(self.guard)
             and scope["type"] == "http"
             and scope.get("method") not in ("GET", "HEAD")
         ):
-            receive, form_tokens = await _read_form_tokens(scope, receive)
-        try:
-            return receive, self.options.extract(self.guard, authorization, query_tokens, form_tokens)
-        except MissingToken:
-            return receive, None
+            return await _read_form_tokens(scope, receive)
+        return receive, []
 
     async def _call_http(self, scope: Scope, receive: Receive, send: Send, claims: TokenClaims | None) -> None:
         started = False
@@ -214,6 +234,7 @@ class TokenGuardMiddleware:
                 started = True
                 if claims is not None:
                     message = self._secure(message, path)
+                    message = _with_verdict_headers(message, scope)
             await send(message)
 
         try:
@@ -304,13 +325,24 @@ def _served_docs(app: object) -> frozenset[str]:
     return frozenset(u for u in urls if isinstance(u, str) and u.startswith("/"))
 
 
-def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[[F], F]:
+def requires(
+    guard: TokenGuard,
+    *scopes: str,
+    any_of: bool = False,
+    acr_values: Sequence[str] = (),
+    max_age: int | None = None,
+    dpop: DPoPMode | None = None,
+) -> Callable[[F], F]:
     """Decorate a Starlette endpoint ``async def endpoint(request)`` with a scope check.
 
     Works with or without :class:`TokenGuardMiddleware`: without it the token
     is verified here. Failures are answered directly with the RFC 6750 response.
+    ``acr_values`` / ``max_age`` (step-up, RFC 9470) and ``dpop`` as for
+    :meth:`TokenGuard.requires`.
     """
     requirement = ScopeRequirement(tuple(scopes), any_of)
+    guard.declare_scopes(*scopes)  # for the RFC 9728 document
+    policy = RoutePolicy.of(guard, acr_values=acr_values, max_age=max_age, dpop=dpop)
 
     def decorator(endpoint: F) -> F:
         @functools.wraps(endpoint)
@@ -321,6 +353,7 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
             try:
                 claims = await claims_for_connection(guard, connection)
                 requirement.check(claims.scopes)
+                check_route(policy, claims, connection.scope.get(VERDICT_KEY), guard.clock())
             except TokenError as error:
                 return error_response(guard, error)
             _attach(connection.scope, claims)
@@ -329,6 +362,15 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _with_verdict_headers(message: Message, scope: Scope) -> Message:
+    """Add the request verdict's response headers (a fresh ``DPoP-Nonce``, RFC 9449 §8.2)."""
+    verdict = scope.get(VERDICT_KEY)
+    if verdict is None or not verdict.response_headers:
+        return message
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in verdict.response_headers]
+    return {**message, "headers": [*message.get("headers", []), *extra]}
 
 
 def _peer(scope: Scope) -> str | None:

@@ -30,7 +30,9 @@ from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .options import AdapterOptions, resolve_options
+from .request_auth import VERDICT_KEY, RequestVerdict, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
+from .sender_config import is_sender_constrained, metadata_for_path
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -57,6 +59,16 @@ def find_token(guard: TokenGuard, request: Request, options: AdapterOptions | No
         InvalidToken: over the size limit.
     """
     options = options or _GUARD_DEFAULTS
+    query_tokens, form_tokens = parameter_tokens_of(guard, request, options)
+    try:
+        return options.extract(guard, request.headers.getlist("Authorization"), query_tokens, form_tokens)
+    except MissingToken:
+        return None
+
+
+def parameter_tokens_of(guard: TokenGuard, request: Request, options: AdapterOptions) -> tuple[list[str], list[str]]:
+    """The ``access_token`` values of the query string and (when form tokens are
+    allowed) of an urlencoded body of at most 64 KiB, which is replayed."""
     form_tokens: list[str] = []
     if (
         options.form_tokens_allowed(guard)
@@ -64,15 +76,7 @@ def find_token(guard: TokenGuard, request: Request, options: AdapterOptions | No
         and request.mimetype == "application/x-www-form-urlencoded"
     ):
         form_tokens = _form_tokens(request.environ)
-    try:
-        return options.extract(
-            guard,
-            request.headers.getlist("Authorization"),
-            parameter_tokens(request.environ.get("QUERY_STRING", "")),
-            form_tokens,
-        )
-    except MissingToken:
-        return None
+    return parameter_tokens(request.environ.get("QUERY_STRING", "")), form_tokens
 
 
 _GUARD_DEFAULTS = AdapterOptions()
@@ -104,11 +108,17 @@ def error_wsgi_response(guard: TokenGuard, error: TokenError) -> tuple[str, list
     return f"{rendered.status_code} {HTTPStatus(rendered.status_code).phrase}", headers, body
 
 
-def secure_start_response(start_response: StartResponse, policy: ResponsePolicy, path: str) -> StartResponse:
-    """Wrap ``start_response`` to apply the authenticated-response header rules."""
+def secure_start_response(
+    start_response: StartResponse, policy: ResponsePolicy, path: str, verdict: RequestVerdict | None = None
+) -> StartResponse:
+    """Wrap ``start_response`` to apply the authenticated-response header rules
+    (and add the verdict's headers, e.g. a fresh ``DPoP-Nonce``)."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        return start_response(status, policy.secure(headers, path), exc_info)
+        secured = policy.secure(headers, path)
+        if verdict is not None:
+            secured = [*secured, *verdict.response_headers]
+        return start_response(status, secured, exc_info)
 
     return wrapped
 
@@ -162,16 +172,31 @@ class TokenGuardWSGIMiddleware:
         raw_path = environ.get("PATH_INFO", "")
         # werkzeug folds a leading "//" into "/"; the application may not.
         path = raw_path if raw_path.startswith("//") else request.path
+        metadata = metadata_for_path(self.guard, request.method, path)
+        if metadata is not None:
+            # RFC 9728 §3: the protected-resource metadata document, public.
+            body = json.dumps(metadata[1]).encode()
+            start_response("200 OK", [*metadata[2], ("Content-Type", "application/json")])
+            return [body]
         if self.options.is_public(path):
             environ[CLAIMS_KEY] = None
             return self.app(environ, start_response)
         claims: TokenClaims | None = None
         try:
-            token = find_token(self.guard, request, self.options)
-            if token is not None:
-                claims = self.guard.verify_sync(token, client=request.remote_addr)
-            elif self.protect:
-                raise MissingToken()
+            if is_sender_constrained(self.guard):
+                # DPoP / mTLS: judged with the whole request (request_auth.py),
+                # tokens found under the same options.
+                query_tokens, form_tokens = parameter_tokens_of(self.guard, request, self.options)
+                verdict = verify_wsgi(self.guard, environ, query_tokens, form_tokens, self.options)
+                claims = verdict.claims if verdict is not None else None
+                if claims is None and self.protect:
+                    raise MissingToken()
+            else:
+                token = find_token(self.guard, request, self.options)
+                if token is not None:
+                    claims = self.guard.verify_sync(token, client=request.remote_addr)
+                elif self.protect:
+                    raise MissingToken()
         except TokenError as error:
             status, headers, body = error_wsgi_response(self.guard, error)
             start_response(status, headers)
@@ -180,4 +205,4 @@ class TokenGuardWSGIMiddleware:
         if claims is None:
             return self.app(environ, start_response)
 
-        return self.app(environ, secure_start_response(start_response, self.policy, path))
+        return self.app(environ, secure_start_response(start_response, self.policy, path, environ.get(VERDICT_KEY)))

@@ -7,6 +7,10 @@
 // Issues client-credentials tokens: JWT (typ at+jwt) for the resource
 // indicators https://api.test/ and https://other.test/ (RFC 8707), opaque
 // when no resource is requested. Introspection and revocation are enabled.
+// Sender-constrained tokens: a DPoP proof at the token endpoint binds the
+// token to its key (cnf.jkt, RFC 9449); the client "mtls-app" gets tokens bound
+// to the certificate passed URL-encoded in the x-client-cert header (cnf.x5t#S256,
+// RFC 8705; this fixture has no TLS listener, so the header stands in for it).
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.PORT);
@@ -14,6 +18,8 @@ const issuer = `http://127.0.0.1:${port}`;
 const RESOURCES = {
   'https://api.test/': 'read write',
   'https://other.test/': 'read write',
+  // An MCP server's canonical URI (RFC 8707 audience for tests/test_mcp.py).
+  'https://mcp.test/mcp': 'mcp:tools read',
 };
 
 const client = (id, secret, method) => ({
@@ -23,7 +29,7 @@ const client = (id, secret, method) => ({
   response_types: [],
   redirect_uris: [],
   token_endpoint_auth_method: method,
-  scope: 'read write',
+  scope: 'read write mcp:tools',
 });
 
 const provider = new Provider(issuer, {
@@ -31,14 +37,26 @@ const provider = new Provider(issuer, {
     client('app', 'app-secret', 'client_secret_basic'),
     client('rs-basic', 'rs-basic-secret', 'client_secret_basic'),
     client('rs-post', 'rs-post-secret', 'client_secret_post'),
+    { ...client('mtls-app', 'mtls-app-secret', 'client_secret_basic'), tls_client_certificate_bound_access_tokens: true },
   ],
   jwks: JSON.parse(process.env.JWKS),
-  scopes: ['read', 'write'],
+  scopes: ['read', 'write', 'mcp:tools'],
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    dPoP: { enabled: true },
+    // RFC 9701: signed introspection answers for clients that Accept them.
+    jwtIntrospection: { enabled: true },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      getCertificate(ctx) {
+        const value = ctx.get('x-client-cert');
+        return value ? decodeURIComponent(value) : undefined;
+      },
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
@@ -55,6 +73,7 @@ const provider = new Provider(issuer, {
       },
     },
   },
+  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'EdDSA', 'PS256', 'RS256'] },
   ttl: { ClientCredentials: 300 },
 });
 provider.proxy = false;

@@ -1,0 +1,132 @@
+"""The guard's sender-constraint and resource settings, normalised and described.
+
+No I/O. Turns the guard's ``dpop=``, ``mtls=`` and ``trusted_proxies=``
+arguments into settings objects (rejecting wrong types at construction), and
+builds the RFC 9728 document from the guard's configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .dpop import DPoPSettings
+from .errors import ConfigurationError
+from .forwarded import TrustedProxies
+from .mtls import MTLSSettings
+from .resource_metadata import ProtectedResourceMetadata
+
+if TYPE_CHECKING:
+    from ._http import Flow
+    from .guard import TokenGuard
+    from .introspection import Introspection
+    from .issuer import IssuerRuntime
+    from .keys import KeySet
+
+__all__ = ["is_sender_constrained", "metadata_document", "sender_settings"]
+
+
+def sender_settings(
+    dpop: object, mtls: object, trusted_proxies: object
+) -> tuple[DPoPSettings | None, MTLSSettings | None, TrustedProxies | None]:
+    """Normalise the guard's ``dpop``, ``mtls`` and ``trusted_proxies`` arguments.
+
+    Raises:
+        ConfigurationError: a value of the wrong type or an unknown DPoP mode.
+    """
+    dpop_settings: DPoPSettings | None
+    if dpop is None or isinstance(dpop, DPoPSettings):
+        dpop_settings = dpop
+    elif isinstance(dpop, str):
+        dpop_settings = DPoPSettings(mode=dpop)  # type: ignore[arg-type]  # checked in __post_init__
+    else:
+        raise ConfigurationError("dpop must be a DPoPSettings or one of 'disabled', 'allowed', 'required'")
+    mtls_settings: MTLSSettings | None
+    if mtls is None or mtls is False:
+        mtls_settings = None
+    elif mtls is True:
+        mtls_settings = MTLSSettings()
+    elif isinstance(mtls, MTLSSettings):
+        mtls_settings = mtls
+    else:
+        raise ConfigurationError("mtls must be an MTLSSettings, True or False")
+    if trusted_proxies is not None and not isinstance(trusted_proxies, TrustedProxies):
+        raise ConfigurationError("trusted_proxies must be a TrustedProxies")
+    return dpop_settings, mtls_settings, trusted_proxies
+
+
+def is_sender_constrained(guard: TokenGuard) -> bool:
+    """Whether requests must be judged as a whole (DPoP or mTLS configured), not by the token alone."""
+    return (guard.dpop is not None and guard.dpop.enabled) or guard.mtls is not None
+
+
+def metadata_document(guard: TokenGuard) -> dict[str, Any]:
+    """The guard's RFC 9728 document.
+
+    Raises:
+        ConfigurationError: the guard was built without ``resource``.
+    """
+    if guard.resource is None:
+        raise ConfigurationError("protected-resource metadata needs resource= on the guard")
+    servers: list[str] = list(guard._issuers)
+    introspection = guard._introspection
+    if introspection is not None and introspection.issuer and introspection.issuer not in servers:
+        servers.append(introspection.issuer)
+    methods = ["header"]
+    if guard.allow_form_token:
+        methods.append("body")
+    if guard.allow_query_token:
+        methods.append("query")
+    dpop = guard.dpop if guard.dpop is not None and guard.dpop.enabled else None
+    return ProtectedResourceMetadata(
+        resource=guard.resource,
+        authorization_servers=tuple(servers),
+        scopes_supported=tuple(sorted(guard.route_scopes)),
+        bearer_methods_supported=tuple(methods),
+        dpop_signing_alg_values_supported=dpop.algorithms if dpop is not None else (),
+        dpop_bound_access_tokens_required=dpop is not None and dpop.mode == "required",
+        tls_client_certificate_bound_access_tokens=guard.mtls is not None,
+        resource_name=guard.resource_name,
+    ).to_dict()
+
+
+def metadata_for_path(
+    guard: TokenGuard, method: str, path: str
+) -> tuple[int, dict[str, Any], list[tuple[str, str]]] | None:
+    """The response for a request of the RFC 9728 document, or ``None`` for any other path.
+
+    Public (no token needed), cacheable for an hour, readable cross-origin so
+    browser-based clients (MCP inspectors) can discover the authorization server.
+    """
+    if guard.resource is None or method not in ("GET", "HEAD"):
+        return None
+    from .resource_metadata import metadata_paths
+
+    if path not in metadata_paths(guard.resource):
+        return None
+    headers = [("Cache-Control", "public, max-age=3600"), ("Access-Control-Allow-Origin", "*")]
+    return 200, metadata_document(guard), headers
+
+
+def introspection_keys_flow(
+    introspection: Introspection, issuers: Mapping[str, IssuerRuntime]
+) -> Callable[[str | None, float], Flow[KeySet]]:
+    """Where RFC 9701 signed introspection answers find their keys: the issuer's JWKS.
+
+    Raises:
+        ConfigurationError: ``issuer`` is not one of the guard's JWT issuers.
+    """
+    runtime = issuers.get(introspection.issuer or "")
+    if runtime is None:
+        raise ConfigurationError("signed_answers needs the introspection issuer configured as a JWT issuer")
+    jwks = runtime.jwks
+    if jwks is not None:
+        return jwks.keys_flow
+    static = runtime.static
+    assert static is not None
+
+    def static_keys(kid: str | None, now: float) -> Flow[KeySet]:
+        return static
+        yield  # a generator that performs no effect
+
+    return static_keys
