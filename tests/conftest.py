@@ -81,7 +81,8 @@ class WSGIServer:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll so that shutdown() returns at once, not after the default 0.5 s.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -344,7 +344,8 @@ class DianServer:
         return 404, {}
 
     def __enter__(self) -> DianServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # A short poll so that shutdown() returns at once, not after the default 0.5 s.
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
