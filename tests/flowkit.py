@@ -142,4 +142,5 @@ def ec_jwk(kid: str) -> dict[str, str]:
     def b64(value: int) -> str:
         return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
 
-    return {"kty": "EC", "crv": "P-256", "x": b64(numbers.x), "y": b64(numbers.y), "kid": kid, "alg": "ES256", "use": "sig"}
+    x, y = b64(numbers.x), b64(numbers.y)
+    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
