@@ -118,7 +118,8 @@ class _StoppableServer(ThreadingHTTPServer):
                 while not self._stopping.is_set():
                     for key, _ in selector.select():
                         if key.fileobj is self and not self._stopping.is_set():
-                            self._handle_request_noblock()
+                            # A connection is waiting, so this accepts it without blocking.
+                            self.handle_request()
                     self.service_actions()
         finally:
             self._stopped.set()
