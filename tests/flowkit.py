@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Generator, Mapping
 from typing import Any, Generic, TypeVar
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tokenguard._http import HttpReply, HttpRequest, SharedEffect
@@ -126,6 +128,17 @@ class Step(Generic[T]):
         assert self.done, f"the flow still waits on {self._effect!r}"
         value: T = self._value
         return value
+
+
+def forbid_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to open a network connection fail the test: flow tests must need none."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a flow test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def returns_at_once(flow: Generator[Any, Any, T]) -> T:

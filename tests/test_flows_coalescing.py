@@ -14,13 +14,20 @@ import threading
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tokenguard._http import AsyncCoalescer, HttpReply, SyncCoalescer, run_async, run_sync
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.keys import KeySet
 from tokenguard.sources import FetchSettings, JWKSSource
 
-from .flowkit import ec_jwk
+from .flowkit import ec_jwk, forbid_network
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_network(monkeypatch)
+
 
 JWKS_URI = "https://idp.test/jwks"
 T0 = 1_800_000_000.0

@@ -19,7 +19,13 @@ from tokenguard.errors import ServiceUnavailable
 from tokenguard.introspection import Introspection, IntrospectionResult, introspect_flow
 from tokenguard.sources import FetchSettings, MetadataSource
 
-from .flowkit import Step
+from .flowkit import Step, forbid_network
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_network(monkeypatch)
+
 
 ENDPOINT = "https://idp.test/introspect"
 ISSUER = "https://idp.test"

@@ -31,7 +31,13 @@ from tokenguard.shared import (
 )
 from tokenguard.sources import FetchSettings, JWKSSource, MetadataSource
 
-from .flowkit import Step, canned, ec_jwk
+from .flowkit import Step, canned, ec_jwk, forbid_network
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_network(monkeypatch)
+
 
 ISSUER = "https://idp.test"
 JWKS_URI = "https://idp.test/jwks"

@@ -15,7 +15,13 @@ import pytest
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.sources import FetchSettings, JWKSSource, MetadataSource, discovery_urls
 
-from .flowkit import Step, canned, ec_jwk, returns_at_once
+from .flowkit import Step, canned, ec_jwk, forbid_network, returns_at_once
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid_network(monkeypatch)
+
 
 ISSUER = "https://idp.test"
 PATH_ISSUER = "https://idp.test/tenant/a"
