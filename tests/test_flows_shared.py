@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+import httpx
 import pytest
 
+from tokenguard import Introspection, TokenGuard
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.shared import (
     SharedAdd,
@@ -198,6 +201,7 @@ class DictStore:
     def __init__(self, **values: bytes) -> None:
         self.values: dict[str, bytes] = dict(values)
         self.reads = 0
+        self.locks: list[str] = []
 
     def get_sync(self, key: str) -> bytes | None:
         self.reads += 1
@@ -246,3 +250,88 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
 
     value, reads = asyncio.run(run())
     assert value == expected and reads <= 3
+
+
+# ------------------------------------------------------------------ guard-level elections, in memory
+
+
+INTROSPECT = "https://idp.test/introspect"
+
+
+class ElectionWorld:
+    """Guards ("processes") sharing one in-memory store, their introspection endpoint in memory too."""
+
+    def __init__(self, store: DictStore) -> None:
+        self.store = store
+        self.calls = 0
+        self.clients: list[httpx.Client] = []
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(200, json={"active": True, "sub": "u1", "scope": "read", "exp": time.time() + 300})
+
+    def guard(self) -> TokenGuard:
+        client = httpx.Client(transport=httpx.MockTransport(self.answer))
+        self.clients.append(client)
+        return TokenGuard(
+            introspection=Introspection(endpoint=INTROSPECT, client_id="rs", client_secret="pw"),
+            cache=self.store,
+            http_client=client,
+        )
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def test_a_result_introspected_by_one_guard_serves_another_without_a_call() -> None:
+    """The winner's introspection is shared: a second process finds it in the store and asks no one."""
+    world = ElectionWorld(DictStore())
+    first, second = world.guard(), world.guard()
+    assert first.verify_sync("opaque-1").subject == "u1"
+    assert world.calls == 1
+    assert not any(key.startswith("l:") for key in world.store.values)  # the lock was released
+    claims = second.verify_sync("opaque-1")
+    assert claims.subject == "u1" and claims.scopes == {"read"}
+    assert world.calls == 1
+    world.close()
+
+
+def test_a_guard_that_finds_the_lock_taken_waits_then_asks_itself() -> None:
+    """Another process holds the lock and never stores a result: after lock_wait, the guard introspects."""
+
+    class LockedStore(DictStore):
+        lock_wait = 0.05
+
+        def add_sync(self, key: str, value: bytes, ttl: float) -> bool:
+            self.locks.append(key)
+            self.values.setdefault(key, value)
+            return False  # someone else won every election
+
+    store = LockedStore()
+    world = ElectionWorld(store)
+    assert world.guard().verify_sync("opaque-2").subject == "u1"
+    assert world.calls == 1
+    assert len(store.locks) == 1 and store.locks[0].startswith("l:r:")  # it stood for election, and lost
+    assert store.reads > 3  # and polled the store while the lock holder had a chance to answer
+    world.close()
+
+
+def test_async_guards_share_through_the_store_too() -> None:
+    """The asyncio runner performs the same store effects: the second guard makes no call."""
+    world = ElectionWorld(DictStore())
+
+    async def main() -> list[str | None]:
+        subjects = []
+        for _ in range(2):
+            async with httpx.AsyncClient(transport=httpx.MockTransport(world.answer)) as client:
+                guard = TokenGuard(
+                    introspection=Introspection(endpoint=INTROSPECT, client_id="rs", client_secret="pw"),
+                    cache=world.store,
+                    async_http_client=client,
+                )
+                subjects.append((await guard.verify("opaque-3")).subject)
+        return subjects
+
+    assert asyncio.run(main()) == ["u1", "u1"]
+    assert world.calls == 1
