@@ -102,6 +102,9 @@ class _StoppableServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    #: Bounds handle_request()'s own wait, should a waiting connection vanish
+    #: before it is accepted: the loop then gets back to watching for a stop.
+    timeout = 1.0
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)
