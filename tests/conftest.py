@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -26,6 +27,26 @@ def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture(autouse=True)
+def _lazy_trust_store(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every ``httpx`` client the suite creates gets a trust store that loads lazily.
+
+    httpx builds an SSL context per client and, by default or with
+    ``SSL_CERT_FILE``, parses a whole CA bundle into it: about 35 ms of CPU per
+    client, and the suite creates hundreds (each guard, each ``httpx.get``).
+    With only ``SSL_CERT_DIR`` (httpx's documented ``trust_env`` variables),
+    OpenSSL looks certificates up in the hashed directory when a handshake
+    needs them, so a client costs well under a millisecond. Every test talks
+    plain HTTP on loopback, so no handshake ever happens.
+    """
+    capath = ssl.get_default_verify_paths().capath
+    if capath is None or not os.path.isdir(capath):
+        capath = str(tmp_path_factory.getbasetemp() / "no-certificates")
+        os.makedirs(capath, exist_ok=True)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", capath)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +102,8 @@ class WSGIServer:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll so that shutdown() returns at once, not after the default 0.5 s.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -111,7 +111,7 @@ class FakeServer:
         return [r.path for r in self.requests]
 
     def __enter__(self) -> Any:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

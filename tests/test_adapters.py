@@ -1,6 +1,6 @@
 """Adapters end to end: real uvicorn (ASGI) and a threaded Werkzeug server (WSGI), driven by httpx.
 
-Each DESIGN.md behaviour row is checked on every stack: Starlette middleware,
+Each row of the README's "What a client gets back" table is checked on every stack: Starlette middleware,
 FastAPI dependencies, the WSGI middleware and the Flask extension.
 """
 

@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# Each run starts servers and loads them for seconds; CI (scripts/test) runs them all,
+# `pytest -m "not slow"` leaves them out while iterating.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,8 +70,6 @@ def test_http_benchmark_runs_every_case() -> None:
     if shutil.which("wrk") is None:
         if in_ci():
             raise AssertionError("wrk is missing (scripts/test installs Debian's package)")
-        import pytest
-
         pytest.skip("wrk is not installed")
     data = run_quick("bench_http.py", "http.json", timeout=600)
     cases = {(r["stack"], r["mode"], r["tokens"]) for r in data["runs"]}

@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ._abnf import OWS, QUOTED_CONTENT, TOKEN
+
 __all__ = ["CacheControl", "document_ttl"]
 
-_DIRECTIVE = re.compile(r"""\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*)))?\s*""")
+# cache-directive = token [ "=" ( token / quoted-string ) ]   (RFC 9111 §5.2); the
+# unquoted argument is read leniently (up to a comma or space), as caches do.
+_DIRECTIVE = re.compile(rf"{OWS}({TOKEN}){OWS}(?:={OWS}(?:{QUOTED_CONTENT}|([^,\s]*)))?{OWS}")
 
 
 def _delta_seconds(value: str | None) -> int | None:

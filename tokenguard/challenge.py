@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ._abnf import OWS, QUOTABLE_CHAR, QUOTED_CONTENT, TOKEN, TOKEN_RE, is_token, quote, unescape
+
 __all__ = ["Challenge", "parse_challenges", "sanitize_error_text"]
 
 # RFC 6750 §3: error-description characters (printable ASCII minus '"' and '\').
@@ -24,10 +26,8 @@ _ERROR_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _NOT_ERROR_TEXT = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 # RFC 6750 §3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-# RFC 9110 §5.6.2 token, used for auth-param names and the scheme.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.6.4 qdtext: HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text.
-_QUOTABLE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# What a quoted-string can carry (RFC 9110 §5.6.4, in _abnf.py).
+_QUOTABLE = re.compile(QUOTABLE_CHAR + "*")
 
 
 def sanitize_error_text(text: str, fallback: str = "") -> str:
@@ -42,10 +42,10 @@ def sanitize_error_text(text: str, fallback: str = "") -> str:
 
 
 def _quote(value: str) -> str:
-    """Quote ``value`` as an RFC 9110 quoted-string (the reverse of ``_unquote``)."""
+    """Quote ``value`` as an RFC 9110 quoted-string; characters it cannot carry become ``?``."""
     if not _QUOTABLE.fullmatch(value):
         value = re.sub(r"[^\t\x20-\x7e]", "?", value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quote(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ class Challenge:
     extra: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not _TOKEN.fullmatch(self.scheme):
+        if not is_token(self.scheme):
             raise ValueError("scheme must be an RFC 9110 token")
         if self.error is not None and not _SCOPE_TOKEN.fullmatch(self.error):
             raise ValueError("error code must use the RFC 6750 charset")
@@ -81,7 +81,7 @@ class Challenge:
             if not _SCOPE_TOKEN.fullmatch(token):
                 raise ValueError("scope tokens must use the RFC 6750 scope-token charset")
         for name, _ in self.extra:
-            if not _TOKEN.fullmatch(name):
+            if not is_token(name):
                 raise ValueError("auth-param names must be RFC 9110 tokens")
 
     def to_header(self) -> str:
@@ -108,15 +108,8 @@ class Challenge:
 
 # A tiny RFC 9110 §11.6.1 challenge parser, strict enough to check our own
 # output and what other servers send; it is not used on the request path.
-_PARAM = re.compile(
-    r"""\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*
-        (?:"((?:[^"\\]|\\.)*)"|([!#$%&'*+\-.^_`|~0-9A-Za-z]+))\s*""",
-    re.VERBOSE,
-)
-
-
-def _unquote(raw: str) -> str:
-    return re.sub(r"\\(.)", r"\1", raw)
+# auth-param = token BWS "=" BWS ( token / quoted-string )   (RFC 9110 §11.2)
+_PARAM = re.compile(rf"{OWS}({TOKEN}){OWS}={OWS}(?:{QUOTED_CONTENT}|({TOKEN})){OWS}")
 
 
 def parse_challenges(value: str) -> list[Challenge]:
@@ -129,7 +122,7 @@ def parse_challenges(value: str) -> list[Challenge]:
     pos = 0
     value = value.strip()
     while pos < len(value):
-        scheme_match = _TOKEN.match(value, pos)
+        scheme_match = TOKEN_RE.match(value, pos)
         if scheme_match is None:
             raise ValueError(f"expected an auth-scheme at offset {pos}")
         scheme = scheme_match.group(0)
@@ -144,7 +137,7 @@ def parse_challenges(value: str) -> list[Challenge]:
                 break
             name = param.group(1)
             raw = param.group(2)
-            val = _unquote(raw) if raw is not None else (param.group(3) or "")
+            val = unescape(raw) if raw is not None else (param.group(3) or "")
             if name.lower() in params or any(n.lower() == name.lower() for n, _ in extra):
                 raise ValueError(f"duplicate auth-param {name!r}")
             if name.lower() in {"realm", "error", "error_description", "scope"}:

@@ -73,8 +73,8 @@ class RedisCache:
             stores JSON authenticated (HMAC) but readable by whoever reads Redis.
         local_ttl: longest an entry read from or written to Redis stays in
             the in-process cache in front of it (never past its own
-            lifetime). Short enough that entries removed from Redis by
-            :meth:`~tokenguard.TokenGuard.forget` vanish everywhere soon.
+            lifetime). Short enough that an entry deleted from Redis (by
+            an operator, say, after a revocation) vanishes everywhere soon.
         share_jwt_results: share verified-JWT results too. Off by default: a
             round trip to Redis costs more than verifying a signature, so only
             results that needed an upstream call (introspection, revocation
