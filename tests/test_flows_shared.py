@@ -113,6 +113,35 @@ def test_a_loser_whose_wait_ends_empty_fetches_itself() -> None:
     assert isinstance(step.effect, SharedSet)
 
 
+def test_a_loser_that_fetched_itself_shares_its_copy_but_releases_no_lock() -> None:
+    """It never held the lock: deleting it would free the lock of whichever process holds it now."""
+    step = Step(shared_metadata().metadata_flow(T0))
+    step.answer(None)
+    step.store(SharedAdd, LOCK)
+    step.answer(False)
+    step.store(SharedWait)
+    step.answer((None, False))
+    step.request("GET", WELL_KNOWN)
+    step.reply(200, META)
+    step.store(SharedSet, DOC_KEY)
+    assert step.answer(None).result() == META
+    assert not any(isinstance(effect, SharedDelete) for effect in step.effects)
+
+
+def test_the_winner_shares_its_copy_then_releases_its_lock() -> None:
+    """The process that took the lock publishes the document, then deletes the lock."""
+    step = Step(shared_metadata().metadata_flow(T0))
+    step.answer(None)
+    step.store(SharedAdd, LOCK)
+    step.answer(True)
+    step.request("GET", WELL_KNOWN)
+    step.reply(200, META)
+    step.store(SharedSet, DOC_KEY)
+    step.answer(None)
+    step.store(SharedDelete, LOCK)
+    assert step.answer(None).result() == META
+
+
 def test_a_fresh_copy_from_another_process_is_used_before_any_lock() -> None:
     """Another process's copy, newer than ours: no lock, no HTTP."""
     source = shared_metadata()

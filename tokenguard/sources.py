@@ -273,10 +273,10 @@ class MetadataSource:
             _, reply = yield from self._discover(state.generation)
             return reply
 
-        reply, fetched = yield from shared_fetch_flow(name, seen, now, policy, fetch)
+        reply, fetched, leader = yield from shared_fetch_flow(name, seen, now, policy, fetch)
         document = self._document_of(reply, "discovery document")
         if fetched:
-            yield from publish_flow(name, reply, now, _ttl(reply, self.settings))
+            yield from publish_flow(name, reply, now, _ttl(reply, self.settings), release=leader)
         return document, reply
 
     def _document_of(self, reply: HttpReply, where: str) -> dict[str, Any]:
@@ -426,10 +426,10 @@ class JWKSSource:
             if keys is not None and (kid is None or keys.has_kid(kid)):
                 return keys
             seen = copy[1]  # that copy lacks the kid: wait only for a newer one
-        reply, fetched = yield from shared_fetch_flow(request.url, seen, now, policy, _one(request))
+        reply, fetched, leader = yield from shared_fetch_flow(request.url, seen, now, policy, _one(request))
         keys = self._apply(reply, now)
         if fetched:
-            yield from publish_flow(request.url, reply, now, _ttl(reply, self.settings))
+            yield from publish_flow(request.url, reply, now, _ttl(reply, self.settings), release=leader)
         return keys
 
     def _apply(self, reply: HttpReply, now: float) -> KeySet:
