@@ -25,6 +25,7 @@ import datetime
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -80,8 +81,16 @@ def _secret(args: argparse.Namespace) -> str | None:
     return None
 
 
+#: Beyond this many seconds (about 31,700 years) a time is shown as "far" rather than counted.
+_FAR = 1e12
+
+
 def relative(seconds: float) -> str:
     """``seconds`` from now as ``in 4m 12s`` / ``3h 2m ago``."""
+    if math.isnan(seconds):
+        return "at no time (not a number)"
+    if abs(seconds) > _FAR:  # a hostile token's 1e400 or 10**400 must not crash or print 400 digits
+        return "in the far future" if seconds > 0 else "in the far past"
     span = abs(int(round(seconds)))
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -94,10 +103,22 @@ def relative(seconds: float) -> str:
     return f"in {text}" if seconds >= 0 else f"{text} ago"
 
 
+def _number(value: object) -> float | None:
+    """A JSON number as a float (an int too large for one becomes ±inf); ``None`` for anything else."""
+    if type(value) is float:
+        return value  # type: ignore[return-value]  # checked above
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:  # JSON allows integers of any size; float() does not
+            return math.inf if value > 0 else -math.inf  # type: ignore[operator]  # an int, checked above
+    return None
+
+
 def _when(value: object, now: float) -> dict[str, Any] | None:
-    if type(value) not in (int, float) or isinstance(value, bool):
+    number = _number(value)
+    if number is None:
         return None
-    number = float(value)  # type: ignore[arg-type]  # int or float, checked above
     try:
         iso = datetime.datetime.fromtimestamp(number, datetime.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
@@ -171,18 +192,19 @@ def problems(jws: UnverifiedJWS, now: float) -> list[str]:
     elif not isinstance(aud, str):
         found.append("aud is neither a string nor a list of strings: refused")
     exp = claims.get("exp")
+    exp_number = _number(exp)
     if exp is None:
         found.append("no exp claim: refused by default (require_exp)")
-    elif _when(exp, now) is None:
+    elif exp_number is None:
         found.append("exp is not a number: refused")
-    elif float(exp) <= now:
-        found.append(f"expired {relative(float(exp) - now).removesuffix(' ago')} ago")
-    nbf = claims.get("nbf")
-    if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now:
-        found.append(f"not valid yet: nbf is {relative(float(nbf) - now)}")
-    iat = claims.get("iat")
-    if isinstance(iat, int | float) and not isinstance(iat, bool) and iat > now:
-        found.append(f"issued in the future: iat is {relative(float(iat) - now)} (clock skew?)")
+    elif exp_number <= now:
+        found.append(f"expired {relative(exp_number - now).removesuffix(' ago')} ago")
+    nbf = _number(claims.get("nbf"))
+    if nbf is not None and nbf > now:
+        found.append(f"not valid yet: nbf is {relative(nbf - now)}")
+    iat = _number(claims.get("iat"))
+    if iat is not None and iat > now:
+        found.append(f"issued in the future: iat is {relative(iat - now)} (clock skew?)")
     if "nonce" in claims or "at_hash" in claims:
         found.append("carries nonce/at_hash: looks like an OpenID Connect ID token, not an access token")
     if "cnf" in claims:
@@ -192,12 +214,13 @@ def problems(jws: UnverifiedJWS, now: float) -> list[str]:
 
 def _human_inspect(result: Mapping[str, Any]) -> str:
     lines = ["header (not verified):"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in result["header"].items()]
+    # Member names come from the token: escaped (json.dumps escapes the values), so ESC or CR cannot drive the terminal.
+    lines += [f"  {loggable(k)}: {json.dumps(v)}" for k, v in result["header"].items()]
     lines.append("claims (not verified):")
     for key, value in result["claims"].items():
         when = result["times"].get(key)
         suffix = f"   ({when['utc']}, {when['relative']})" if when and when.get("utc") else ""
-        lines.append(f"  {key}: {json.dumps(value)}{suffix}")
+        lines.append(f"  {loggable(key)}: {json.dumps(value)}{suffix}")
     if result["problems"]:
         lines.append("looks wrong:")
         lines += [f"  - {p}" for p in result["problems"]]
@@ -451,9 +474,10 @@ def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
                 entry = _get(client, check_url(jwks_uri, require_https=not args.allow_http, what="jwks_uri"))
                 document = entry.pop("document", None)
                 if isinstance(document, dict):
+                    listed = document.get("keys")  # the issuer's word: any JSON at all (RFC 7517 §5 says an array)
                     entry["keys"] = [
                         {k: key.get(k) for k in ("kid", "kty", "alg", "use", "crv")}
-                        for key in document.get("keys", [])
+                        for key in (listed if isinstance(listed, list) else [])
                         if isinstance(key, dict)
                     ]
                     try:
@@ -479,7 +503,7 @@ def _human_discover(result: Mapping[str, Any]) -> str:
     jwks = result.get("jwks")
     if jwks:
         answer = jwks.get("error") if jwks.get("status") is None else f"HTTP {jwks['status']}"
-        lines.append(f"jwks {jwks['url']}: {answer} in {jwks.get('ms')} ms")
+        lines.append(f"jwks {loggable(jwks['url'], 300)}: {answer} in {jwks.get('ms')} ms")
         if jwks.get("status") == 200:
             lines.append(f"  cache {jwks.get('cache_control') or '-'} -> kept {jwks['lifetime_s']:g}s")
             for key in jwks.get("keys", []):
@@ -487,8 +511,11 @@ def _human_discover(result: Mapping[str, Any]) -> str:
                 lines.append(f"  kid {kid}: {kty} {crv if crv != '-' else ''} alg {alg}")
             for reason in jwks.get("unusable", []):
                 lines.append(f"  unusable: {reason}")
-    if result.get("scopes_supported") is not None:
-        lines.append(f"scopes_supported: {' '.join(map(str, result['scopes_supported']))}")
+    scopes = result.get("scopes_supported")
+    if scopes is not None:
+        # The issuer's words reach the terminal escaped (ESC, CR), as log lines do.
+        shown = " ".join(loggable(s) for s in scopes) if isinstance(scopes, list) else loggable(scopes)
+        lines.append(f"scopes_supported: {shown}")
     readiness = result["readiness"]
     lines.append("readiness: " + ("ready" if readiness["ok"] else "NOT READY"))
     marks = {"ok": "ok  ", "warning": "WARN", "failed": "FAIL"}
