@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -635,3 +636,40 @@ def test_redaction_matches_the_url_as_httpx_prints_it() -> None:
     assert str(request.url).startswith("https://api.dian-redaction.example/identidad")
     assert "hidden-value" not in str(_REDACTOR.redact(request.url, frozenset()))
     client.close()
+
+
+class _NonRotatingLiberty(LibertyFake):
+    """A provider that does not rotate refresh tokens: refresh answers carry no ``refresh_token`` (RFC 6749 §6)."""
+
+    def _token(self, form: dict[str, str]) -> Reply:
+        kept = self.refresh.get(form.get("refresh_token", "")) if form.get("grant_type") == "refresh_token" else None
+        status, headers, body = super()._token(form)
+        if kept is None:
+            return status, headers, body
+        self.refresh[form["refresh_token"]] = kept  # still valid: it was not replaced
+        answer = json.loads(body)
+        del answer["refresh_token"], answer["id_token"]
+        return json_reply(status, answer, headers)
+
+
+def test_refresh_without_a_new_refresh_token_keeps_the_old_one() -> None:
+    """RFC 6749 §6: when a refresh answer issues no new refresh token, the client keeps using the one it has."""
+    clock = Clock()
+    with _NonRotatingLiberty() as op:
+        auth = AuthorizationCodeAuth(
+            op.client_id, op.client_secret, issuer=op.issuer, redirect_uri=REDIRECT, clock=clock
+        )
+        first = auth.exchange_code_sync(op.authorize(redirect_uri=REDIRECT, scope="openid"))
+        for _ in range(3):
+            clock.now += op.expires_in
+            refreshed = auth.get_token_sync()
+            assert refreshed.refresh_token == first.refresh_token
+            assert refreshed.id_token == first.id_token  # the ID token the exchange gave is not forgotten
+        grants = [r.form.get("grant_type") for r in op.requests if r.path.endswith("/token")]
+        assert grants == ["authorization_code", "refresh_token", "refresh_token", "refresh_token"]
+
+        async def main() -> None:
+            clock.now += op.expires_in
+            assert (await auth.get_token()).refresh_token == first.refresh_token
+
+        asyncio.run(main())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import threading
@@ -310,13 +311,16 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         with _unreachable(self.token_endpoint):
             response = http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return parse_token_response(
-            response.status_code,
-            _lower(response.headers),
-            response.content,
-            self._clock(),
-            no_store=self.no_store,
-            endpoint=self.token_endpoint,
+        return _carried(
+            refresh,
+            parse_token_response(
+                response.status_code,
+                _lower(response.headers),
+                response.content,
+                self._clock(),
+                no_store=self.no_store,
+                endpoint=self.token_endpoint,
+            ),
         )
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -395,13 +399,16 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         with _unreachable(self.token_endpoint):
             response = await http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return parse_token_response(
-            response.status_code,
-            _lower(response.headers),
-            response.content,
-            self._clock(),
-            no_store=self.no_store,
-            endpoint=self.token_endpoint,
+        return _carried(
+            refresh,
+            parse_token_response(
+                response.status_code,
+                _lower(response.headers),
+                response.content,
+                self._clock(),
+                no_store=self.no_store,
+                endpoint=self.token_endpoint,
+            ),
         )
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -555,6 +562,24 @@ def _transport_cause(exc: BaseException) -> httpx.TransportError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _carried(previous: AccessToken | None, token: AccessToken) -> AccessToken:
+    """A refreshed token keeps the refresh token (and ID token) the answer did not replace.
+
+    RFC 6749 §6: the server MAY issue a new refresh token, and then the old one
+    is discarded; when it issues none, the one we hold stays valid and is used
+    for the next refresh (otherwise a code-flow client would need the user
+    again after one refresh). OpenID Connect Core §12.2 likewise makes the ID
+    token optional in a refresh answer.
+    """
+    if previous is None or (token.refresh_token and token.id_token):
+        return token
+    return dataclasses.replace(
+        token,
+        refresh_token=token.refresh_token or previous.refresh_token,
+        id_token=token.id_token or previous.id_token,
+    )
 
 
 def _lower(headers: httpx.Headers) -> dict[str, str]:
