@@ -224,7 +224,7 @@ def test_static_keys_need_no_network() -> None:
     ],
 )
 def test_introspection_answering_active_in_any_shape_fails(issuer: LocalIssuer, body: bytes) -> None:
-    """"active": true for a random token is a failure even when the guard would refuse the answer for other reasons.
+    """An active answer for a random token fails, even one the guard would refuse for other reasons.
 
     The readiness probe asks about a token no server issued; only ``{"active": false}`` proves the
     endpoint checks tokens. Nothing raises out of ``check_sync()`` / ``check()``: a lying server is a failed check.
