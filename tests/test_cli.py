@@ -307,3 +307,10 @@ def test_discover_survives_a_hostile_jwks(shared_issuer: LocalIssuer) -> None:
     assert "\x1b" not in result.stdout
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout)["jwks"]["keys"] == []
+
+
+def test_https_error_names_the_command_line_flag() -> None:
+    """The command's https refusal says --allow-http, the flag that exists here."""
+    result = tokenguard("discover", "http://issuer.example")
+    assert result.returncode == 2
+    assert "--allow-http" in result.stderr and "FetchSettings" not in result.stderr

@@ -673,3 +673,27 @@ def test_refresh_without_a_new_refresh_token_keeps_the_old_one() -> None:
             assert (await auth.get_token()).refresh_token == first.refresh_token
 
         asyncio.run(main())
+
+
+def test_https_errors_name_the_option_each_client_takes() -> None:
+    """The https refusal names the keyword that turns it off for *this* class, and that keyword works."""
+    dian_options: dict[str, Any] = {
+        "client_id": "c", "client_secret": "s", "encryption_key": DIAN_KEY,
+        "tipo_documento": "13", "nro_documento": "1", "nit": "2", "password": "p",
+    }  # fmt: skip
+    builders: list[Any] = [
+        lambda **o: ClientCredentialsAuth("c", "s", token_endpoint="http://op.example/token", **o),
+        lambda **o: ClientCredentialsAuth("c", "s", issuer="http://op.example", **o),
+        lambda **o: AuthorizationCodeAuth(
+            "c", "s", token_endpoint="https://op.example/t", revocation_endpoint="http://op.example/r",
+            redirect_uri=REDIRECT, **o,
+        ),  # fmt: skip
+        lambda **o: DianClient("http://api.dian.example", **dian_options, **o),
+        lambda **o: AsyncDianClient("http://api.dian.example", **dian_options, **o),
+    ]
+    for build in builders:
+        with pytest.raises(ConfigurationError) as refused:
+            build()
+        assert "pass require_https=False only" in str(refused.value)
+        assert "fetch=" not in str(refused.value)  # the guard's spelling: a TypeError here
+        build(require_https=False)

@@ -452,7 +452,7 @@ def _get(client: httpx.Client, url: str) -> dict[str, Any]:
 
 def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
     """What ``issuer`` publishes and whether a guard could use it now."""
-    check_url(issuer, require_https=not args.allow_http, what="issuer")
+    check_url(issuer, require_https=not args.allow_http, what="issuer", opt_out="--allow-http")
     result: dict[str, Any] = {"issuer": issuer, "metadata": [], "jwks": None, "readiness": None}
     metadata: dict[str, Any] | None = None
     with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), follow_redirects=False) as client:
@@ -471,7 +471,10 @@ def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
             result["endpoints"] = {k: v for k, v in metadata.items() if k.endswith("_endpoint") or k == "jwks_uri"}
             jwks_uri = metadata.get("jwks_uri")
             if isinstance(jwks_uri, str):
-                entry = _get(client, check_url(jwks_uri, require_https=not args.allow_http, what="jwks_uri"))
+                entry = _get(
+                    client,
+                    check_url(jwks_uri, require_https=not args.allow_http, what="jwks_uri", opt_out="--allow-http"),
+                )
                 document = entry.pop("document", None)
                 if isinstance(document, dict):
                     listed = document.get("keys")  # the issuer's word: any JSON at all (RFC 7517 §5 says an array)

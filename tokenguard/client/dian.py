@@ -246,7 +246,7 @@ class _DianProtocol:
         if encrypt:
             _key(encryption_key)
         # The guard's rule: credentials travel over https, loopback exempt (by address).
-        check_url(base_url, require_https=require_https, what="base_url")
+        check_url(base_url, require_https=require_https, what="base_url", opt_out="require_https=False")
         if grant_parameter not in ("grant_type", "grant-type"):
             # The service's table says "grant-type", its example "grant_type"; nothing else is documented.
             raise ConfigurationError('grant_parameter must be "grant_type" or "grant-type"')

@@ -144,7 +144,7 @@ class ClientCredentialsAuth(httpx.Auth):
             ("revocation_endpoint", revocation_endpoint),
         ):
             if url is not None:
-                check_url(url, require_https=require_https, what=name)
+                check_url(url, require_https=require_https, what=name, opt_out="require_https=False")
         if auth_method == "private_key_jwt" and private_key is None:
             raise ConfigurationError("private_key_jwt needs private_key")
         if auth_method != "private_key_jwt" and client_secret is None:
@@ -245,9 +245,14 @@ class ClientCredentialsAuth(httpx.Auth):
         revocation = document.get("revocation_endpoint")
         try:
             # Discovered URLs follow the same rule as configured ones.
-            check_url(endpoint, require_https=self.require_https, what="token_endpoint")
+            check_url(endpoint, require_https=self.require_https, what="token_endpoint", opt_out="require_https=False")
             if self.revocation_endpoint is None and isinstance(revocation, str):
-                check_url(revocation, require_https=self.require_https, what="revocation_endpoint")
+                check_url(
+                    revocation,
+                    require_https=self.require_https,
+                    what="revocation_endpoint",
+                    opt_out="require_https=False",
+                )
         except ConfigurationError as exc:
             raise TokenEndpointError("invalid_metadata", str(exc)) from None
         self.token_endpoint = endpoint
