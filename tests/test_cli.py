@@ -314,3 +314,19 @@ def test_https_error_names_the_command_line_flag() -> None:
     result = tokenguard("discover", "http://issuer.example")
     assert result.returncode == 2
     assert "--allow-http" in result.stderr and "FetchSettings" not in result.stderr
+
+
+def test_verify_escapes_claims_and_cuts_huge_details(shared_issuer: LocalIssuer) -> None:
+    """A signed token's own words (a user-chosen sub) cannot forge report lines; a 10**400 exp stays short."""
+    forged = "\x1b[2Jmallory\r\nvalid\n  subject:  admin"
+    token = shared_issuer.issue(subject=forged, scope="read\x07", audience=AUDIENCE)
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "-", stdin=token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert result.stdout.count("\n  subject:") == 1
+    assert "\\x1b[2Jmallory\\r\\nvalid\\n" in result.stdout
+    huge = shared_issuer.issue(claims={**shared_issuer.claims(audience=AUDIENCE), "exp": 10**400})
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "-", stdin=huge)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "malformed exp claim" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 400

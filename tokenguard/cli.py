@@ -126,6 +126,11 @@ def _when(value: object, now: float) -> dict[str, Any] | None:
     return {"value": value, "utc": iso, "relative": relative(number - now)}
 
 
+def _cut(text: str, limit: int = 300) -> str:
+    """A detail built with ``repr`` (already escaped) cut to ``limit`` characters: a token's 10**400 stays short."""
+    return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit})"
+
+
 def _emit(
     args: argparse.Namespace, data: Mapping[str, Any], human: Callable[[], str], out: TextIO, *, indent: int | None = 2
 ) -> None:
@@ -379,7 +384,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
             def human() -> str:
                 lines = [f"401 invalid_token: {words}", "failed checks:"]
-                lines += [f"  - {f['check']}" + (f"  ({f['detail']})" if f["detail"] else "") for f in failures]
+                lines += [f"  - {f['check']}" + (f"  ({_cut(f['detail'])})" if f["detail"] else "") for f in failures]
                 return "\n".join(lines)
 
             _emit(args, data, human, out)
@@ -401,13 +406,15 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
         def human_ok() -> str:
             expires = result["expires"]
+            # Claims are the issuer's (often a user's own words, e.g. a chosen name as sub): escaped, so a
+            # CR, LF or ESC in them can neither drive the terminal nor forge a line of this report.
             lines = [
                 "valid",
-                f"  subject:  {claims.subject}",
-                f"  issuer:   {claims.issuer}",
-                f"  audience: {' '.join(claims.audience)}",
-                f"  scopes:   {' '.join(sorted(claims.scopes)) or '-'}",
-                f"  type:     {claims.token_type}",
+                f"  subject:  {loggable(claims.subject)}",
+                f"  issuer:   {loggable(claims.issuer)}",
+                f"  audience: {' '.join(loggable(a) for a in claims.audience)}",
+                f"  scopes:   {' '.join(loggable(s) for s in sorted(claims.scopes)) or '-'}",
+                f"  type:     {loggable(claims.token_type)}",
             ]
             if expires:
                 lines.append(f"  expires:  {expires['utc']} ({expires['relative']})")
