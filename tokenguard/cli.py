@@ -106,12 +106,12 @@ def relative(seconds: float) -> str:
 def _number(value: object) -> float | None:
     """A JSON number as a float (an int too large for one becomes ±inf); ``None`` for anything else."""
     if type(value) is float:
-        return value  # type: ignore[return-value]  # checked above
+        return value
     if type(value) is int:
         try:
             return float(value)
         except OverflowError:  # JSON allows integers of any size; float() does not
-            return math.inf if value > 0 else -math.inf  # type: ignore[operator]  # an int, checked above
+            return math.inf if value > 0 else -math.inf
     return None
 
 
