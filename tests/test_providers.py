@@ -685,8 +685,12 @@ def test_https_errors_name_the_option_each_client_takes() -> None:
         lambda **o: ClientCredentialsAuth("c", "s", token_endpoint="http://op.example/token", **o),
         lambda **o: ClientCredentialsAuth("c", "s", issuer="http://op.example", **o),
         lambda **o: AuthorizationCodeAuth(
-            "c", "s", token_endpoint="https://op.example/t", revocation_endpoint="http://op.example/r",
-            redirect_uri=REDIRECT, **o,
+            "c",
+            "s",
+            token_endpoint="https://op.example/t",
+            revocation_endpoint="http://op.example/r",
+            redirect_uri=REDIRECT,
+            **o,
         ),  # fmt: skip
         lambda **o: DianClient("http://api.dian.example", **dian_options, **o),
         lambda **o: AsyncDianClient("http://api.dian.example", **dian_options, **o),
@@ -697,3 +701,13 @@ def test_https_errors_name_the_option_each_client_takes() -> None:
         assert "pass require_https=False only" in str(refused.value)
         assert "fetch=" not in str(refused.value)  # the guard's spelling: a TypeError here
         build(require_https=False)
+
+
+def test_plain_basic_refuses_a_client_id_with_a_colon() -> None:
+    """Plain Basic cannot carry "a:b" as the user-id (RFC 7617 §2): refused at construction, naming the way out."""
+    with pytest.raises(ConfigurationError, match='basic_encoding="rfc6749"'):
+        ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", basic_encoding="plain")
+    # The RFC 6749 default form-encodes the colon; the body carries it as is.
+    ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t")
+    post = {"basic_encoding": "plain", "auth_method": "client_secret_post"}
+    ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", **post)

@@ -149,6 +149,12 @@ class ClientCredentialsAuth(httpx.Auth):
             raise ConfigurationError("private_key_jwt needs private_key")
         if auth_method != "private_key_jwt" and client_secret is None:
             raise ConfigurationError(f"{auth_method} needs client_secret")
+        if auth_method == "client_secret_basic" and basic_encoding == "plain" and ":" in client_id:
+            # RFC 7617 §2: the user-id cannot contain a colon; the server would split it there.
+            raise ConfigurationError(
+                'basic_encoding="plain" cannot carry a client_id containing ":" (RFC 7617 §2); '
+                'use basic_encoding="rfc6749" or auth_method="client_secret_post"'
+            )
         self.client_id = client_id
         self._secret = client_secret
         self.token_endpoint = token_endpoint
