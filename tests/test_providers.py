@@ -711,3 +711,14 @@ def test_plain_basic_refuses_a_client_id_with_a_colon() -> None:
     ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t")
     post = {"basic_encoding": "plain", "auth_method": "client_secret_post"}
     ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", **post)
+
+
+@pytest.mark.parametrize("max_backoff", [-1.0, float("nan"), float("inf"), "30", True])
+def test_dian_max_backoff_is_validated(max_backoff: Any) -> None:
+    """A negative, NaN or non-number max_backoff is refused at construction, not on the first 429 (time.sleep)."""
+    for cls in (DianClient, AsyncDianClient):
+        with pytest.raises(ConfigurationError, match="max_backoff"):
+            cls(
+                "https://api.dian.example", client_id="c", client_secret="s", encryption_key=DIAN_KEY,
+                tipo_documento="13", nro_documento="1", nit="2", password="p", max_backoff=max_backoff,
+            )  # fmt: skip

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -252,6 +253,9 @@ class _DianProtocol:
             raise ConfigurationError('grant_parameter must be "grant_type" or "grant-type"')
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError("max_retries must be an integer >= 0")
+        if isinstance(max_backoff, bool) or not isinstance(max_backoff, int | float) or not 0 <= max_backoff < math.inf:
+            # A negative wait reached time.sleep() as a ValueError on the first 429; NaN never waited at all.
+            raise ConfigurationError("max_backoff must be a number of seconds >= 0")
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
