@@ -709,7 +709,7 @@ def test_plain_basic_refuses_a_client_id_with_a_colon() -> None:
         ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", basic_encoding="plain")
     # The RFC 6749 default form-encodes the colon; the body carries it as is.
     ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t")
-    post = {"basic_encoding": "plain", "auth_method": "client_secret_post"}
+    post: dict[str, Any] = {"basic_encoding": "plain", "auth_method": "client_secret_post"}
     ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", **post)
 
 
@@ -722,3 +722,13 @@ def test_dian_max_backoff_is_validated(max_backoff: Any) -> None:
                 "https://api.dian.example", client_id="c", client_secret="s", encryption_key=DIAN_KEY,
                 tipo_documento="13", nro_documento="1", nit="2", password="p", max_backoff=max_backoff,
             )  # fmt: skip
+
+
+@pytest.mark.parametrize("expire_in", [float("nan"), float("inf")])
+def test_dian_answer_with_a_non_finite_expiry_is_refused(expire_in: float) -> None:
+    """expireIn NaN would make every request log in again, inf would never refresh: not a DToken."""
+    with DianFake(expire_in=expire_in) as server:  # type: ignore[arg-type]
+        client = _dian(server)
+        with pytest.raises(DianError, match="not a DToken"):
+            client.login()
+        client.close()

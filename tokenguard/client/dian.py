@@ -133,6 +133,9 @@ class DianToken:
             raise DianError("DIAN answer is not a JSON object", status=200)
         try:
             expire_in = float(document["expireIn"])
+            if not math.isfinite(expire_in):
+                # NaN made the token never usable (a login per request), inf never refreshed it.
+                raise ValueError("expireIn is not a finite number")
             return cls(
                 access_token=str(document["accessToken"]),
                 id_token=str(document.get("idToken") or ""),
