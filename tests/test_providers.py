@@ -732,3 +732,13 @@ def test_dian_answer_with_a_non_finite_expiry_is_refused(expire_in: float) -> No
         with pytest.raises(DianError, match="not a DToken"):
             client.login()
         client.close()
+
+
+def test_dian_short_expiry_is_reused_for_half_its_life() -> None:
+    """An expireIn of 40 s under the 60 s refresh margin: one login serves many requests, not one each."""
+    with DianFake(expire_in=40) as server:
+        auth = DianAuth(_dian(server))
+        first = auth.get_token_sync()
+        assert all(auth.get_token_sync() is first for _ in range(5))
+        assert auth.logins == 1 and server.calls == ["login"]
+        auth.close()

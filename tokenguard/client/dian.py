@@ -125,6 +125,7 @@ class DianToken:
     token_type: str
     expires_at: float
     client_id: str
+    obtained_at: float | None = None
 
     @classmethod
     def from_answer(cls, document: Any, now: float) -> DianToken:
@@ -143,6 +144,7 @@ class DianToken:
                 token_type=str(document.get("tokenType") or "Bearer"),
                 expires_at=now + expire_in,
                 client_id=str(document.get("clientId") or "").strip(),
+                obtained_at=now,
             )
         except (KeyError, TypeError, ValueError):
             raise DianError("DIAN answer is not a DToken", status=200) from None
@@ -592,9 +594,13 @@ class DianAuth(httpx.Auth):
 
     def _usable(self) -> DianToken | None:
         token = self._token
-        if token is not None and self.client._clock() < token.expires_at - self.refresh_margin:
-            return token
-        return None
+        if token is None:
+            return None
+        margin = self.refresh_margin
+        if token.obtained_at is not None:
+            # At most half the lifetime: an expireIn under the margin would cost a refresh per request.
+            margin = min(margin, max(token.expires_at - token.obtained_at, 0.0) / 2)
+        return token if self.client._clock() < token.expires_at - margin else None
 
     def _bearer(self, token: DianToken) -> str:
         return f"Bearer {token.id_token if self.use_id_token else token.access_token}"
