@@ -330,3 +330,11 @@ def test_verify_escapes_claims_and_cuts_huge_details(shared_issuer: LocalIssuer)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "malformed exp claim" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) < 400
+
+
+def test_client_id_without_a_secret_source_is_a_usage_error() -> None:
+    """A forgotten --client-secret-env is named (exit 2), not tried as an unauthenticated client."""
+    for command in (["verify", "--issuer", "http://127.0.0.1:9", "--no-audience"], ["discover", "http://127.0.0.1:9"]):
+        result = tokenguard(*command, "--client-id", "rs", *(["tok"] if command[0] == "verify" else []))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--client-id needs --client-secret-env VAR or --client-secret-prompt" in result.stderr

@@ -256,6 +256,9 @@ def _guard_for(args: argparse.Namespace, audience: str | Sequence[str] | None) -
     fetch = FetchSettings(require_https=not args.allow_http)
     options: dict[str, Any] = {"fetch": fetch}
     if args.client_id:
+        if not (args.client_secret_env or args.client_secret_prompt):
+            # Without a secret, introspection would be tried unauthenticated and answer 401 for a forgotten flag.
+            raise UsageError("--client-id needs --client-secret-env VAR or --client-secret-prompt")
         options.update(client_id=args.client_id, client_secret=_secret(args))
     return TokenGuard.from_issuer(args.issuer, audience=audience, **options)
 
