@@ -97,3 +97,32 @@ def test_forged_signed_answer() -> None:
     plain = HttpReply(200, {"content-type": "application/json"}, b'{"active": true}')
     with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
         open_signed_answer(plain, KEYS, issuer="https://as.test", client_id="rs", now=1000)
+
+
+def test_readiness_with_signed_answers(oidc_provider: OIDCProvider) -> None:
+    """The readiness probe asks for and opens an RFC 9701 signed answer as a token's introspection does."""
+    with signed_guard(oidc_provider) as guard:
+        report = guard.check_sync()
+        checks = {check.name: check for check in report}
+        assert checks["introspection"].status == "ok", report
+        assert report.ok
+    wrong = TokenGuard.from_issuer(
+        oidc_provider.issuer, audience=RESOURCE, client_id="rs-basic", client_secret="wrong", signed_introspection=True
+    )
+    with wrong as guard:
+        check = {c.name: c for c in guard.check_sync()}["introspection"]
+        assert check.status == "failed"
+        assert "client credentials" in check.detail
+
+
+def test_signed_introspection_with_a_wrong_secret_names_the_cause(oidc_provider: OIDCProvider) -> None:
+    """A 401 to a request for a signed answer is still our credentials' fault: the 503 says so, every time."""
+    wrong = TokenGuard.from_issuer(
+        oidc_provider.issuer, audience=RESOURCE, client_id="rs-basic", client_secret="wrong", signed_introspection=True
+    )
+    with wrong as guard:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable) as refused:
+                guard.verify_sync(oidc_provider.token(resource=None, scope="read"))
+            assert refused.value.reason == "client_auth_failed"
+            assert "refused this API's client credentials (HTTP 401)" in refused.value.description

@@ -71,8 +71,14 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def check_url(url: str, *, require_https: bool, what: str) -> str:
+def check_url(
+    url: str, *, require_https: bool, what: str, opt_out: str = "fetch=FetchSettings(require_https=False)"
+) -> str:
     """Validate a configured or discovered URL; return it unchanged.
+
+    ``opt_out`` is how the caller's user turns the https rule off, named in
+    the error exactly as they must write it (the token client's
+    ``require_https=False``, the command's ``--allow-http``).
 
     Raises:
         ConfigurationError: not an absolute http(s) URL, or plain http to a
@@ -82,9 +88,7 @@ def check_url(url: str, *, require_https: bool, what: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"{what} must be an absolute http(s) URL")
     if parts.scheme == "http" and require_https and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(
-            f"{what} must use https (pass fetch=FetchSettings(require_https=False) only for trusted test networks)"
-        )
+        raise ConfigurationError(f"{what} must use https (pass {opt_out} only for trusted test networks)")
     if parts.fragment:
         raise ConfigurationError(f"{what} must not have a fragment")
     return url
