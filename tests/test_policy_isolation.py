@@ -9,6 +9,7 @@ be refused by the second, before and after the first has seen it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -234,3 +235,53 @@ def test_policy_fingerprint_covers_every_verdict_setting(issuer: LocalIssuer) ->
     assert len(keys) == len(variants)
     # And identical configurations agree.
     assert issuer.guard(**base)._hasher.cache_key("token") == issuer.guard(**base)._hasher.cache_key("token")
+
+
+class TenantVerifier:
+    """A configurable verifier: accepts only tokens of its own tenant (two instances, two policies)."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def __call__(self, token: str) -> Mapping[str, Any] | None:
+        return {"sub": self.tenant, "exp": time.time() + 300} if token.startswith(self.tenant + ":") else None
+
+    def check(self, token: str) -> Mapping[str, Any] | None:
+        return self(token)
+
+
+def tenant_check(tenant: str, token: str) -> Mapping[str, Any] | None:
+    return {"sub": tenant, "exp": time.time() + 300} if token.startswith(tenant + ":") else None
+
+
+def tenant_closure(tenant: str) -> Callable[[str], Mapping[str, Any] | None]:
+    def check(token: str) -> Mapping[str, Any] | None:
+        return tenant_check(tenant, token)
+
+    return check
+
+
+VERIFIER_PAIRS: dict[str, Callable[[str], Any]] = {
+    "instances": TenantVerifier,
+    "bound methods": lambda tenant: TenantVerifier(tenant).check,
+    "partials": lambda tenant: functools.partial(tenant_check, tenant),
+    "closures": tenant_closure,
+}
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("pair", sorted(VERIFIER_PAIRS))
+def test_configured_verifiers_of_one_kind_never_share_answers(
+    redis_server: RedisServer, pair: str, flavour: str
+) -> None:
+    """Two verifiers with one name but different configuration (instances of a class,
+    bound methods, partials, closures) never accept through each other's shared answer."""
+    make = VERIFIER_PAIRS[pair]
+    token = f"tenant-a:{pair}:{flavour}:{time.monotonic_ns()}"
+
+    def guard(tenant: str) -> TokenGuard:
+        return TokenGuard(verifier=make(tenant), cache=RedisCache(redis_server.url), hash_key=HASH_KEY)
+
+    assert verify(guard("tenant-a"), token, flavour).subject == "tenant-a"
+    with pytest.raises(InvalidToken):
+        verify(guard("tenant-b"), token, flavour)
