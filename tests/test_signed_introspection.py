@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from tokenguard import InvalidToken, ServiceUnavailable, TokenGuard
 from tokenguard._http import HttpReply
 from tokenguard.keys import KeySet, parse_jwk
+from tokenguard.redis_cache import RedisCache
 from tokenguard.signed_introspection import open_signed_answer
 from tokenguard.testing import LocalIssuer
 
+from .conftest import RedisServer
 from .helpers import RSA_KEY
 from .test_oidc_provider import RESOURCE, OIDCProvider
 
@@ -97,3 +100,30 @@ def test_forged_signed_answer() -> None:
     plain = HttpReply(200, {"content-type": "application/json"}, b'{"active": true}')
     with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
         open_signed_answer(plain, KEYS, issuer="https://as.test", client_id="rs", now=1000)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_plain_answer_shared_by_another_guard_is_not_taken(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """A guard requiring signed answers never accepts a token on a plain answer
+    that a guard without that requirement shared through Redis (same endpoint, same client)."""
+    token = issuer.issue_opaque(scope="read")
+    plain = issuer.guard(cache=RedisCache(redis_server.url))
+    signed = issuer.guard(cache=RedisCache(redis_server.url), signed_introspection=True)
+
+    def verify(guard: TokenGuard) -> object:
+        if flavour == "sync":
+            return guard.verify_sync(token)
+
+        async def run() -> object:
+            try:
+                return await guard.verify(token)
+            finally:
+                await guard.aclose()
+
+        return asyncio.run(run())
+
+    assert verify(plain)
+    with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
+        verify(signed)
