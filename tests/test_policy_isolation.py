@@ -285,3 +285,15 @@ def test_configured_verifiers_of_one_kind_never_share_answers(
     assert verify(guard("tenant-a"), token, flavour).subject == "tenant-a"
     with pytest.raises(InvalidToken):
         verify(guard("tenant-b"), token, flavour)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_userinfo_answers_are_never_verdicts(issuer: LocalIssuer, flavour: str) -> None:
+    """A cached UserInfo answer shares the guard's cache but never answers verify(),
+    whatever string is presented (it is not a verification of any token)."""
+    guard = issuer.guard(audience=PAYMENTS, introspection=False)
+    token = issuer.issue(alg="ES256", subject="alice", audience=PAYMENTS)
+    assert guard.userinfo_sync(token)["email"] == "alice@example.test"
+    for crafted in ("\x00userinfo\x00" + token, "userinfo" + token):
+        with pytest.raises(InvalidToken):
+            verify(guard, crafted, flavour)

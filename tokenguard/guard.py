@@ -1032,8 +1032,10 @@ class TokenGuard:
         )
 
     def _userinfo_lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
-        # Its own key space: the same token maps to a different cache key here.
-        key = self._hasher.cache_key("\x00userinfo\x00" + token)
+        # Its own key space: a hash of the token's verdict key, which no token
+        # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
+        # would then find T's UserInfo answer and take it for a verdict.)
+        key = hashlib.sha256(b"tokenguard userinfo v2\0" + self._hasher.cache_key(token)).digest()
         entry = self._cache.get(key)
         if entry is not None and now < entry.cache_until and entry.claims is not None:
             return key, entry.claims
