@@ -47,7 +47,8 @@ JWKS_URI = "https://idp.test/jwks"
 WELL_KNOWN = "https://idp.test/.well-known/oauth-authorization-server"
 T0 = 1_800_000_000.0
 POLICY = SharedPolicy(lock_ttl=5.0, lock_wait=2.0)
-DOC_KEY = document_key("metadata " + ISSUER)
+#: Shared per issuer and discovery URL(s): an issuer may publish several documents.
+DOC_KEY = document_key("\0".join(("metadata " + ISSUER, *MetadataSource(ISSUER, FetchSettings()).urls)))
 LOCK = lock_key(DOC_KEY)
 META = {"issuer": ISSUER, "jwks_uri": JWKS_URI}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -297,3 +298,49 @@ def test_userinfo_answers_are_never_verdicts(issuer: LocalIssuer, flavour: str) 
     for crafted in ("\x00userinfo\x00" + token, "userinfo" + token):
         with pytest.raises(InvalidToken):
             verify(guard, crafted, flavour)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_metadata_from_another_discovery_url_is_not_shared(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """One issuer, two discovery URLs (e.g. Entra ID's ``?appid=`` metadata naming
+    app-specific keys): a guard never takes the other URL's document, and so its
+    keys, from Redis."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tokenguard.sources import FetchSettings
+    from tokenguard.testing import Fault
+
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(other_key.public_key())), "kid": "tenant-b"}
+    metadata = {**issuer.metadata(), "jwks_uri": issuer.issuer + "/tenant-b/jwks"}
+    issuer.faults["/tenant-b/metadata"] = Fault(status=200, body=json.dumps(metadata).encode())
+    issuer.faults["/tenant-b/jwks"] = Fault(status=200, body=json.dumps({"keys": [jwk]}).encode())
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": PAYMENTS, "sub": "u", "iat": now, "exp": now + 300}
+    token = pyjwt.encode(claims, other_key, algorithm="ES256", headers={"kid": "tenant-b", "typ": "at+jwt"})
+
+    made: list[tuple[TokenGuard, RedisCache]] = []
+
+    def guard(**options: Any) -> TokenGuard:
+        cache = RedisCache(redis_server.url, prefix=f"meta-{flavour}:")
+        made.append(
+            (
+                TokenGuard.from_issuer(
+                    issuer.issuer, audience=PAYMENTS, fetch=FetchSettings(), cache=cache, hash_key=HASH_KEY, **options
+                ),
+                cache,
+            )
+        )
+        return made[-1][0]
+
+    try:
+        assert verify(guard(discovery_url=issuer.issuer + "/tenant-b/metadata"), token, flavour).subject == "u"
+        with pytest.raises(InvalidToken):
+            verify(guard(), token, flavour)
+    finally:
+        for made_guard, cache in made:
+            made_guard.close()
+            cache.close()
