@@ -22,8 +22,9 @@ server that trickles its answer a byte a second keeps a call alive for as
 long as it likes. Every guarded call therefore has one total deadline
 (connect + headers + body, :attr:`Upstream.deadline`): async calls run under
 ``asyncio.timeout``; blocking calls run on a small worker pool while the
-caller waits at most the deadline (the worker itself stops at the next
-chunk past it, its reads bounded by what was left). Coalesced waiters wait
+caller waits at most the deadline (the worker's new connection is shut
+down at the deadline, see :class:`_SocketCutter`; a reused one stops at the
+next chunk past it, its reads bounded by what was left). Coalesced waiters wait
 no longer than that either. A missed deadline is a ``ServiceUnavailable``
 with reason ``deadline``, recorded as a failure by the circuit breaker.
 """
