@@ -1125,9 +1125,10 @@ class TokenGuard:
         from .requirement import Requirement
         from .route_policy import RoutePolicy
 
+        needed = ScopeRequirement(tuple(scopes), any_of)  # validates the names before they are declared
         self.declare_scopes(*scopes)
         policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
+        return Requirement(self, needed, policy)
 
     def declare_scopes(self, *scopes: str) -> None:
         """Tell the guard which scopes routes require, so a typo is caught early.
