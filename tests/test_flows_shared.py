@@ -47,7 +47,8 @@ JWKS_URI = "https://idp.test/jwks"
 WELL_KNOWN = "https://idp.test/.well-known/oauth-authorization-server"
 T0 = 1_800_000_000.0
 POLICY = SharedPolicy(lock_ttl=5.0, lock_wait=2.0)
-DOC_KEY = document_key("metadata " + ISSUER)
+#: Shared per issuer and discovery URL(s): an issuer may publish several documents.
+DOC_KEY = document_key("\0".join(("metadata " + ISSUER, *MetadataSource(ISSUER, FetchSettings()).urls)))
 LOCK = lock_key(DOC_KEY)
 META = {"issuer": ISSUER, "jwks_uri": JWKS_URI}
 
@@ -102,7 +103,7 @@ def test_a_process_that_loses_the_lock_waits_and_uses_the_winners_copy() -> None
 
 
 def test_a_loser_whose_wait_ends_empty_fetches_itself() -> None:
-    """The winner failed fast (the wait gives nothing, not busy): fetch from the network."""
+    """The winner failed fast (the wait gives nothing, the lock is gone): fetch from the network."""
     step = Step(shared_metadata().metadata_flow(T0))
     step.answer(None)
     step.answer(False)
@@ -270,7 +271,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
     """SharedWait answers as soon as the copy is there or the lock is gone; never sits out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert wait.run_sync(store) == expected
+    assert wait.run_sync(store) == (expected, False)
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:
@@ -278,7 +279,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
         return await wait.run(store), store.reads
 
     value, reads = asyncio.run(run())
-    assert value == expected and reads <= 3
+    assert value == (expected, False) and reads <= 3
 
 
 # ------------------------------------------------------------------ guard-level elections, in memory
@@ -327,8 +328,8 @@ def test_a_result_introspected_by_one_guard_serves_another_without_a_call() -> N
 
 
 def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
-    """Another process holds the lock and never stores a result: after lock_wait the guard
-    answers 503 rather than make a second call to a provider that is evidently slow."""
+    """Another process holds the lock and never stores a result: after lock_wait the
+    guard answers 503 with Retry-After (the provider is slow; a second call would only add load)."""
 
     class LockedStore(DictStore):
         lock_wait = 0.05
@@ -340,8 +341,9 @@ def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
 
     store = LockedStore()
     world = ElectionWorld(store)
-    with pytest.raises(ServiceUnavailable, match="in progress in another process"):
+    with pytest.raises(ServiceUnavailable, match="in progress in another process") as busy:
         world.guard().verify_sync("opaque-2")
+    assert busy.value.reason == "lock_wait" and busy.value.retry_after == 1
     assert world.calls == 0
     assert len(store.locks) == 1 and store.locks[0].startswith("l:r:")  # it stood for election, and lost
     assert store.reads > 3  # and polled the store while the lock holder had a chance to answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from tokenguard import InvalidToken, ServiceUnavailable, TokenGuard
 from tokenguard._http import HttpReply
 from tokenguard.keys import KeySet, parse_jwk
+from tokenguard.redis_cache import RedisCache
 from tokenguard.signed_introspection import open_signed_answer
 from tokenguard.testing import LocalIssuer
 
+from .conftest import RedisServer
 from .helpers import RSA_KEY
 from .test_oidc_provider import RESOURCE, OIDCProvider
 
@@ -126,3 +129,30 @@ def test_signed_introspection_with_a_wrong_secret_names_the_cause(oidc_provider:
                 guard.verify_sync(oidc_provider.token(resource=None, scope="read"))
             assert refused.value.reason == "client_auth_failed"
             assert "refused this API's client credentials (HTTP 401)" in refused.value.description
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_plain_answer_shared_by_another_guard_is_not_taken(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """A guard requiring signed answers never accepts a token on a plain answer
+    that a guard without that requirement shared through Redis (same endpoint, same client)."""
+    token = issuer.issue_opaque(scope="read")
+    plain = issuer.guard(cache=RedisCache(redis_server.url))
+    signed = issuer.guard(cache=RedisCache(redis_server.url), signed_introspection=True)
+
+    def verify(guard: TokenGuard) -> object:
+        if flavour == "sync":
+            return guard.verify_sync(token)
+
+        async def run() -> object:
+            try:
+                return await guard.verify(token)
+            finally:
+                await guard.aclose()
+
+        return asyncio.run(run())
+
+    assert verify(plain)
+    with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
+        verify(signed)

@@ -1032,8 +1032,10 @@ class TokenGuard:
         )
 
     def _userinfo_lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
-        # Its own key space: the same token maps to a different cache key here.
-        key = self._hasher.cache_key("\x00userinfo\x00" + token)
+        # Its own key space: a hash of the token's verdict key, which no token
+        # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
+        # would then find T's UserInfo answer and take it for a verdict.)
+        key = hashlib.sha256(b"tokenguard userinfo v2\0" + self._hasher.cache_key(token)).digest()
         entry = self._cache.get(key)
         if entry is not None and now < entry.cache_until and entry.claims is not None:
             return key, entry.claims
@@ -1266,8 +1268,11 @@ def _jwt_scope(runtime: IssuerRuntime) -> str:
 
 def _introspection_scope(config: Introspection) -> str:
     """Who establishes an introspection fact: the endpoint (or its issuer) and the
-    client asking, since an authorization server may answer each client differently."""
-    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id))
+    client asking, since an authorization server may answer each client differently;
+    and whether the answer had to be signed (RFC 9701): a plain answer shared by a
+    guard that takes one must not stand in for the signed answer another requires."""
+    signed = "signed" if config.signed_answers else "plain"
+    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id, signed))
 
 
 def _canonical(value: object) -> object:

@@ -264,7 +264,10 @@ class MetadataSource:
     def _discover_shared(
         self, state: DocumentState, now: float, policy: SharedPolicy
     ) -> Flow[tuple[dict[str, Any], HttpReply]]:
-        name = "metadata " + self.issuer
+        # Per issuer *and* discovery URL: one issuer may publish several
+        # documents (Entra ID's "?appid=" metadata names app-specific keys),
+        # and a guard must only ever take the one it is configured with.
+        name = "\0".join(("metadata " + self.issuer, *self.urls))
         seen = state.fetched_at
         copy = yield from shared_copy_flow(name, now)
         if copy is not None and _newer(copy[1], seen):
