@@ -7,17 +7,32 @@ uvicorn, plain WSGI under a real server) against the loopback issuer.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tokenguard import ConfigurationError
+from tokenguard import ConfigurationError, TokenGuard
+from tokenguard.dpop import DPoPSettings
 from tokenguard.fastapi import setup
 from tokenguard.options import AdapterOptions
 from tokenguard.testing import LocalIssuer
 
 from .conftest import UvicornServer
+from .django_support import configure_django
+from .test_dpop_oidc import DPoPClient
+
+configure_django()
+
+from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+from rest_framework.request import Request as DRFRequest  # noqa: E402
+from rest_framework.response import Response as DRFResponse  # noqa: E402
+from rest_framework.views import APIView  # noqa: E402
+
+from tokenguard.django import requires  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +71,71 @@ def test_fastapi_setup_checks_middleware_options_at_once(idp: LocalIssuer) -> No
         setup(FastAPI(), idp.guard(), middleware=True, public_paths="/health")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="not both"):
         setup(FastAPI(), idp.guard(), middleware=True, protect=False, options=AdapterOptions())
+
+
+# ---------------------------------------------------------------- Django / DRF with DPoP configured
+
+
+@requires("read")
+def django_books(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"sub": request.tokenguard.subject})  # type: ignore[attr-defined]
+
+
+class DRFBooks(APIView):
+    required_scopes = ["read"]
+
+    def get(self, request: DRFRequest) -> DRFResponse:
+        return DRFResponse({"sub": request.auth.subject})
+
+
+urlpatterns = [path("books", django_books), path("drf/books", DRFBooks.as_view())]
+
+DRF = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tokenguard.rest_framework.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tokenguard.rest_framework.ScopePermission"],
+    "EXCEPTION_HANDLER": "tokenguard.rest_framework.exception_handler",
+}
+
+
+@pytest.fixture
+def dpop_guard(idp: LocalIssuer) -> TokenGuard:
+    return idp.guard(dpop=DPoPSettings())
+
+
+def _project(guard: TokenGuard, middleware: bool) -> Any:
+    return override_settings(
+        TOKENGUARD_GUARD=guard,
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=["tokenguard.django.TokenGuardMiddleware"] if middleware else [],
+        TOKENGUARD_PUBLIC_PATHS=[],
+        REST_FRAMEWORK=DRF,
+    )
+
+
+@pytest.mark.parametrize("url", ["/books", "/drf/books"])
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "no-middleware"])
+def test_django_refuses_a_dpop_bound_token_sent_as_bearer(
+    idp: LocalIssuer, dpop_guard: TokenGuard, url: str, middleware: bool
+) -> None:
+    """With DPoP configured the guard admits cnf-bound tokens in verify_sync; the Django
+    adapters called it alone, so a stolen bound token worked as a plain Bearer token."""
+    client_key = DPoPClient()
+    token = idp.issue(alg="ES256", scope="read", extra_claims={"cnf": {"jkt": client_key.key.thumbprint()}})
+    with _project(dpop_guard, middleware):
+        response = Client().get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("url", ["/books", "/drf/books"])
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "no-middleware"])
+def test_django_accepts_a_dpop_bound_token_with_its_proof(
+    idp: LocalIssuer, dpop_guard: TokenGuard, url: str, middleware: bool
+) -> None:
+    client_key = DPoPClient()
+    token = idp.issue(alg="ES256", scope="read", extra_claims={"cnf": {"jkt": client_key.key.thumbprint()}})
+    proof = client_key.proof("GET", f"http://testserver{url}", token)
+    with _project(dpop_guard, middleware):
+        response = Client().get(url, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=proof)
+    assert response.status_code == 200, response.content
+    assert response.json() == {"sub": "user-1"}

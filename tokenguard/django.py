@@ -48,8 +48,10 @@ from django.utils.module_loading import import_string
 from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
+from .request_auth import verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
+from .sender_config import is_sender_constrained
 
 if TYPE_CHECKING:
     from .response import PublicCachePolicy
@@ -65,6 +67,7 @@ __all__ = [
     "get_guard",
     "requires",
     "secure_response",
+    "verify_request_claims",
 ]
 
 #: The attribute of the Django ``HttpRequest`` holding the verified claims (or ``None``).
@@ -184,7 +187,15 @@ def find_token(guard: TokenGuard, request: HttpRequest) -> str | None:
     """
     header = request.META.get("HTTP_AUTHORIZATION")
     authorization = [header] if isinstance(header, str) else []
-    query = request.GET.getlist("access_token")
+    query, form = _parameter_tokens(guard, request)
+    try:
+        return guard.extract(authorization, query, form)
+    except MissingToken:
+        return None
+
+
+def _parameter_tokens(guard: TokenGuard, request: HttpRequest) -> tuple[list[str], list[str]]:
+    """The ``access_token`` values of the query string and (when allowed) of an urlencoded body."""
     form: list[str] = []
     if (
         guard.allow_form_token
@@ -192,10 +203,29 @@ def find_token(guard: TokenGuard, request: HttpRequest) -> str | None:
         and request.content_type == "application/x-www-form-urlencoded"
     ):
         form = request.POST.getlist("access_token")
-    try:
-        return guard.extract(authorization, query, form)
-    except MissingToken:
+    return request.GET.getlist("access_token"), form
+
+
+def verify_request_claims(guard: TokenGuard, request: HttpRequest) -> TokenClaims | None:
+    """Verify the credentials of ``request``; ``None`` when it carries none.
+
+    With DPoP or mTLS configured, the token is judged with its request
+    (:mod:`tokenguard.request_auth`), as by every other adapter: such a guard
+    admits ``cnf``-bound tokens in ``verify_sync``, so verifying the token
+    alone would accept a stolen bound token sent as plain Bearer, without its
+    proof (RFC 9449 §7.1, RFC 8705 §3).
+
+    Raises:
+        TokenError: credentials present but refused.
+    """
+    if is_sender_constrained(guard):
+        query, form = _parameter_tokens(guard, request)
+        verdict = verify_wsgi(guard, request.META, query, form)
+        return verdict.claims if verdict is not None else None
+    token = find_token(guard, request)
+    if token is None:
         return None
+    return guard.verify_sync(token, client=request.META.get("REMOTE_ADDR"))
 
 
 def error_response(guard: TokenGuard, error: TokenError) -> HttpResponse:
@@ -224,11 +254,9 @@ def _authenticate(guard: TokenGuard, request: HttpRequest) -> TokenClaims | None
     claims = claims_of(request)
     if claims is not None:
         return claims
-    token = find_token(guard, request)
-    if token is None:
-        return None
-    claims = guard.verify_sync(token, client=request.META.get("REMOTE_ADDR"))
-    setattr(request, REQUEST_ATTRIBUTE, claims)
+    claims = verify_request_claims(guard, request)
+    if claims is not None:
+        setattr(request, REQUEST_ATTRIBUTE, claims)
     return claims
 
 
