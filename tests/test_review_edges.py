@@ -8,20 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tokenguard import ConfigurationError, TokenGuard
+from tokenguard import ConfigurationError, TokenGuard, parse_challenges
 from tokenguard.dpop import DPoPSettings
 from tokenguard.fastapi import setup
 from tokenguard.options import AdapterOptions
 from tokenguard.testing import LocalIssuer
 
-from .conftest import UvicornServer
+from .conftest import UvicornServer, WSGIServer
 from .django_support import configure_django
 from .test_dpop_oidc import DPoPClient
+from .test_edges import STACKS, Served
 
 configure_django()
 
@@ -35,6 +37,7 @@ from rest_framework.views import APIView  # noqa: E402
 from tokenguard.django import requires  # noqa: E402
 
 pytestmark = pytest.mark.integration
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +142,47 @@ def test_django_accepts_a_dpop_bound_token_with_its_proof(
         response = Client().get(url, HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=proof)
     assert response.status_code == 200, response.content
     assert response.json() == {"sub": "user-1"}
+
+
+# ---------------------------------------------------------------- form tokens: one answer everywhere
+
+
+def _chunked(body: bytes) -> Iterator[bytes]:
+    # A generator body: httpx sends it with Transfer-Encoding: chunked, no Content-Length.
+    yield body[:20]
+    yield body[20:]
+
+
+@pytest.mark.parametrize("name", [*STACKS, "django"])
+def test_chunked_form_token_gets_one_answer_in_every_adapter(idp: LocalIssuer, name: str) -> None:
+    """An urlencoded body without Content-Length was searched by the ASGI middleware (200) and
+    not by the WSGI, Flask and Django adapters (401). Only a declared length is searched now."""
+    token = idp.issue(alg="ES256", scope="read")
+    guard = idp.guard(allow_form_token=True)
+    form = {"Content-Type": URLENCODED}
+    if name == "django":
+        from django.core.wsgi import get_wsgi_application
+
+        server: Any = WSGIServer(get_wsgi_application())
+        settings = _project(guard, True)
+    else:
+        server = Served(name, idp)(guard, allow_form_token=True)
+        settings = override_settings()
+    with settings, server:
+        hidden = httpx.post(f"{server.url}/books", content=_chunked(f"access_token={token}".encode()), headers=form)
+        assert hidden.status_code == 401, hidden.text
+        assert parse_challenges(hidden.headers["www-authenticate"])[0].error is None
+        declared = httpx.post(f"{server.url}/books", content=f"access_token={token}".encode(), headers=form)
+        assert declared.status_code == 200, declared.text
+
+
+def test_django_form_over_limit_not_searched(idp: LocalIssuer) -> None:
+    """As in every other adapter, a form body over 64 KiB is not searched for a token."""
+    token = idp.issue(alg="ES256", scope="read")
+    with _project(idp.guard(allow_form_token=True), True):
+        small = Client().post("/books", urlencode({"access_token": token}), content_type=URLENCODED)
+        assert small.status_code == 200
+        big = urlencode({"title": "x" * (70 * 1024), "access_token": token})
+        hidden = Client().post("/books", big, content_type=URLENCODED)
+    assert hidden.status_code == 401
+    assert parse_challenges(hidden["WWW-Authenticate"])[0].error is None

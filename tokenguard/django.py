@@ -201,9 +201,20 @@ def _parameter_tokens(guard: TokenGuard, request: HttpRequest) -> tuple[list[str
         guard.allow_form_token
         and request.method not in ("GET", "HEAD")
         and request.content_type == "application/x-www-form-urlencoded"
+        and _declared_length(request) <= _MAX_FORM_BYTES
     ):
         form = request.POST.getlist("access_token")
     return request.GET.getlist("access_token"), form
+
+
+#: As every adapter: only a body with a ``Content-Length`` of at most 64 KiB is searched for a form token.
+_MAX_FORM_BYTES = 64 * 1024
+
+
+def _declared_length(request: HttpRequest) -> int:
+    """The declared body length; an unknown or invalid one counts as too long (never searched)."""
+    value = request.META.get("CONTENT_LENGTH")
+    return int(value) if isinstance(value, str) and value.isdigit() else _MAX_FORM_BYTES + 1
 
 
 def verify_request_claims(guard: TokenGuard, request: HttpRequest) -> TokenClaims | None:
