@@ -186,3 +186,21 @@ def test_django_form_over_limit_not_searched(idp: LocalIssuer) -> None:
         hidden = Client().post("/books", big, content_type=URLENCODED)
     assert hidden.status_code == 401
     assert parse_challenges(hidden["WWW-Authenticate"])[0].error is None
+
+
+# ---------------------------------------------------------------- scope names
+
+
+def test_invalid_scopes_refused_before_being_declared(idp: LocalIssuer) -> None:
+    """requires([...]) raised TypeError (unhashable list) from declare_scopes, and a bad
+    name was declared (RFC 9728 document) before being refused."""
+    guard = idp.guard()
+    with pytest.raises(ConfigurationError, match="scope names must be strings"):
+        guard.requires(["read", "write"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        guard.requires("read books")
+    with pytest.raises(ConfigurationError):
+        guard.declare_scopes("read", 'bad"quote')
+    assert guard.route_scopes == frozenset()
+    guard.requires("read")
+    assert guard.route_scopes == {"read"}

@@ -1135,7 +1135,12 @@ class TokenGuard:
         ``scopes_supported`` can never be granted, so its route would answer
         403 to everyone: the guard logs one WARNING per such scope when the
         issuer's metadata is first loaded (or now, if it already is).
+
+        Raises:
+            ConfigurationError: a scope is not a valid scope name (RFC 6749
+                §3.3), checked before anything is declared.
         """
+        ScopeRequirement(tuple(scopes))  # validates the names: a list or a bad name is refused here
         new = set(scopes) - self._route_scopes
         if not new:
             return
