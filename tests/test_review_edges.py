@@ -204,3 +204,63 @@ def test_invalid_scopes_refused_before_being_declared(idp: LocalIssuer) -> None:
     assert guard.route_scopes == frozenset()
     guard.requires("read")
     assert guard.route_scopes == {"read"}
+
+
+# ---------------------------------------------------------------- form tokens without the middleware
+
+
+def _dependency_app(guard: TokenGuard) -> Any:
+    from fastapi import Form, Security
+
+    app = FastAPI()
+    setup(app, guard)
+
+    @app.post("/books")
+    async def books(title: str = Form(""), claims: Any = Security(guard.requires("read"))) -> dict[str, Any]:
+        return {"sub": claims.subject, "title": title}
+
+    return app
+
+
+def _decorator_app(guard: TokenGuard) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tokenguard.starlette import requires as starlette_requires
+
+    @starlette_requires(guard, "read")
+    async def books(request: Request) -> JSONResponse:
+        form = await request.form()
+        return JSONResponse({"sub": request.scope["tokenguard"].subject, "title": form.get("title", "")})
+
+    return Starlette(routes=[Route("/books", books, methods=["POST"])])
+
+
+@pytest.mark.parametrize("make", [_dependency_app, _decorator_app], ids=["fastapi-dependency", "starlette-decorator"])
+def test_form_token_found_without_the_middleware(idp: LocalIssuer, make: Any) -> None:
+    """With allow_form_token, a route protected only by guard.requires() (or the Starlette
+    decorator) answered 401 to a form token the middleware and the WSGI, Flask and Django
+    adapters accept; the endpoint still reads the whole form."""
+    token = idp.issue(alg="ES256", scope="read")
+    with UvicornServer(make(idp.guard(allow_form_token=True))) as server:
+        found = httpx.post(f"{server.url}/books", data={"access_token": token, "title": "Dune"})
+        assert found.status_code == 200, found.text
+        assert found.json() == {"sub": "user-1", "title": "Dune"}
+        both = httpx.post(
+            f"{server.url}/books", data={"access_token": token}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert both.status_code == 400
+        hidden = httpx.post(
+            f"{server.url}/books",
+            content=_chunked(f"access_token={token}".encode()),
+            headers={"Content-Type": URLENCODED},
+        )
+        assert hidden.status_code == 401
+    with UvicornServer(make(idp.guard())) as server:
+        # Not allowed: the body is not looked at, as in every adapter.
+        plain = httpx.post(
+            f"{server.url}/books", data={"access_token": token}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert plain.status_code == 200
