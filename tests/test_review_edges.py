@@ -264,3 +264,37 @@ def test_form_token_found_without_the_middleware(idp: LocalIssuer, make: Any) ->
             f"{server.url}/books", data={"access_token": token}, headers={"Authorization": f"Bearer {token}"}
         )
         assert plain.status_code == 200
+
+
+# ---------------------------------------------------------------- Flask: errors name what the user wrote
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"TOKENGUARD_PUBLIC_PATHS": "health"}, "TOKENGUARD_PUBLIC_PATHS"),
+        ({"TOKENGUARD_PUBLIC_PATHS": "/health,/static/../admin"}, "TOKENGUARD_PUBLIC_PATHS"),
+        ({"TOKENGUARD_PUBLIC_PREFIXES": ["static"]}, "TOKENGUARD_PUBLIC_PREFIXES"),
+    ],
+)
+def test_flask_config_errors_name_the_config_key(idp: LocalIssuer, config: dict[str, Any], named: str) -> None:
+    """A bad TOKENGUARD_PUBLIC_* value was reported as 'public_paths'/'public_prefixes', names the
+    Flask user never wrote."""
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard
+
+    app = Flask(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError) as raised:
+        FlaskTokenGuard(app, idp.guard())
+    assert str(raised.value).startswith(named)
+
+
+def test_flask_protect_all_error_names_protect_all(idp: LocalIssuer) -> None:
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard
+
+    with pytest.raises(ConfigurationError, match="^protect_all must be True or False"):
+        FlaskTokenGuard(Flask(__name__), idp.guard(), protect_all="yes")  # type: ignore[arg-type]

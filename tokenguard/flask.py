@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
 
-from ._config import parse_bool, string_tuple
+from ._config import parse_bool
 from .claims import TokenClaims
-from .errors import MissingToken, TokenError
+from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
-from .options import AdapterOptions, resolve_options
+from .options import AdapterOptions, _checked_paths, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
 from .route_policy import check_route, route_policy
@@ -109,6 +109,9 @@ class FlaskTokenGuard:
         public_cache_policy: PublicCachePolicy | None = None,
     ) -> None:
         self.guard = guard
+        if protect_all is not None and not isinstance(protect_all, bool):
+            # Checked here so the error names the keyword the user wrote, not AdapterOptions' "protect".
+            raise ConfigurationError(f"protect_all must be True or False, not {protect_all!r}")
         self._given: dict[str, Any] = {
             "protect": protect_all,
             "public_paths": public_paths,
@@ -317,8 +320,9 @@ def _config_paths(value: object, key: str) -> tuple[str, ...]:
     # A string is documented as a comma-separated list (what an environment
     # variable holds), so "/health" is the one path /health, never its characters.
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return string_tuple(value, key)
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    # Checked here, so an error names the config key the user set (not "public_paths").
+    return _checked_paths(value, key)
 
 
 def _bytes_or_none(value: str | bytes | None) -> bytes | None:
