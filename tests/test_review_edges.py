@@ -298,3 +298,36 @@ def test_flask_protect_all_error_names_protect_all(idp: LocalIssuer) -> None:
 
     with pytest.raises(ConfigurationError, match="^protect_all must be True or False"):
         FlaskTokenGuard(Flask(__name__), idp.guard(), protect_all="yes")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- FastAPI docs URLs: the docs, not the path
+
+
+def test_fastapi_docs_exemption_covers_only_the_docs_pages(idp: LocalIssuer) -> None:
+    """With docs_url="/" an app's own POST / (or a websocket at /openapi.json) was public:
+    the docs URLs were exempt for every method, while FastAPI serves them only to GET."""
+    from fastapi import WebSocket
+
+    app = FastAPI(docs_url="/")
+    setup(app, idp.guard(), middleware=True)
+
+    @app.post("/")
+    async def create() -> dict[str, str]:
+        return {"created": "yes"}
+
+    @app.websocket("/openapi.json")
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    with UvicornServer(app) as server:
+        assert httpx.get(f"{server.url}/").status_code == 200
+        assert httpx.get(f"{server.url}/openapi.json").status_code == 200
+        assert httpx.post(f"{server.url}/").status_code == 401
+        upgrade = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        assert httpx.get(f"{server.url}/openapi.json", headers=upgrade).status_code == 403

@@ -190,7 +190,10 @@ class TokenGuardMiddleware:
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
-        docs = _served_docs(self._docs_app(scope)) if options.public_docs else frozenset()
+        # FastAPI serves its docs only to GET/HEAD: another method on the same path
+        # (an app's own POST route at docs_url="/") is not the docs page.
+        served = options.public_docs and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
+        docs = _served_docs(self._docs_app(scope)) if served else frozenset()
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
 
     def _docs_app(self, scope: Scope) -> object:
