@@ -331,3 +331,59 @@ def test_fastapi_docs_exemption_covers_only_the_docs_pages(idp: LocalIssuer) -> 
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         }
         assert httpx.get(f"{server.url}/openapi.json", headers=upgrade).status_code == 403
+
+
+# ---------------------------------------------------------------- configuration values checked at construction
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_token_bytes", "8192"),
+        ("max_token_bytes", 0),
+        ("max_token_bytes", True),
+        ("hash_key", "a-string-secret-of-32-characters"),
+        ("realm", 5),
+        ("leeway", "30"),
+        ("leeway", float("nan")),
+        ("max_token_age", "3600"),
+        ("max_token_age", 0),
+    ],
+)
+def test_guard_values_of_the_wrong_type_name_the_option(idp: LocalIssuer, option: str, value: object) -> None:
+    """A string for max_token_bytes was accepted and every request then failed with TypeError
+    inside the Authorization parser (a 500); hash_key as str and leeway as str raised TypeError."""
+    from tokenguard import JWTIssuer
+    from tokenguard.sources import FetchSettings
+
+    if option in ("leeway", "max_token_age"):
+        issuer = JWTIssuer(
+            issuer=idp.issuer,
+            audience="https://api.test",
+            jwks_uri=idp.jwks_uri,
+            fetch=FetchSettings(),
+            **{option: value},
+        )
+        make = lambda: TokenGuard(issuers=[issuer])  # noqa: E731
+    else:
+        make = lambda: idp.guard(**{option: value})  # noqa: E731
+    with pytest.raises(ConfigurationError, match=f"^{option} must be"):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_keys", "100"),
+        ("max_keys", 0),
+        ("max_response_bytes", 1.5),
+        ("default_ttl", "600"),
+        ("max_staleness", -1),
+        ("require_https", "false"),
+    ],
+)
+def test_fetch_settings_values_checked(option: str, value: object) -> None:
+    from tokenguard.sources import FetchSettings
+
+    with pytest.raises(ConfigurationError, match=f"^{option} must be"):
+        FetchSettings(**{option: value})
