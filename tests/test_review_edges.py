@@ -387,3 +387,29 @@ def test_fetch_settings_values_checked(option: str, value: object) -> None:
 
     with pytest.raises(ConfigurationError, match=f"^{option} must be"):
         FetchSettings(**{option: value})
+
+
+# ---------------------------------------------------------------- Django public paths: the rules of every adapter
+
+
+def test_django_path_rules_agree_with_the_adapter_options() -> None:
+    """Django's PathRules made /static/%2e%2e/admin public (the other adapters never do) and
+    accepted entries holding dot-segments, which AdapterOptions refuses."""
+    from tokenguard.django import PathRules
+
+    rules = PathRules(["/health"], ["/static"])
+    options = AdapterOptions(public_paths=["/health"], public_prefixes=["/static"])
+    for tried in (
+        "/static/%2e%2e/admin",
+        "/static/%2E%2E/admin",
+        "/static/./a",
+        "/static/a.css",
+        "/health",
+        "/healthz",
+    ):
+        assert rules.is_public(tried) is options.is_public(tried), tried
+    for bad in (["/static/../admin"], ["/a/%2e%2e"]):
+        with pytest.raises(ConfigurationError, match="TOKENGUARD_PUBLIC_PREFIXES"):
+            PathRules((), bad)
+        with pytest.raises(ConfigurationError, match="'.' or '..'"):
+            AdapterOptions(public_prefixes=bad)

@@ -48,6 +48,7 @@ from django.utils.module_loading import import_string
 from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
+from .options import has_dot_segment
 from .request_auth import verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
@@ -290,7 +291,8 @@ class PathRules:
 
     def is_public(self, path: str) -> bool:
         """Whether ``path`` is served without a token check."""
-        if any(segment in (".", "..") for segment in path.split("/")):
+        if has_dot_segment(path):
+            # Also %2e: the same rule as the other adapters (tokenguard.options).
             return False
         if path in self.paths:
             return True
@@ -304,6 +306,9 @@ def _path_list(option: str, value: Iterable[str]) -> list[str]:
     for path in paths:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigurationError(f"{option}: every entry must be a path starting with '/', got {path!r}")
+        if has_dot_segment(path):
+            # Never public at request time, so an entry holding one is a mistake (as in every adapter).
+            raise ConfigurationError(f"{option}: entries must not contain '.' or '..' segments; got {path!r}")
     return paths
 
 
