@@ -413,3 +413,42 @@ def test_django_path_rules_agree_with_the_adapter_options() -> None:
             PathRules((), bad)
         with pytest.raises(ConfigurationError, match="'.' or '..'"):
             AdapterOptions(public_prefixes=bad)
+
+
+# ---------------------------------------------------------------- Flask: one extension, several apps
+
+
+def test_flask_extension_keeps_each_apps_options_and_guard(idp: LocalIssuer) -> None:
+    """With the application-factory pattern (one FlaskTokenGuard, init_app per app), the last
+    app's options and the first app's guard applied to every app: app2's public /admin became
+    public in app1, and app2's own issuer was never used."""
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard
+
+    tg = FlaskTokenGuard()
+
+    def make(issuer: LocalIssuer, public: str) -> Flask:
+        app = Flask(__name__)
+        app.config.update(
+            TOKENGUARD_ISSUER=issuer.issuer, TOKENGUARD_AUDIENCE="https://api.test", TOKENGUARD_PUBLIC_PATHS=public
+        )
+        tg.init_app(app)
+
+        @app.get("/admin")
+        @app.get("/books")
+        def view() -> dict[str, str]:
+            return {"ok": "yes"}
+
+        return app
+
+    with LocalIssuer(algorithms=("ES256",)) as other:
+        first = make(idp, "/health").test_client()
+        second = make(other, "/health,/admin").test_client()
+        assert first.get("/admin").status_code == 401
+        assert second.get("/admin").status_code == 200
+        mine = idp.issue(alg="ES256", scope="read")
+        theirs = other.issue(alg="ES256", scope="read")
+        assert first.get("/books", headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+        assert second.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 200
+        assert first.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 401
