@@ -252,6 +252,13 @@ class TokenGuard:
             raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
         if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline < math.inf:
             raise ConfigurationError(f"deadline must be a positive number of seconds, not {deadline!r}")
+        if isinstance(max_token_bytes, bool) or not isinstance(max_token_bytes, int) or max_token_bytes < 1:
+            # Else a string fails on the first request, inside parse_authorization.
+            raise ConfigurationError(f"max_token_bytes must be a positive integer, not {max_token_bytes!r}")
+        if hash_key is not None and not isinstance(hash_key, bytes):
+            raise ConfigurationError(f"hash_key must be bytes (secret.encode()), not {type(hash_key).__name__}")
+        if realm is not None and not isinstance(realm, str):
+            raise ConfigurationError(f"realm must be a string or None, not {realm!r}")
         self._verifier = verifier
         self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
@@ -1138,7 +1145,12 @@ class TokenGuard:
         ``scopes_supported`` can never be granted, so its route would answer
         403 to everyone: the guard logs one WARNING per such scope when the
         issuer's metadata is first loaded (or now, if it already is).
+
+        Raises:
+            ConfigurationError: a scope is not a valid scope name (RFC 6749
+                §3.3), checked before anything is declared.
         """
+        ScopeRequirement(tuple(scopes))  # validates the names: a list or a bad name is refused here
         new = set(scopes) - self._route_scopes
         if not new:
             return

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -125,6 +126,18 @@ class FetchSettings:
     require_https: bool = True
 
     def __post_init__(self) -> None:
+        # Checked here, not when the first fetch compares a string with a float.
+        durations = ("min_ttl", "max_ttl", "default_ttl", "kid_refetch_cooldown", "max_staleness")
+        for name in (*durations, "failed_retry_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{name} must be a non-negative number of seconds, not {value!r}")
+        for name in ("max_keys", "max_response_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.require_https, bool):
+            raise ConfigurationError(f"require_https must be True or False, not {self.require_https!r}")
         if not 0 <= self.min_ttl <= self.max_ttl:
             raise ConfigurationError("FetchSettings needs 0 <= min_ttl <= max_ttl")
 
