@@ -264,6 +264,10 @@ class TokenGuard:
         from .sender_config import is_sender_constrained, sender_settings
 
         self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
+        # verify() called outside request_auth judges tokens as plain Bearer
+        # (sender_config.check_direct_verify), unless the application said it
+        # checks the binding itself (proof_of_possession=True).
+        self._direct_check = is_sender_constrained(self) and not proof_of_possession
         if is_sender_constrained(self):
             # The adapters judge each request whole (request_auth.py): a bound
             # token must come with its proof there, so verify() itself admits
@@ -649,16 +653,16 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
 
     async def verify(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims.
@@ -690,16 +694,28 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
+
+    def _direct(self, token: str, claims: TokenClaims) -> TokenClaims:
+        # DPoP/mTLS configured: a call outside request_auth has no proof and
+        # no certificate; judge the token as plain Bearer (RFC 9449 §7.2).
+        from .sender_config import check_direct_verify
+
+        try:
+            check_direct_verify(self, claims)
+        except TokenError as exc:
+            self._rejected(token, exc)
+            raise
+        return claims
 
     def _verify_or_flow(
         self, token: str, now: float, key: bytes, client: str | None

@@ -36,6 +36,7 @@ from .errors import NO_STORE_HEADERS, InvalidRequest, InvalidToken, MissingToken
 from .forwarded import TrustedProxies, proxy_certificate, request_url
 from .mtls import asgi_client_certificate, bound_certificate, check_certificate_binding, load_certificate
 from .replay import replay_key
+from .sender_config import judged_with_request
 
 if TYPE_CHECKING:
     from .guard import TokenGuard
@@ -252,7 +253,11 @@ async def verify_request(guard: TokenGuard, context: RequestContext) -> RequestV
     try:
         presented = _present(guard, context, now)
         scheme = presented.scheme
-        claims = await guard.verify(presented.token, client=context.peer)
+        judged = judged_with_request.set(True)
+        try:
+            claims = await guard.verify(presented.token, client=context.peer)
+        finally:
+            judged_with_request.reset(judged)
         verdict = _bind(guard, context, presented, claims)
         if presented.proof is not None:
             dpop = guard.dpop
@@ -274,7 +279,11 @@ def verify_request_sync(guard: TokenGuard, context: RequestContext) -> RequestVe
     try:
         presented = _present(guard, context, now)
         scheme = presented.scheme
-        claims = guard.verify_sync(presented.token, client=context.peer)
+        judged = judged_with_request.set(True)
+        try:
+            claims = guard.verify_sync(presented.token, client=context.peer)
+        finally:
+            judged_with_request.reset(judged)
         verdict = _bind(guard, context, presented, claims)
         if presented.proof is not None:
             dpop = guard.dpop
