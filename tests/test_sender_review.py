@@ -98,3 +98,62 @@ def test_introspection_answer_of_dpop_token_type_is_an_access_token(token_type: 
     assert check_answer(document, config, now).claims is not None
     refresh = dict(document, token_type="refresh_token")
     assert check_answer(refresh, config, now).claims is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        # PEP 3333: PATH_INFO is percent-decoded; the client's htu is not.
+        ({"PATH_INFO": "/books/a b", "RAW_URI": "/books/a%20b?q=1"}, "https://api.test/books/a%20b"),
+        ({"PATH_INFO": "/books/a/b", "REQUEST_URI": "/books/a%2Fb"}, "https://api.test/books/a%2Fb"),
+        ({"PATH_INFO": "/books/a b"}, "https://api.test/books/a%20b"),
+        ({"PATH_INFO": "/books/\xc3\xa9"}, "https://api.test/books/%C3%A9"),
+        ({"SCRIPT_NAME": "/app", "PATH_INFO": "/x y"}, "https://api.test/app/x%20y"),
+    ],
+)
+def test_wsgi_htu_keeps_the_percent_encoding_the_client_sent(environ: dict[str, Any], expected: str) -> None:
+    """A DPoP proof's htu names the URI as sent (RFC 9449 §4.3 check 9); WSGI decodes PATH_INFO,
+    so the WSGI context must rebuild the encoded path, or every proof for such a path fails."""
+    from tokenguard.dpop import normalize_htu
+    from tokenguard.request_auth import wsgi_request_context
+
+    base = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "HTTP_HOST": "api.test", "REMOTE_ADDR": "10.0.0.9"}
+    context = wsgi_request_context({**base, **environ}, None)
+    assert normalize_htu(context.url) == normalize_htu(expected)
+
+
+@pytest.mark.parametrize("ahead", [3600, 10**9])
+def test_step_up_refuses_auth_time_in_the_future(ahead: int) -> None:
+    """An auth_time ahead of the clock cannot prove a recent authentication: with max_age it would
+    stay "fresh" until the clock caught up. It is refused like a missing auth_time (RFC 9470 §6)."""
+    import time
+
+    from tokenguard import TokenClaims
+    from tokenguard.stepup import InsufficientUserAuthentication, StepUpRequirement
+
+    now = time.time()
+    requirement = StepUpRequirement(max_age=300)
+    with pytest.raises(InsufficientUserAuthentication):
+        requirement.check(TokenClaims({"sub": "u", "auth_time": int(now) + ahead}, token_type="jwt"), now)
+    requirement.check(TokenClaims({"sub": "u", "auth_time": int(now) + 5}, token_type="jwt"), now)  # small skew passes
+    requirement.check(TokenClaims({"sub": "u", "auth_time": int(now) - 100}, token_type="jwt"), now)
+
+
+def test_wsgi_htu_raw_uri_yields_to_a_mounted_prefix() -> None:
+    """RAW_URI is the server's view; when a middleware mounted the app under a prefix (SCRIPT_NAME),
+    the path it no longer matches is rebuilt from SCRIPT_NAME + PATH_INFO instead."""
+    from tokenguard.request_auth import wsgi_request_context
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "wsgi.url_scheme": "https",
+        "HTTP_HOST": "api.test",
+        "SCRIPT_NAME": "/v1",
+        "PATH_INFO": "/a b",
+        "RAW_URI": "/a%20b",
+    }
+    assert wsgi_request_context(environ, None).url == "https://api.test/v1/a%20b"
+    environ["PATH_INFO"] = "/100%"
+    environ["RAW_URI"] = "/100%25"
+    environ["SCRIPT_NAME"] = ""
+    assert wsgi_request_context(environ, None).url == "https://api.test/100%25"

@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, unquote
 
 from .bearer import parameter_tokens
 from .challenge import Challenge
@@ -376,6 +377,26 @@ def asgi_request_context(
     )
 
 
+def _wsgi_raw_path(environ: Mapping[str, Any]) -> str:
+    """The request path as the client sent it (percent-encoded), for ``htu``.
+
+    PEP 3333: SCRIPT_NAME and PATH_INFO are percent-decoded (latin-1 bytes),
+    while a DPoP proof names the URI as sent (RFC 9449 §4.3 check 9). The raw
+    request target (``RAW_URI``: gunicorn, werkzeug; ``REQUEST_URI``: uWSGI,
+    mod_wsgi, werkzeug) is used when it decodes to SCRIPT_NAME + PATH_INFO
+    (a middleware that set SCRIPT_NAME from a trusted prefix header wins);
+    otherwise the decoded path is encoded again (``%2F`` is then ``/``).
+    """
+    decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    for name in ("RAW_URI", "REQUEST_URI"):
+        raw = environ.get(name)
+        if isinstance(raw, str) and raw.startswith("/"):
+            raw = raw.split("?", 1)[0].split("#", 1)[0]
+            if unquote(raw, encoding="latin-1") == decoded:
+                return raw
+    return quote(decoded.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+
+
 def wsgi_request_context(
     environ: Mapping[str, Any],
     proxies: TrustedProxies | None,
@@ -394,8 +415,7 @@ def wsgi_request_context(
             headers.append((key.replace("_", "-").lower(), value))
     peer = environ.get("REMOTE_ADDR")
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    # PEP 3333: SCRIPT_NAME and PATH_INFO are decoded as latin-1 bytes.
-    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    path = _wsgi_raw_path(environ)
     url = request_url(str(environ.get("wsgi.url_scheme", "http")), str(host), path, headers, peer, proxies)
     certificate = wsgi_client_certificate(environ)
     if certificate is None:
