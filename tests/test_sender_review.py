@@ -157,3 +157,53 @@ def test_wsgi_htu_raw_uri_yields_to_a_mounted_prefix() -> None:
     environ["RAW_URI"] = "/100%25"
     environ["SCRIPT_NAME"] = ""
     assert wsgi_request_context(environ, None).url == "https://api.test/100%25"
+
+
+@pytest.mark.parametrize("host", ["api.test/other?", "api.test/other#", "api.test/other", "evil@api.test", "a b", ""])
+def test_malformed_host_cannot_steer_htu(host: str) -> None:
+    """The Host header builds the URI a proof's htu is compared with. One carrying a path, query or
+    fragment ("api.test/other?") would make a proof made for /other match a request to /books
+    (RFC 9449 §4.3 check 9): it is refused with 400 (RFC 9112 §3.2: an invalid Host is 400)."""
+    from tokenguard.errors import InvalidRequest
+    from tokenguard.request_auth import asgi_request_context, wsgi_request_context
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/books",
+        "raw_path": b"/books",
+        "query_string": b"",
+        "headers": [(b"host", host.encode())],
+        "client": ("10.0.0.9", 5000),
+    }
+    with pytest.raises(InvalidRequest):
+        asgi_request_context(scope, None)
+    environ = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "HTTP_HOST": host, "PATH_INFO": "/books"}
+    if host:
+        with pytest.raises(InvalidRequest):
+            wsgi_request_context(environ, None)
+
+
+def test_forwarded_host_from_trusted_proxy_is_checked_too() -> None:
+    """X-Forwarded-Host from a trusted proxy goes through the same Host syntax check."""
+    from tokenguard.errors import InvalidRequest
+    from tokenguard.forwarded import TrustedProxies, request_url
+
+    proxies = TrustedProxies(["10.0.0.1"])
+    headers = [("x-forwarded-host", "api.test/other?")]
+    with pytest.raises(InvalidRequest):
+        request_url("https", "internal:8080", "/books", headers, "10.0.0.1", proxies)
+    ok = request_url("https", "internal:8080", "/books", [("x-forwarded-host", "API.test:443")], "10.0.0.1", proxies)
+    assert ok == "https://API.test:443/books"
+    assert request_url("http", "[::1]:8000", "/b", [], "10.0.0.9", proxies) == "http://[::1]:8000/b"
+
+
+def test_wsgi_encoded_query_mark_in_path_is_not_a_query() -> None:
+    """PATH_INFO "/books?/x" (sent as /books%3F/x) must not normalise to /books: a proof for /books
+    would match a request to another resource."""
+    from tokenguard.dpop import normalize_htu
+    from tokenguard.request_auth import wsgi_request_context
+
+    environ = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "HTTP_HOST": "api.test", "PATH_INFO": "/books?/x"}
+    assert normalize_htu(wsgi_request_context(environ, None).url) != "https://api.test/books"

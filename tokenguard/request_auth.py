@@ -354,7 +354,8 @@ def asgi_request_context(
     host = next((v for k, v in headers if k.lower() == "host"), None)
     if host is None:
         server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else "localhost"
+        # A UNIX socket's server is (path, None): no host to name.
+        host = f"{server[0]}:{server[1]}" if server and server[1] is not None else "localhost"
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope.get("root_path", "") + scope["path"]
     path = path.split("?", 1)[0]
