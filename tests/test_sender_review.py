@@ -207,3 +207,16 @@ def test_wsgi_encoded_query_mark_in_path_is_not_a_query() -> None:
 
     environ = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "HTTP_HOST": "api.test", "PATH_INFO": "/books?/x"}
     assert normalize_htu(wsgi_request_context(environ, None).url) != "https://api.test/books"
+
+
+@pytest.mark.parametrize("route", ["allowed", "disabled"])
+def test_route_cannot_relax_a_guard_that_requires_dpop(shared_issuer: LocalIssuer, route: str) -> None:
+    """The guard refuses Bearer before any route is known when it requires DPoP, so a route asking
+    for "allowed" or "disabled" could never be reached: refused at construction, naming the option."""
+    from tokenguard import ConfigurationError
+
+    guard = shared_issuer.guard(introspection=False, dpop="required")
+    with pytest.raises(ConfigurationError, match="dpop"):
+        guard.requires("read", dpop=route)  # type: ignore[arg-type]
+    guard.requires("read", dpop="required")
+    guard.close()

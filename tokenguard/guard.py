@@ -1131,7 +1131,8 @@ class TokenGuard:
             max_age: step-up: largest age of the user's authentication, seconds.
             dpop: this route's DPoP mode, stricter or laxer than the guard's
                 (``"required"``: a DPoP-bound token with a proof; ``"disabled"``:
-                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``.
+                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``;
+                a guard with ``dpop="required"`` cannot be relaxed per route.
 
         Raises:
             ConfigurationError: invalid step-up values or DPoP mode.
