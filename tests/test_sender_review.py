@@ -220,3 +220,20 @@ def test_route_cannot_relax_a_guard_that_requires_dpop(shared_issuer: LocalIssue
         guard.requires("read", dpop=route)  # type: ignore[arg-type]
     guard.requires("read", dpop="required")
     guard.close()
+
+
+def test_mcp_missing_token_scope_survives_dpop_required(shared_issuer: LocalIssuer) -> None:
+    """MCP: a 401 without credentials names the scope needed. With DPoP required only the DPoP
+    challenge is sent, so the scope must ride on it (it was dropped with the Bearer challenge)."""
+    from tokenguard.challenge import parse_challenges
+    from tokenguard.mcp import _MissingTokenWithScope
+
+    guard = shared_issuer.guard(introspection=False, dpop="required", resource="https://mcp.test/mcp")
+    rendered = guard.error_response(_MissingTokenWithScope(("mcp:tools", "mcp:read")))
+    header = dict(rendered.headers)["WWW-Authenticate"]
+    (challenge,) = parse_challenges(header)
+    assert challenge.scheme == "DPoP"
+    assert challenge.scope == ("mcp:tools", "mcp:read")
+    assert challenge.error is None
+    assert dict(challenge.extra)["resource_metadata"].endswith("/.well-known/oauth-protected-resource/mcp")
+    guard.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
@@ -324,6 +324,12 @@ def challenge_headers(
     if dpop.mode != "required":
         challenges.append(bearer if not on_dpop else Challenge(realm=realm, extra=extra).to_header())
     dpop_challenge = dpop.challenge(realm, error if on_dpop and has_error else None, include_description, extra)
+    if not has_error and on_dpop:
+        # A 401 without credentials may still name the scope needed (MCP
+        # authorization); keep it when the DPoP challenge stands alone.
+        bare = error.challenge(realm, include_description=include_description)
+        if bare is not None and bare.scope:
+            dpop_challenge = replace(dpop_challenge, scope=bare.scope)
     challenges.append(dpop_challenge.to_header())
     # One field: some frameworks keep only the last of repeated headers; RFC
     # 9110 §11.6.1 allows a comma-separated list of challenges.
