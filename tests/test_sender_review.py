@@ -237,3 +237,22 @@ def test_mcp_missing_token_scope_survives_dpop_required(shared_issuer: LocalIssu
     assert challenge.error is None
     assert dict(challenge.extra)["resource_metadata"].endswith("/.well-known/oauth-protected-resource/mcp")
     guard.close()
+
+
+def test_declare_scopes_refuses_non_scope_names(shared_issuer: LocalIssuer) -> None:
+    """declare_scopes()/requires() validate names before registering them for the RFC 9728 document:
+    a list passed as one scope is a ConfigurationError, not a TypeError, and nothing is registered."""
+    from tokenguard import ConfigurationError
+
+    guard = shared_issuer.guard(introspection=False)
+    with pytest.raises(ConfigurationError):
+        guard.declare_scopes(["read"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        guard.declare_scopes("two words")
+    with pytest.raises(ConfigurationError):
+        guard.requires("read", acr_values="mfa")  # type: ignore[arg-type]
+    assert guard.route_scopes == frozenset()
+    guard.declare_scopes()
+    guard.declare_scopes("read")
+    assert guard.route_scopes == {"read"}
+    guard.close()

@@ -1140,9 +1140,10 @@ class TokenGuard:
         from .requirement import Requirement
         from .route_policy import RoutePolicy
 
-        self.declare_scopes(*scopes)
+        requirement = ScopeRequirement(tuple(scopes), any_of)  # validates the names first
         policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
+        self.declare_scopes(*scopes)
+        return Requirement(self, requirement, policy)
 
     def declare_scopes(self, *scopes: str) -> None:
         """Tell the guard which scopes routes require, so a typo is caught early.
@@ -1153,6 +1154,7 @@ class TokenGuard:
         403 to everyone: the guard logs one WARNING per such scope when the
         issuer's metadata is first loaded (or now, if it already is).
         """
+        ScopeRequirement(tuple(scopes))  # ConfigurationError for a name that is not a scope token
         new = set(scopes) - self._route_scopes
         if not new:
             return
