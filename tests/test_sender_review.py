@@ -256,3 +256,37 @@ def test_declare_scopes_refuses_non_scope_names(shared_issuer: LocalIssuer) -> N
     guard.declare_scopes("read")
     assert guard.route_scopes == {"read"}
     guard.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_age": "300"},
+        {"max_age": True},
+        {"max_age": float("nan")},
+        {"max_age": float("inf")},
+        {"leeway": "5"},
+        {"leeway": float("nan")},
+        {"leeway": None},
+    ],
+)
+def test_dpop_settings_refuse_non_numbers(options: dict[str, Any]) -> None:
+    """DPoPSettings' windows are checked at construction: a string, a bool, NaN or infinity is a
+    ConfigurationError naming the option (a string crashed with TypeError; NaN disabled the iat check)."""
+    from tokenguard import ConfigurationError
+    from tokenguard.dpop import DPoPSettings
+
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        DPoPSettings(**options)
+
+
+@pytest.mark.parametrize("value", ["10", True, -1])
+def test_replay_store_bounds_are_checked(value: Any) -> None:
+    """max_entries of both replay stores: a whole non-negative (memory: positive) number."""
+    from tokenguard import ConfigurationError
+    from tokenguard.replay import MemoryReplayStore, RedisReplayStore
+
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        MemoryReplayStore(max_entries=value)
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        RedisReplayStore("redis://localhost", max_entries=value)
