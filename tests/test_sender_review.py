@@ -290,3 +290,79 @@ def test_replay_store_bounds_are_checked(value: Any) -> None:
         MemoryReplayStore(max_entries=value)
     with pytest.raises(ConfigurationError, match="max_entries"):
         RedisReplayStore("redis://localhost", max_entries=value)
+
+
+def _dpop_call(client: Any, url: str, token: str) -> Any:
+    import time
+
+    proof = make_proof(htu=url, iat=int(time.time()), ath=access_token_hash(token))
+    return client.get(url, headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+
+
+@pytest.mark.parametrize("stack", ["starlette", "mcp"])
+def test_insufficient_scope_answers_on_the_dpop_scheme(shared_issuer: LocalIssuer, stack: str) -> None:
+    """RFC 9449 §7.1: a request made with a DPoP-bound token gets its 403 insufficient_scope on the
+    DPoP challenge, not on Bearer (FastAPI's Requirement already did; Starlette requires() and the MCP
+    gate did not)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tokenguard.challenge import parse_challenges
+    from tokenguard.mcp import protect_mcp
+    from tokenguard.starlette import TokenGuardMiddleware, requires
+
+    guard = shared_issuer.guard(introspection=False, dpop="allowed", resource="https://api.test")
+    if stack == "starlette":
+
+        @requires(guard, "write")
+        async def books(request: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        app: Any = TokenGuardMiddleware(Starlette(routes=[Route("/books", books)]), guard, protect=False)
+    else:
+
+        async def books_plain(request: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        app = protect_mcp(Starlette(routes=[Route("/books", books_plain)]), guard, scopes=["write"])
+    jkt = jwk_thumbprint(EC.as_dict(private=False))
+    token = shared_issuer.issue(scope="read", extra_claims={"cnf": {"jkt": jkt}})
+    with TestClient(app) as client:
+        response = _dpop_call(client, "http://testserver/books", token)
+    assert response.status_code == 403
+    challenges = {c.scheme: c for c in parse_challenges(response.headers["www-authenticate"])}
+    assert challenges["DPoP"].error == "insufficient_scope"
+    assert challenges["Bearer"].error is None
+    guard.close()
+
+
+def test_insufficient_scope_answers_on_the_dpop_scheme_flask(shared_issuer: LocalIssuer) -> None:
+    """Flask's require_token: a DPoP request's 403 goes on the DPoP challenge (RFC 9449 §7.1)."""
+    import time
+
+    from flask import Flask
+
+    from tokenguard.challenge import parse_challenges
+    from tokenguard.flask import FlaskTokenGuard
+
+    guard = shared_issuer.guard(introspection=False, dpop="allowed")
+    app = Flask(__name__)
+    extension = FlaskTokenGuard(app, guard)
+
+    @app.get("/books")
+    @extension.requires("write")
+    def books() -> str:
+        return "ok"
+
+    jkt = jwk_thumbprint(EC.as_dict(private=False))
+    token = shared_issuer.issue(scope="read", extra_claims={"cnf": {"jkt": jkt}})
+    proof = make_proof(htu="http://localhost/books", iat=int(time.time()), ath=access_token_hash(token))
+    response = app.test_client().get("/books", headers={"Authorization": f"DPoP {token}", "DPoP": proof})
+    assert response.status_code == 403
+    challenges = {c.scheme: c for c in parse_challenges(response.headers["www-authenticate"])}
+    assert challenges["DPoP"].error == "insufficient_scope"
+    assert challenges["Bearer"].error is None
+    guard.close()

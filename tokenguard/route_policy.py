@@ -103,6 +103,12 @@ def check_route(policy: RoutePolicy | None, claims: TokenClaims, verdict: Reques
     try:
         policy.check(claims, verdict, now)
     except TokenError as error:
-        if verdict is not None and error.auth_scheme == "Bearer":
-            error.auth_scheme = verdict.scheme
-        raise
+        raise on_scheme_used(error, verdict) from None
+
+
+def on_scheme_used(error: TokenError, verdict: RequestVerdict | None) -> TokenError:
+    """``error`` answered on the scheme the request used (RFC 9449 §7.1-7.2), e.g. a 403
+    ``insufficient_scope`` for a DPoP request goes on the ``DPoP`` challenge."""
+    if verdict is not None and error.auth_scheme == "Bearer":
+        error.auth_scheme = verdict.scheme
+    return error
