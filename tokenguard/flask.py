@@ -50,7 +50,7 @@ from .guard import TokenGuard
 from .options import AdapterOptions, _checked_paths, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
-from .route_policy import check_route, route_policy
+from .route_policy import check_route, on_scheme_used, route_policy
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 from .wsgi import CLAIMS_KEY, find_token, parameter_tokens_of
@@ -262,7 +262,11 @@ class FlaskTokenGuard:
         claims = self._verify_request()
         if claims is None:
             raise MissingToken()
-        ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
+        try:
+            ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
+        except TokenError as error:
+            # RFC 9449 §7.1: a DPoP request's 403 goes on the DPoP challenge.
+            raise on_scheme_used(error, request.environ.get(VERDICT_KEY)) from None
         return claims
 
     def requires(

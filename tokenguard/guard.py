@@ -271,6 +271,10 @@ class TokenGuard:
         from .sender_config import is_sender_constrained, sender_settings
 
         self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
+        # verify() called outside request_auth judges tokens as plain Bearer
+        # (sender_config.check_direct_verify), unless the application said it
+        # checks the binding itself (proof_of_possession=True).
+        self._direct_check = is_sender_constrained(self) and not proof_of_possession
         if is_sender_constrained(self):
             # The adapters judge each request whole (request_auth.py): a bound
             # token must come with its proof there, so verify() itself admits
@@ -656,16 +660,16 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
 
     async def verify(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims.
@@ -697,16 +701,28 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
         except TokenError as exc:
             self._rejected(token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
+
+    def _direct(self, token: str, claims: TokenClaims) -> TokenClaims:
+        # DPoP/mTLS configured: a call outside request_auth has no proof and
+        # no certificate; judge the token as plain Bearer (RFC 9449 §7.2).
+        from .sender_config import check_direct_verify
+
+        try:
+            check_direct_verify(self, claims)
+        except TokenError as exc:
+            self._rejected(token, exc)
+            raise
+        return claims
 
     def _verify_or_flow(
         self, token: str, now: float, key: bytes, client: str | None
@@ -1124,7 +1140,8 @@ class TokenGuard:
             max_age: step-up: largest age of the user's authentication, seconds.
             dpop: this route's DPoP mode, stricter or laxer than the guard's
                 (``"required"``: a DPoP-bound token with a proof; ``"disabled"``:
-                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``.
+                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``;
+                a guard with ``dpop="required"`` cannot be relaxed per route.
 
         Raises:
             ConfigurationError: invalid step-up values or DPoP mode.
@@ -1132,9 +1149,9 @@ class TokenGuard:
         from .requirement import Requirement
         from .route_policy import RoutePolicy
 
-        requirement = ScopeRequirement(tuple(scopes), any_of)  # validates the scope names first
-        self.declare_scopes(*scopes)
+        requirement = ScopeRequirement(tuple(scopes), any_of)  # validates the names first
         policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
+        self.declare_scopes(*scopes)
         return Requirement(self, requirement, policy)
 
     def declare_scopes(self, *scopes: str) -> None:

@@ -37,7 +37,7 @@ from .options import AdapterOptions, path_in_app, resolve_options
 from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
-from .route_policy import RoutePolicy, check_route
+from .route_policy import RoutePolicy, check_route, on_scheme_used
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 
@@ -357,7 +357,10 @@ def requires(
                 raise TypeError("requires() needs an endpoint that takes a Request")
             try:
                 claims = await claims_for_connection(guard, connection)
-                requirement.check(claims.scopes)
+                try:
+                    requirement.check(claims.scopes)
+                except TokenError as error:
+                    raise on_scheme_used(error, connection.scope.get(VERDICT_KEY)) from None
                 check_route(policy, claims, connection.scope.get(VERDICT_KEY), guard.clock())
             except TokenError as error:
                 return error_response(guard, error)
