@@ -27,8 +27,10 @@ def server() -> Iterator[LocalIssuer]:
 
 
 def answer(**members: Any) -> bytes:
+    # Built at collection time (parametrize): a day's lifetime, so a whole-suite run longer than a
+    # few minutes does not reach these tests with answers already expired ("token expired").
     now = int(time.time())
-    document = {"active": True, "sub": "user-1", "aud": API, "iat": now, "exp": now + 300, **members}
+    document = {"active": True, "sub": "user-1", "aud": API, "iat": now, "exp": now + 86400, **members}
     return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
 
 
