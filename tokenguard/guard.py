@@ -1123,9 +1123,10 @@ class TokenGuard:
         from .requirement import Requirement
         from .route_policy import RoutePolicy
 
+        needed = ScopeRequirement(tuple(scopes), any_of)  # validates first: a list among scopes is unhashable below
         self.declare_scopes(*scopes)
         policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
+        return Requirement(self, needed, policy)
 
     def declare_scopes(self, *scopes: str) -> None:
         """Tell the guard which scopes routes require, so a typo is caught early.
