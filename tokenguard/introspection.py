@@ -157,7 +157,10 @@ class IntrospectionResult:
 #: ``token_type`` values that name an access token: RFC 6749 §7.1 types as
 #: servers send them (Keycloak, Hydra, Authlib: ``Bearer``), the RFC 8693
 #: §3 identifier, and the bare name some servers use. Compared case-insensitively.
-ACCESS_TOKEN_TYPES = frozenset(("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
+ACCESS_TOKEN_TYPES = frozenset(
+    # "DPoP": RFC 9449 §7.1 token type of a DPoP-bound access token (its cnf binding is checked elsewhere).
+    ("bearer", "dpop", "access_token", "urn:ietf:params:oauth:token-type:access_token")
+)
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
