@@ -95,7 +95,7 @@ def test_a_process_that_loses_the_lock_waits_and_uses_the_winners_copy() -> None
     step.answer(False)
     wait = step.store(SharedWait, DOC_KEY)
     assert wait.lock == LOCK and wait.timeout == POLICY.lock_wait
-    step.answer(stored(META, T0 + 0.5, {"Cache-Control": "max-age=600"}))
+    step.answer((stored(META, T0 + 0.5, {"Cache-Control": "max-age=600"}), False))  # (value, busy)
     assert step.result() == META
     assert not any(isinstance(effect, SharedSet | SharedDelete) for effect in step.effects)
     assert source.state.is_fresh(T0 + 599)
@@ -107,7 +107,7 @@ def test_a_loser_whose_wait_ends_empty_fetches_itself() -> None:
     step.answer(None)
     step.answer(False)
     step.store(SharedWait)
-    step.answer(None)
+    step.answer((None, False))  # nothing, and the lock is gone: not busy
     step.request("GET", WELL_KNOWN)
     step.reply(200, META)
     assert isinstance(step.effect, SharedSet)
@@ -186,7 +186,7 @@ def test_jwks_copy_without_the_kid_leads_to_an_election_for_a_newer_one() -> Non
     wait = step.store(SharedWait)
     assert not wait.accept(stored({"keys": [ec_jwk("old")]}, T0 - 5))
     assert wait.accept(stored({"keys": [ec_jwk("new")]}, T0 - 1))
-    step.answer(stored({"keys": [ec_jwk("new")]}, T0 - 1))
+    step.answer((stored({"keys": [ec_jwk("new")]}, T0 - 1), False))
     assert step.result().has_kid("new")
 
 
@@ -241,7 +241,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
     """SharedWait answers as soon as the copy is there or the lock is gone; never sits out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert wait.run_sync(store) == expected
+    assert wait.run_sync(store) == (expected, False)  # (value, busy): the lock is gone or the copy is there
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:
@@ -249,7 +249,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
         return await wait.run(store), store.reads
 
     value, reads = asyncio.run(run())
-    assert value == expected and reads <= 3
+    assert value == (expected, False) and reads <= 3
 
 
 # ------------------------------------------------------------------ guard-level elections, in memory
@@ -297,8 +297,12 @@ def test_a_result_introspected_by_one_guard_serves_another_without_a_call() -> N
     world.close()
 
 
-def test_a_guard_that_finds_the_lock_taken_waits_then_asks_itself() -> None:
-    """Another process holds the lock and never stores a result: after lock_wait, the guard introspects."""
+def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
+    """Another process holds the lock and never stores a result: after lock_wait, 503, no second provider call.
+
+    The holder is still calling (busy, see SharedWait): calling the provider too would add load to a slow
+    provider and keep this request past its deadline.
+    """
 
     class LockedStore(DictStore):
         lock_wait = 0.05
@@ -310,8 +314,9 @@ def test_a_guard_that_finds_the_lock_taken_waits_then_asks_itself() -> None:
 
     store = LockedStore()
     world = ElectionWorld(store)
-    assert world.guard().verify_sync("opaque-2").subject == "u1"
-    assert world.calls == 1
+    with pytest.raises(ServiceUnavailable, match="still in progress in another process"):
+        world.guard().verify_sync("opaque-2")
+    assert world.calls == 0
     assert len(store.locks) == 1 and store.locks[0].startswith("l:r:")  # it stood for election, and lost
     assert store.reads > 3  # and polled the store while the lock holder had a chance to answer
     world.close()
