@@ -213,15 +213,17 @@ def _wsgi_runner(app: Any, tokens: list[str]) -> Callable[[int], None]:
 # ---------------------------------------------------------------------- driver
 
 
-def _cases(requests: int, public: Any, private: Any) -> dict[str, dict[str, Callable[[int], None]]]:
+def _cases(requests: int, rounds: int, public: Any, private: Any) -> dict[str, dict[str, Callable[[int], None]]]:
     from tokenguard.starlette import TokenGuardMiddleware
     from tokenguard.wsgi import TokenGuardWSGIMiddleware
 
     one = _tokens(private, 1)
-    # Enough never-seen tokens for every round of the "new" case (minted once, outside the timing).
-    fresh_asgi = iter(_tokens(private, requests * 64))
-    fresh_wsgi = iter(_tokens(private, requests * 64))
-    fresh_flask = iter(_tokens(private, requests * 64))
+    # Enough never-seen tokens for the warm-up and every round of the "new"
+    # case (minted once, outside the timing; an RS256 signature costs ~1 ms).
+    needed = rounds * requests + _warm_up(requests)
+    fresh_asgi = iter(_tokens(private, needed))
+    fresh_wsgi = iter(_tokens(private, needed))
+    fresh_flask = iter(_tokens(private, needed))
 
     def new_tokens(source: Any, make: Callable[[list[str]], Callable[[int], None]]) -> Callable[[int], None]:
         def run(count: int) -> None:
@@ -253,6 +255,11 @@ def _cases(requests: int, public: Any, private: Any) -> dict[str, dict[str, Call
     return {"starlette": asgi, "wsgi": wsgi, "flask": flask}
 
 
+def _warm_up(requests: int) -> int:
+    """Requests run once per case before timing: imports, first JWKS parse, code paths."""
+    return min(requests, 200)
+
+
 def _cpu_us_per_request(run: Callable[[int], None], count: int) -> float:
     start = time.process_time()
     run(count)
@@ -269,11 +276,11 @@ def main() -> int:
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = private.public_key()
-    stacks = _cases(requests, public, private)
+    stacks = _cases(requests, rounds, public, private)
     samples: dict[str, dict[str, list[float]]] = {s: {c: [] for c in cases} for s, cases in stacks.items()}
     for stack, cases in stacks.items():
         for run in cases.values():
-            run(min(requests, 200))  # warm up: imports, first JWKS parse, code paths
+            run(_warm_up(requests))
         del stack
     order = [(stack, case) for stack, cases in stacks.items() for case in cases]
     for _ in range(rounds):

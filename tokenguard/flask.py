@@ -48,7 +48,7 @@ from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
 from .options import AdapterOptions, resolve_options
-from .response import PublicCachePolicy, ResponsePolicy
+from .response import PublicCachePolicy, ResponsePolicy, has_merged_fields
 from .scopes import ScopeRequirement
 from .wsgi import CLAIMS_KEY, find_token
 
@@ -198,10 +198,16 @@ class FlaskTokenGuard:
     def _after_request(self, response: Response) -> Response:
         if request.environ.get(CLAIMS_KEY) is None:
             return response
-        secured = self.policy.secure(list(response.headers.items()), request.path)
-        response.headers.clear()
+        headers = response.headers
+        if not has_merged_fields(headers):
+            # Neither Vary nor Cache-Control: the two fields are appended, nothing else is touched.
+            headers.add("Vary", "Authorization")
+            headers.add("Cache-Control", "no-store")
+            return response
+        secured = self.policy.secure(list(headers.items()), request.path)
+        headers.clear()
         for name, value in secured:
-            response.headers.add(name, value)
+            headers.add(name, value)
         return response
 
     @staticmethod

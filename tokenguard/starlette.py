@@ -29,7 +29,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .bearer import parameter_tokens
+from .bearer import bearer_token_bytes, parameter_tokens, query_may_hold_token
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
@@ -44,6 +44,8 @@ __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 #: when the app serves them: see ``AdapterOptions.public_docs``.)
 DEFAULT_PUBLIC_PATHS: tuple[str, ...] = ()
 
+
+_NO_DOCS: frozenset[str] = frozenset()
 
 #: Form bodies read for an ``access_token`` are capped (only with ``allow_form_token``).
 _MAX_FORM_BYTES = 64 * 1024
@@ -144,12 +146,17 @@ class TokenGuardMiddleware:
         )
         self.protect = self.options.protect
         self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
+        self._has_public_paths = bool(self.options.public_paths or self.options.public_prefixes)
         # Which app's docs URLs apply: decided once per scope["app"] seen.
         self._seen_app: object = None
         self._docs_owner: object = app
+        # The last docs URLs read, and the app and attribute values they were read from.
+        self._docs_key: tuple[object, ...] | None = None
+        self._docs_urls = _NO_DOCS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
         if self._is_public(scope):
@@ -157,8 +164,16 @@ class TokenGuardMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            receive, token = await self._find_token(scope, receive)
-            claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
+            token = self._common_token(scope, kind)
+            if token is None:
+                receive, token = await self._find_token(scope, receive)
+            if token is not None:
+                # The peer address, for per-client rate limits (behind a proxy, the
+                # proxy's unless the server rewrites it, e.g. uvicorn's --proxy-headers).
+                client = scope.get("client")
+                claims: TokenClaims | None = await self.guard.verify(token, client=str(client[0]) if client else None)
+            else:
+                claims = None
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
@@ -166,15 +181,33 @@ class TokenGuardMiddleware:
             await self._reject(scope, receive, send, MissingToken())
             return
         _attach(scope, claims)
-        if scope["type"] == "websocket":
+        if kind == "websocket":
             await self.app(scope, receive, send)
             return
-        await self._call_http(scope, receive, send, claims)
+        await self._call_http(scope, receive, send, claims is not None)
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
-        docs = _served_docs(self._docs_app(scope)) if options.public_docs else frozenset()
+        docs = self._docs(self._docs_app(scope)) if options.public_docs else _NO_DOCS
+        if not docs and not self._has_public_paths:
+            return False  # nothing can be public: skip the path work
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
+
+    def _docs(self, app: object) -> frozenset[str]:
+        """:func:`_served_docs` of ``app``, rebuilt only when its docs attributes change."""
+        if not isinstance(getattr(app, "openapi_url", None), str):
+            return _NO_DOCS  # not a FastAPI app serving an OpenAPI document (one attribute read)
+        key = (
+            app,
+            getattr(app, "openapi_url", None),
+            getattr(app, "redoc_url", None),
+            getattr(app, "docs_url", None),
+            getattr(app, "swagger_ui_oauth2_redirect_url", None),
+        )
+        if key != self._docs_key:
+            self._docs_key = key
+            self._docs_urls = _served_docs(app)
+        return self._docs_urls
 
     def _docs_app(self, scope: Scope) -> object:
         """The app whose docs URLs are this middleware's to exempt.
@@ -188,6 +221,30 @@ class TokenGuardMiddleware:
             self._seen_app = app
             self._docs_owner = app if _in_stack_of(app, self) else self.app
         return self._docs_owner
+
+    def _common_token(self, scope: Scope, kind: str) -> str | None:
+        """The token when the request carries exactly one ``Authorization: Bearer <b64token>``
+        and nothing else that could hold a token; ``None``: run :meth:`_find_token`.
+
+        Why: this is nearly every request, and it needs neither decoding every
+        header nor the extraction rules for several places (RFC 6750 §2): one
+        header, no ``access_token`` possible in the query, no form body to read.
+        """
+        found = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if found is not None:
+                    return None  # two headers: invalid_request, from the full rules
+                found = value
+        if found is None or query_may_hold_token(scope.get("query_string", b"")):
+            return None
+        if (
+            kind == "http"
+            and scope.get("method") not in ("GET", "HEAD")
+            and self.options.form_tokens_allowed(self.guard)
+        ):
+            return None  # a form body may hold a token too (RFC 6750 §2.2)
+        return bearer_token_bytes(found, self.guard.max_token_bytes)
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
         authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
@@ -204,16 +261,19 @@ class TokenGuardMiddleware:
         except MissingToken:
             return receive, None
 
-    async def _call_http(self, scope: Scope, receive: Receive, send: Send, claims: TokenClaims | None) -> None:
+    async def _call_http(self, scope: Scope, receive: Receive, send: Send, authenticated: bool) -> None:
+        """Run the app; secure the response headers of an authenticated request."""
         started = False
+        policy = self.policy
         path = scope["path"]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if claims is not None:
-                    message = self._secure(message, path)
+                if authenticated:
+                    # A copy: the app may reuse its message objects.
+                    message = {**message, "headers": policy.secure_raw(message.get("headers", ()), path)}
             await send(message)
 
         try:
@@ -223,13 +283,6 @@ class TokenGuardMiddleware:
             if started:
                 raise
             await self._reject(scope, receive, send, error)
-
-    def _secure(self, message: Message, path: str) -> Message:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-        secured = self.policy.secure(headers, path)
-        message = dict(message)
-        message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in secured]
-        return message
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, error: TokenError) -> None:
         if scope["type"] == "websocket":
@@ -329,13 +382,6 @@ def requires(guard: TokenGuard, *scopes: str, any_of: bool = False) -> Callable[
         return wrapper  # type: ignore[return-value]
 
     return decorator
-
-
-def _peer(scope: Scope) -> str | None:
-    """The peer address for per-client rate limits (behind a proxy, the proxy's unless the
-    server rewrites it, e.g. uvicorn's ``--proxy-headers``)."""
-    client = scope.get("client")
-    return str(client[0]) if client else None
 
 
 # ---------------------------------------------------------------- readiness
