@@ -29,7 +29,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .bearer import bearer_token_bytes, parameter_tokens, query_may_hold_token
+from .bearer import bearer_token_bytes, parameter_tokens
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
@@ -88,15 +88,20 @@ def error_response(guard: TokenGuard, error: TokenError) -> Response:
     return JSONResponse(rendered.body, status_code=rendered.status_code, headers=dict(rendered.headers))
 
 
-def _attach(scope: Scope, claims: TokenClaims | None) -> None:
+def _attach(scope: Scope, claims: TokenClaims | None, scopes: Sequence[str] | None = None) -> None:
+    """Store the claims where Starlette code looks; ``scopes``: ``sorted(claims.scopes)`` if known."""
     scope[SCOPE_KEY] = claims
-    scope.setdefault("state", {})["token"] = claims
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = state = {}
+    state["token"] = claims
     if claims is None:
         scope["user"] = _Anonymous()
         scope["auth"] = AuthCredentials()
     else:
         scope["user"] = TokenUser(claims)
-        scope["auth"] = AuthCredentials(sorted(claims.scopes))
+        # AuthCredentials copies the scopes into a list of its own.
+        scope["auth"] = AuthCredentials(sorted(claims.scopes) if scopes is None else scopes)
 
 
 class TokenGuardMiddleware:
@@ -150,21 +155,42 @@ class TokenGuardMiddleware:
         # Which app's docs URLs apply: decided once per scope["app"] seen.
         self._seen_app: object = None
         self._docs_owner: object = app
+        # Whether that app can serve docs URLs at all (FastAPI's have an openapi_url, maybe None).
+        self._owner_has_docs = hasattr(app, "openapi_url")
+        self._public_docs = self.options.public_docs
+        # sorted(claims.scopes) for request.auth, for the last claims object seen.
+        self._last_scopes: tuple[object, tuple[str, ...]] = (None, ())
         # The last docs URLs read, and the app and attribute values they were read from.
         self._docs_key: tuple[object, ...] | None = None
         self._docs_urls = _NO_DOCS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The hot path (a cached token on a protected route) is kept flat: every
+        # call and coroutine layer costs a noticeable share of a cached request.
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if self._is_public(scope):
+        if (self._has_public_paths or (self._public_docs and self._may_serve_docs(scope))) and self._is_public(scope):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
         try:
-            token = self._common_token(scope, kind)
+            # The common case first: exactly one Authorization header, no access_token
+            # possible in the query (what parameter_tokens() needs to find one), no
+            # form body to read (RFC 6750 §2.2). Anything else: the full rules.
+            token = None
+            found = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    found = b"" if found else value  # two headers: the full rules refuse them
+            query = scope.get("query_string")
+            if (
+                found
+                and not (query and (b"access_token" in query or b"%" in query))
+                and (kind != "http" or scope.get("method") in ("GET", "HEAD") or not self._form_tokens_allowed())
+            ):
+                token = bearer_token_bytes(found, self.guard.max_token_bytes)
             if token is None:
                 receive, token = await self._find_token(scope, receive)
             if token is not None:
@@ -177,26 +203,68 @@ class TokenGuardMiddleware:
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
-        if claims is None and self.protect:
-            await self._reject(scope, receive, send, MissingToken())
-            return
-        _attach(scope, claims)
+        if claims is None:
+            if self.protect:
+                await self._reject(scope, receive, send, MissingToken())
+                return
+            _attach(scope, None)
+        else:
+            last = self._last_scopes
+            _attach(scope, claims, last[1] if last[0] is claims else self._sorted_scopes(claims))
         if kind == "websocket":
             await self.app(scope, receive, send)
             return
-        await self._call_http(scope, receive, send, claims is not None)
+        started = False
+        policy = self.policy if claims is not None else None
+        path = scope["path"]
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if policy is not None:
+                    # Authenticated: Vary and Cache-Control. A copy: the app may reuse its messages.
+                    message = {**message, "headers": policy.secure_raw(message.get("headers", ()), path)}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except TokenError as error:
+            # Raised by a route's requirement (decorator or dependency).
+            if started:
+                raise
+            await self._reject(scope, receive, send, error)
+
+    def _sorted_scopes(self, claims: TokenClaims) -> tuple[str, ...]:
+        """``sorted(claims.scopes)``, remembered for the last claims object (a cached
+        token returns the same object on every hit)."""
+        scopes = tuple(sorted(claims.scopes))
+        self._last_scopes = (claims, scopes)
+        return scopes
+
+    def _form_tokens_allowed(self) -> bool:
+        return self.options.form_tokens_allowed(self.guard)
+
+    def _may_serve_docs(self, scope: Scope) -> bool:
+        """Whether the app whose docs URLs apply may serve any (it has an ``openapi_url``)."""
+        if scope.get("app") is not self._seen_app:
+            self._docs_app(scope)
+        return self._owner_has_docs
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
-        docs = self._docs(self._docs_app(scope)) if options.public_docs else _NO_DOCS
+        docs = _NO_DOCS
+        if options.public_docs:
+            owner = self._docs_app(scope)
+            # One attribute read decides for anything but a FastAPI app serving an OpenAPI document.
+            if isinstance(getattr(owner, "openapi_url", None), str):
+                docs = self._docs(owner)
         if not docs and not self._has_public_paths:
             return False  # nothing can be public: skip the path work
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
 
     def _docs(self, app: object) -> frozenset[str]:
         """:func:`_served_docs` of ``app``, rebuilt only when its docs attributes change."""
-        if not isinstance(getattr(app, "openapi_url", None), str):
-            return _NO_DOCS  # not a FastAPI app serving an OpenAPI document (one attribute read)
         key = (
             app,
             getattr(app, "openapi_url", None),
@@ -220,31 +288,8 @@ class TokenGuardMiddleware:
         if app is not self._seen_app:
             self._seen_app = app
             self._docs_owner = app if _in_stack_of(app, self) else self.app
+            self._owner_has_docs = hasattr(self._docs_owner, "openapi_url")
         return self._docs_owner
-
-    def _common_token(self, scope: Scope, kind: str) -> str | None:
-        """The token when the request carries exactly one ``Authorization: Bearer <b64token>``
-        and nothing else that could hold a token; ``None``: run :meth:`_find_token`.
-
-        Why: this is nearly every request, and it needs neither decoding every
-        header nor the extraction rules for several places (RFC 6750 §2): one
-        header, no ``access_token`` possible in the query, no form body to read.
-        """
-        found = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if found is not None:
-                    return None  # two headers: invalid_request, from the full rules
-                found = value
-        if found is None or query_may_hold_token(scope.get("query_string", b"")):
-            return None
-        if (
-            kind == "http"
-            and scope.get("method") not in ("GET", "HEAD")
-            and self.options.form_tokens_allowed(self.guard)
-        ):
-            return None  # a form body may hold a token too (RFC 6750 §2.2)
-        return bearer_token_bytes(found, self.guard.max_token_bytes)
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
         authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
@@ -260,29 +305,6 @@ class TokenGuardMiddleware:
             return receive, self.options.extract(self.guard, authorization, query_tokens, form_tokens)
         except MissingToken:
             return receive, None
-
-    async def _call_http(self, scope: Scope, receive: Receive, send: Send, authenticated: bool) -> None:
-        """Run the app; secure the response headers of an authenticated request."""
-        started = False
-        policy = self.policy
-        path = scope["path"]
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                if authenticated:
-                    # A copy: the app may reuse its message objects.
-                    message = {**message, "headers": policy.secure_raw(message.get("headers", ()), path)}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except TokenError as error:
-            # Raised by a route's requirement (decorator or dependency).
-            if started:
-                raise
-            await self._reject(scope, receive, send, error)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, error: TokenError) -> None:
         if scope["type"] == "websocket":
