@@ -40,7 +40,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
 
 from ._config import parse_bool, string_tuple
@@ -50,7 +50,7 @@ from .guard import TokenGuard
 from .options import AdapterOptions, resolve_options
 from .response import PublicCachePolicy, ResponsePolicy, has_merged_fields
 from .scopes import ScopeRequirement
-from .wsgi import CLAIMS_KEY, find_token
+from .wsgi import CLAIMS_KEY, common_token, find_token
 
 __all__ = ["FlaskTokenGuard", "current_token"]
 
@@ -119,6 +119,10 @@ class FlaskTokenGuard:
             self.init_app(app)
 
     @property
+    def _has_public_paths(self) -> bool:
+        return bool(self.options.public_paths or self.options.public_prefixes)
+
+    @property
     def protect_all(self) -> bool:
         """Whether every non-public endpoint requires a token."""
         return self.options.protect
@@ -174,13 +178,18 @@ class FlaskTokenGuard:
 
     def _verify_request(self) -> TokenClaims | None:
         # The request's environ, not g: g belongs to the app context, which an
-        # outer app.app_context() keeps alive across requests.
-        environ = request.environ
+        # outer app.app_context() keeps alive across requests. The request is
+        # read through its proxy once: each proxy access costs a context lookup.
+        current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        environ = current.environ
         if environ.get(_VERIFIED_KEY):
             return cast("TokenClaims | None", environ.get(CLAIMS_KEY))
         guard = self._guard()
-        token = find_token(guard, request, self.options)
-        claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
+        options = self.options
+        token = common_token(guard, environ, options)
+        if token is None:
+            token = find_token(guard, current, options)
+        claims = guard.verify_sync(token, client=environ.get("REMOTE_ADDR")) if token is not None else None
         environ[CLAIMS_KEY] = claims
         environ[_VERIFIED_KEY] = True
         g.token = claims
@@ -190,7 +199,8 @@ class FlaskTokenGuard:
         # A claim left in g by an earlier request of the same app context is
         # never this request's.
         g.pop("token", None)
-        if not self.options.protect or self.options.is_public(request.path):
+        options = self.options
+        if not options.protect or (self._has_public_paths and options.is_public(request.path)):
             return
         if self._verify_request() is None:
             raise MissingToken()
