@@ -145,7 +145,7 @@ def _staged(guard: TokenGuard, tokens: list[str], totals: list[int]) -> None:
         guard._admit(claims)
         t10 = clock()
         # 11. cache entry + store
-        guard._keep(key, guard._jwt_entry(claims, runtime, thumbprint, now, None), now)
+        guard._store.keep(key, guard._jwt_entry(claims, runtime, thumbprint, now, None), now)
         t11 = clock()
         for i, (start, end) in enumerate(
             (
