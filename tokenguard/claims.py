@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ._memo import remember
 from .errors import InvalidToken
+from .scopes import _PARSED as _PARSED_SCOPES
 from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
 
 __all__ = ["TokenClaims", "TokenType", "check_not_sender_constrained", "numeric_date"]
@@ -296,8 +297,15 @@ def _populate(
     _set_subject(claims, sub if type(sub) is str else None)
     iss = raw.get("iss")
     _set_issuer(claims, iss if type(iss) is str else None)
-    _set_audience(claims, _audience(raw.get("aud")))
-    _set_scopes(claims, scopes_from_claims(raw, scope_claims))
+    aud = raw.get("aud")
+    # The common cases without a call: one audience seen before, and scopes
+    # in ``scope`` alone as a string seen before (both memoised).
+    _set_audience(claims, _SINGLE_AUDIENCES.get(aud) or _audience(aud) if type(aud) is str else _audience(aud))
+    scopes = None
+    if scope_claims == DEFAULT_SCOPE_CLAIMS and "scp" not in raw:
+        scope = raw.get("scope")
+        scopes = _PARSED_SCOPES.get(scope) if type(scope) is str else None
+    _set_scopes(claims, scopes if scopes is not None else scopes_from_claims(raw, scope_claims))
     client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
     _set_client_id(claims, client_id if type(client_id) is str else None)
     _set_exp(claims, exp)
