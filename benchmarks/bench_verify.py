@@ -362,7 +362,11 @@ def main() -> int:
         "jwcrypto",
     ]
     print(f"\nverify, µs per call (median of {rounds}); Python {platform.python_version()}, {platform.machine()}")
-    print(f"{'alg':<7}" + "".join(f"{c:>18}" for c in columns) + f"{'cold/floor':>12}{'pyjwt/cached':>14}{'ahead of authlib':>18}")
+    print(
+        f"{'alg':<7}"
+        + "".join(f"{c:>18}" for c in columns)
+        + f"{'cold/floor':>12}{'pyjwt/cached':>14}{'ahead of authlib':>18}"
+    )
     for alg, row in table.items():
         cells = "".join(f"{row[c]:>18.2f}" if c in row else f"{'-':>18}" for c in columns)
         ratio = row["tokenguard_cold"] / row["floor_verify"]
