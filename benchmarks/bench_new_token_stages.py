@@ -9,7 +9,9 @@ less than wall time), next to the whole path and the signature floor
 (``cryptography``'s ``verify()`` alone). Each stage gets exactly the inputs
 the previous ones produced, computed outside its timing.
 
-    python benchmarks/bench_new_token_stages.py [--alg RS256] [--rounds 7] [--tokens 3000]
+    python benchmarks/bench_new_token_stages.py [--alg RS256] [--rounds 7] [--tokens 3000] [--quick]
+
+Prints a table and writes ``benchmarks/results/new_token_stages.json``.
 
 The stages call the library's internals, so this script follows them when
 they change; the names of the stages stay put so that runs compare.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import platform
 import statistics
 import sys
@@ -34,6 +37,8 @@ from bench_verify import AUD, ISS, floor_verifier, make_key, mint  # noqa: E402
 from tokenguard import TokenGuard  # noqa: E402
 from tokenguard import jwt as tg_jwt  # noqa: E402
 from tokenguard.jwt import check_claims, check_signature, parse_jws, peek_issuer  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _guard(alg: str, public: Any) -> TokenGuard:
@@ -152,7 +157,10 @@ def main() -> int:
     parser.add_argument("--alg", default="RS256")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=3000)
+    parser.add_argument("--quick", action="store_true", help="one short round (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.tokens = 1, 50
 
     private, public = make_key(args.alg)
     tokens = [mint(args.alg, private) for _ in range(args.tokens)]
@@ -196,6 +204,17 @@ def main() -> int:
     whole_us, floor_us = med["whole verify_sync (new tokens)"], med["floor"]
     print(f"\nsum of stages but the signature: {around:.1f} µs; whole minus floor: {whole_us - floor_us:.1f} µs")
     print(f"whole / floor: {whole_us / floor_us:.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    result = {
+        "alg": args.alg,
+        "python": platform.python_version(),
+        "rounds": args.rounds,
+        "tokens": args.tokens,
+        "timer": "process_time",
+        "stages_us": med,
+        "samples_us": samples,
+    }
+    (RESULTS / "new_token_stages.json").write_text(json.dumps(result, indent=2))
     return 0
 
 
