@@ -21,9 +21,8 @@ from typing import Any
 
 from fastmcp.server.auth import AccessToken, TokenVerifier
 
-from .errors import ServiceUnavailable, TokenError
 from .guard import TokenGuard
-from .mcp import access_token_fields
+from .mcp import verified_token_fields
 
 __all__ = ["GuardTokenVerifier"]
 
@@ -45,10 +44,5 @@ class GuardTokenVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """Verify ``token``; its claims become FastMCP's ``AccessToken``."""
-        try:
-            claims = await self.guard.verify(token)
-        except ServiceUnavailable:
-            raise
-        except TokenError:
-            return None
-        return AccessToken(**access_token_fields(token, claims, self.guard.resource))
+        fields = await verified_token_fields(self.guard, token)
+        return AccessToken(**fields) if fields is not None else None

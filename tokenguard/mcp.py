@@ -149,13 +149,25 @@ class MCPTokenVerifier:
         """Verify ``token``; its claims become the SDK's ``AccessToken``."""
         from mcp.server.auth.provider import AccessToken
 
-        try:
-            claims = await self.guard.verify(token)
-        except ServiceUnavailable:
-            raise
-        except TokenError:
-            return None
-        return AccessToken(**access_token_fields(token, claims, self.guard.resource))
+        fields = await verified_token_fields(self.guard, token)
+        return AccessToken(**fields) if fields is not None else None
+
+
+async def verified_token_fields(guard: TokenGuard, token: str) -> dict[str, Any] | None:
+    """The ``AccessToken`` fields of a verified ``token``; ``None`` when it is refused
+    (the SDKs answer 401). Shared by both MCP SDK adapters.
+
+    Raises:
+        ServiceUnavailable: the provider is unreachable: a 503, never a 401
+            that would make the client throw a good token away.
+    """
+    try:
+        claims = await guard.verify(token)
+    except ServiceUnavailable:
+        raise
+    except TokenError:
+        return None
+    return access_token_fields(token, claims, guard.resource)
 
 
 def access_token_fields(token: str, claims: TokenClaims, resource: str | None) -> dict[str, Any]:
