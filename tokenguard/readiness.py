@@ -27,7 +27,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import diagnostics
-from ._http import Flow, run_async, run_sync
+from ._effects import Flow
+from ._runner import run_async, run_sync
 from .errors import ConfigurationError, ServiceUnavailable
 from .introspection import build_introspection_request, interpret_introspection
 from .keys import KeySet

@@ -17,7 +17,7 @@ from .mtls import MTLSSettings
 from .resource_metadata import ProtectedResourceMetadata
 
 if TYPE_CHECKING:
-    from ._http import Flow
+    from ._effects import Flow
     from .guard import TokenGuard
     from .introspection import Introspection
     from .issuer import IssuerRuntime

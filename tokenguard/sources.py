@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import diagnostics
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
+from ._effects import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
