@@ -36,12 +36,13 @@ import httpx
 from . import diagnostics
 from ._clients import HttpClients
 from ._config import string_tuple
+from ._effects import GuardFlow
 from ._envelope import Envelope
 from ._policy import guard_fingerprint, shared_hash_key
 from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
-from .cache import CacheBackend, MemoryCache
+from .cache import CacheBackend, CachedResult, MemoryCache
 from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, TokenError
 from .facts import verifier_identity
@@ -603,8 +604,8 @@ class TokenGuard:
             raise
 
     def _verify_miss(
-        self, token: str, now: float, cache_key: bytes | None, entry: Any, client: str | None
-    ) -> tuple[TokenClaims, None] | tuple[None, Any]:
+        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
+    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
         """After the inlined hit failed: ``(claims, None)`` when the token was
         verified on the spot, else ``(None, the flow that verifies it)``.
 

@@ -34,7 +34,7 @@ from .introspection import build_introspection_request, interpret_introspection
 from .keys import KeySet
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
 
 __all__ = ["NotReady", "ReadinessCheck", "ReadinessReport", "check", "check_sync"]
 

@@ -38,7 +38,7 @@ from .mtls import asgi_client_certificate, bound_certificate, check_certificate_
 from .replay import replay_key
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
     from .options import AdapterOptions
 
 __all__ = [

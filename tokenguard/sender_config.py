@@ -18,7 +18,7 @@ from .resource_metadata import ProtectedResourceMetadata
 
 if TYPE_CHECKING:
     from ._effects import Flow
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
     from .introspection import Introspection
     from .issuer import IssuerRuntime
     from .keys import KeySet
