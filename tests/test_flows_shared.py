@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tokenguard import Introspection, TokenGuard
+from tokenguard._runner import perform_shared, perform_shared_sync
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.shared import (
     SharedAdd,
@@ -95,7 +96,7 @@ def test_a_process_that_loses_the_lock_waits_and_uses_the_winners_copy() -> None
     step.answer(False)
     wait = step.store(SharedWait, DOC_KEY)
     assert wait.lock == LOCK and wait.timeout == POLICY.lock_wait
-    step.answer(stored(META, T0 + 0.5, {"Cache-Control": "max-age=600"}))
+    step.answer((stored(META, T0 + 0.5, {"Cache-Control": "max-age=600"}), False))
     assert step.result() == META
     assert not any(isinstance(effect, SharedSet | SharedDelete) for effect in step.effects)
     assert source.state.is_fresh(T0 + 599)
@@ -107,7 +108,7 @@ def test_a_loser_whose_wait_ends_empty_fetches_itself() -> None:
     step.answer(None)
     step.answer(False)
     step.store(SharedWait)
-    step.answer(None)
+    step.answer((None, False))  # nothing, and the winner is gone without being slow: ask ourselves
     step.request("GET", WELL_KNOWN)
     step.reply(200, META)
     assert isinstance(step.effect, SharedSet)
@@ -186,7 +187,7 @@ def test_jwks_copy_without_the_kid_leads_to_an_election_for_a_newer_one() -> Non
     wait = step.store(SharedWait)
     assert not wait.accept(stored({"keys": [ec_jwk("old")]}, T0 - 5))
     assert wait.accept(stored({"keys": [ec_jwk("new")]}, T0 - 1))
-    step.answer(stored({"keys": [ec_jwk("new")]}, T0 - 1))
+    step.answer((stored({"keys": [ec_jwk("new")]}, T0 - 1), False))
     assert step.result().has_kid("new")
 
 
@@ -232,21 +233,21 @@ class DictStore:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"d": b"copy", "l": b"1"}, b"copy"),  # the winner's copy is there
-        ({}, None),  # no copy and no lock: the winner gave up, stop waiting at once
-        ({"d": b"copy"}, b"copy"),  # stored, then the lock released: both read
+        ({"d": b"copy", "l": b"1"}, (b"copy", False)),  # the winner's copy is there
+        ({}, (None, False)),  # no copy and no lock: the winner gave up at once, stop waiting, retry
+        ({"d": b"copy"}, (b"copy", False)),  # stored, then the lock released: both read
     ],
 )
 def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, bytes], expected: Any) -> None:
-    """SharedWait answers as soon as the copy is there or the lock is gone; never sits out its timeout."""
+    """The runners end a SharedWait as soon as the copy is there or the lock is gone; never sit out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert wait.run_sync(store) == expected
+    assert perform_shared_sync(wait, store) == expected
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:
         store = DictStore(**values)
-        return await wait.run(store), store.reads
+        return await perform_shared(wait, store), store.reads
 
     value, reads = asyncio.run(run())
     assert value == expected and reads <= 3
@@ -297,8 +298,9 @@ def test_a_result_introspected_by_one_guard_serves_another_without_a_call() -> N
     world.close()
 
 
-def test_a_guard_that_finds_the_lock_taken_waits_then_asks_itself() -> None:
-    """Another process holds the lock and never stores a result: after lock_wait, the guard introspects."""
+def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
+    """Another process holds the lock and never stores a result: after lock_wait the guard
+    answers 503 (the provider is slow; a second call would only add load), with no call."""
 
     class LockedStore(DictStore):
         lock_wait = 0.05
@@ -310,8 +312,10 @@ def test_a_guard_that_finds_the_lock_taken_waits_then_asks_itself() -> None:
 
     store = LockedStore()
     world = ElectionWorld(store)
-    assert world.guard().verify_sync("opaque-2").subject == "u1"
-    assert world.calls == 1
+    with pytest.raises(ServiceUnavailable) as refused:
+        world.guard().verify_sync("opaque-2")
+    assert refused.value.reason == "lock_wait" and refused.value.retry_after == 1
+    assert world.calls == 0
     assert len(store.locks) == 1 and store.locks[0].startswith("l:r:")  # it stood for election, and lost
     assert store.reads > 3  # and polled the store while the lock holder had a chance to answer
     world.close()
