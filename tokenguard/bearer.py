@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
+from ._abnf import TOKEN_RE
 from .errors import InvalidRequest, InvalidToken, MissingToken
 
 __all__ = ["DEFAULT_MAX_TOKEN_BYTES", "extract_token", "parse_authorization", "parameter_tokens"]
@@ -43,7 +44,8 @@ _B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
 # is already stripped by HTTP parsers (RFC 9110 §5.5 OWS), we strip it too.
 _BEARER_CREDENTIALS = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]) +(" + _B64TOKEN + r")")
 _B64TOKEN_ONLY = re.compile(_B64TOKEN)
-_SCHEME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: An auth-scheme is an RFC 9110 token (§11.1); one grammar for every header module.
+_SCHEME = TOKEN_RE
 
 
 def parse_authorization(value: str, *, max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> str | None:
