@@ -35,13 +35,13 @@ import httpx
 
 from . import diagnostics
 from ._clients import HttpClients
-from ._config import string_tuple
 from ._effects import GuardFlow
 from ._envelope import Envelope
 from ._policy import guard_fingerprint, shared_hash_key
 from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
+from .builders import discovery_configs, static_keys_config
 from .cache import CacheBackend, CachedResult, MemoryCache
 from .claims import TokenClaims
 from .errors import ConfigurationError, InvalidToken, TokenError
@@ -49,12 +49,10 @@ from .facts import verifier_identity
 from .introspection import ClientAuthMethod, Introspection
 from .introspection_route import IntrospectionRoute
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import algorithms_of
-from .keys import HMAC_ALGORITHMS, VerificationKey
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
 from .routing import Router
-from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
+from .scopes import ScopeRequirement
 from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
 from .stats import log_rejection, stats_of
@@ -431,37 +429,25 @@ class TokenGuard:
 
         Other keyword arguments are passed to :class:`TokenGuard`.
         """
-        fetch = fetch or FetchSettings()
-        issuer_options: dict[str, Any] = {}
-        if leeway is not None:
-            issuer_options["leeway"] = leeway
-        if scope_claims is not None:
-            scope_claims = issuer_options["scope_claims"] = string_tuple(scope_claims, "scope_claims")
-        jwt_issuer = JWTIssuer(
-            issuer=issuer,
+        jwt_issuer, introspection = discovery_configs(
+            issuer,
             audience=audience,
+            client_id=client_id,
+            client_secret=client_secret,
+            auth_method=auth_method,
+            introspection_endpoint=introspection_endpoint,
             jwks_uri=jwks_uri,
             discovery_url=discovery_url,
             algorithms=algorithms,
             token_types=token_types,
             required_claims=required_claims,
-            fetch=fetch,
+            scope_claims=scope_claims,
+            leeway=leeway,
+            introspection_cache_ttl=introspection_cache_ttl,
             check_revocation=check_revocation,
-            **issuer_options,
+            fetch=fetch,
+            signed_introspection=signed_introspection,
         )
-        introspection = None
-        if client_id is not None:
-            introspection = Introspection(
-                endpoint=introspection_endpoint,
-                client_id=client_id,
-                client_secret=client_secret or "",
-                auth_method=auth_method,
-                issuer=issuer,
-                audience=audience,
-                cache_ttl=introspection_cache_ttl,
-                scope_claims=tuple(scope_claims) if scope_claims is not None else DEFAULT_SCOPE_CLAIMS,
-                signed_answers=signed_introspection,
-            )
         return cls([jwt_issuer], introspection, **options)
 
     @classmethod
@@ -487,31 +473,16 @@ class TokenGuard:
         ``hmac_keys`` shorter than RFC 7518 §3.2 requires, with a WARNING:
         only for a secret a provider issued that you cannot change.
         """
-        if allow_short_hmac_secret and hmac_keys:
-            # Build the HMAC keys here with the opt-in; the issuer config then sees plain keys.
-            hmac_algs = sorted(set(algorithms or HMAC_ALGORITHMS) & HMAC_ALGORITHMS) or ["HS256"]
-            keys = [
-                *keys,
-                *(
-                    VerificationKey.from_secret(secret, kid=kid, algorithms=hmac_algs, allow_short=True)
-                    for kid, secret in hmac_keys.items()
-                ),
-            ]
-            algorithms = sorted(algorithms_of(algorithms) | set(hmac_algs)) if algorithms is None else list(algorithms)
-            hmac_keys = None
-        issuer_fields = set(JWTIssuer.__dataclass_fields__)
-        issuer_options = {k: options.pop(k) for k in list(options) if k in issuer_fields}
-        config = JWTIssuer(
+        config = static_keys_config(
+            options,
             issuer=issuer,
             audience=audience,
             jwks=jwks,
             keys=keys,
             hmac_keys=hmac_keys,
             algorithms=algorithms,
-            **issuer_options,
+            allow_short_hmac_secret=allow_short_hmac_secret,
         )
-        if config.static_keys(config.policy().algorithms) is None:
-            raise ConfigurationError("from_keys needs jwks=, keys= or hmac_keys=")
         return cls([config], **options)
 
     # ------------------------------------------------------------------ verification
