@@ -339,3 +339,27 @@ def test_async_guards_share_through_the_store_too() -> None:
 
     assert asyncio.run(main()) == ["u1", "u1"]
     assert world.calls == 1
+
+
+# ------------------------------------------------------------------ SharedWait is pure data
+
+
+@pytest.mark.parametrize(
+    ("value", "held", "waited", "expected"),
+    [
+        (b"copy", True, 0.0, (b"copy", False)),  # the winner's answer, whatever the lock says
+        (None, False, 0.1, (None, False)),  # the winner failed fast: the caller may ask itself
+        (None, False, 1.5, (None, True)),  # the winner was slow to fail: answer 503, add no load
+        (None, True, 2.0, (None, True)),  # still calling at the end of the wait: 503
+        (b"old", False, 0.1, (None, False)),  # a value the predicate refuses is no answer
+    ],
+)
+def test_shared_wait_decides_without_io(value: bytes | None, held: bool, waited: float, expected: Any) -> None:
+    """What a wait ends with is decided by SharedWait itself, from what the runner read; the
+    runner only polls and sleeps."""
+    wait = SharedWait("d", "l", timeout=2.0, accept=lambda data: data != b"old")
+    assert wait.outcome(value, held, waited) == expected
+    assert wait.gives_up(held=False, waited=0.0)  # the lock is gone: nobody will answer
+    assert wait.gives_up(held=True, waited=2.0)  # out of time
+    assert not wait.gives_up(held=True, waited=1.0)
+    assert not hasattr(wait, "run_sync") and not hasattr(wait, "run")  # nothing here performs I/O
