@@ -588,7 +588,8 @@ class TokenGuard:
         """
         if cache_key is None:
             raise InvalidToken("token exceeds the maximum size")
-        self._router.retire(self._cache, cache_key, entry, now)
+        if entry is not None:
+            self._router.retire(self._cache, cache_key, entry, now)
         self._misses += 1
         return self._router.verify_or_flow(token, now, cache_key, client)
 

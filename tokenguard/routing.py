@@ -89,15 +89,13 @@ class Router:
     # ------------------------------------------------------------------ a miss, before any flow
 
     @staticmethod
-    def retire(cache: CacheBackend, cache_key: bytes, entry: CachedResult | None, now: float) -> None:
+    def retire(cache: CacheBackend, cache_key: bytes, entry: CachedResult, now: float) -> None:
         """What the cache held for a token that missed the hit: raise a cached
         rejection that still holds, drop an entry that may no longer be served.
 
         Raises:
             InvalidToken: the token's rejection is cached.
         """
-        if entry is None:
-            return
         if entry.claims is None:
             if now < entry.cache_until:
                 raise InvalidToken(entry.reason or "invalid token")
