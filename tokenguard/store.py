@@ -87,10 +87,10 @@ class ResultStore:
 
     # ------------------------------------------------------------------ in process
 
-    def keep(self, key: bytes, entry: CachedResult, now: float) -> None:
-        """Keep a verdict in process (for at most ``local_ttl`` in front of a shared store)."""
+    def keep(self, cache_key: bytes, entry: CachedResult, now: float) -> None:
+        """Keep a verdict in process under ``cache_key`` (for at most ``local_ttl`` in front of a shared store)."""
         shared = self.shared
-        self.local.set(key, entry if shared is None else capped(entry, now + shared.local_ttl))
+        self.local.set(cache_key, entry if shared is None else capped(entry, now + shared.local_ttl))
 
     # ------------------------------------------------------------------ shared facts
 
