@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -57,6 +60,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def cli_command() -> str:
+    """How to run the ``tokenguard`` command installed next to this Python (``.venv/bin`` is not on PATH)."""
+    script = Path(sys.executable).parent / "tokenguard"
+    if shutil.which("tokenguard") == str(script) or not script.exists():
+        return "tokenguard"
+    try:
+        relative = os.path.relpath(script)
+    except ValueError:  # another drive (Windows)
+        return str(script)
+    return str(script) if relative.startswith("..") else relative
 
 
 def main() -> int:
@@ -111,13 +126,18 @@ def main() -> int:
             print(f"  {'ok ' if ok else 'BAD'} {response.status_code} GET {path:<8} {label:<28} {detail}")
     print(f"\nissuer calls: {dict(issuer.requests)}")
     if args.serve:
-        # Printed only now, while both servers are up and stay up.
+        # Printed only now, while both servers are up and stay up. The walkthrough's tokens live 5
+        # minutes; these last a working day, so the lines keep working for as long as the demo serves.
+        day = 8 * 3600
+        good = issuer.issue(scope=f"{BOOKS_SCOPE} profile", audience=API_AUDIENCE, expires_in=day)
+        opaque = issuer.issue_opaque(scope="library-api-loans", audience=API_AUDIENCE, expires_in=day)
+        no_scope = issuer.issue(scope="profile", audience=API_AUDIENCE, expires_in=day)
         print("\nTry it yourself (both servers run until Ctrl-C):")
         print(f"  curl -i {api}/health")
         print(f"  curl -i {api}/books")
         print(f"  curl -i -H 'Authorization: Bearer {good}' {api}/books")
         print(f"  curl -i -H 'Authorization: Bearer {opaque}' {api}/loans")
-        print(f"  tokenguard inspect {no_scope}")
+        print(f"  {cli_command()} inspect {no_scope}")
         print("\nserving; Ctrl-C to stop", flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

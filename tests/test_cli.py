@@ -258,3 +258,83 @@ def test_inspect_any_header(header: dict[str, Any]) -> None:
 def test_relative(seconds: float, text: str) -> None:
     """Times are shown relative to now, two units at most."""
     assert relative(seconds) == text
+
+
+def _unsigned(header: dict[str, Any], claims_json: str) -> str:
+    import base64
+
+    def segment(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    return f"{segment(json.dumps(header))}.{segment(claims_json)}.AAAA"
+
+
+@pytest.mark.parametrize("member", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["9" * 400, "1e400", "-1e400"])
+def test_inspect_survives_numbers_beyond_float(member: str, value: str) -> None:
+    """JSON numbers too large for a float (``10**400``, ``1e400``) are reported, not a traceback."""
+    token = _unsigned({"alg": "RS256", "typ": "at+jwt", "kid": "k"}, f'{{"{member}": {value}, "aud": "a"}}')
+    result = tokenguard("inspect", "-", stdin=token)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "claims (not verified):" in result.stdout
+    as_json = tokenguard("inspect", "--json", "-", stdin=token)
+    assert as_json.returncode == 0, as_json.stderr
+    assert isinstance(json.loads(as_json.stdout)["problems"], list)
+
+
+def test_inspect_escapes_hostile_member_names() -> None:
+    """Member names come from the token: ESC and CR are escaped, never sent to the terminal raw."""
+    token = _unsigned({"alg": "RS256", "\x1b]0;owned\x07": 1}, '{"\\u001b[2J\\rfake: ok": 1, "exp": 1}')
+    result = tokenguard("inspect", "-", stdin=token)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b[2J\\rfake: ok" in result.stdout
+
+
+def test_discover_survives_a_hostile_jwks(shared_issuer: LocalIssuer) -> None:
+    """A JWK Set whose ``keys`` is not a list, and metadata with control characters: a report, no traceback."""
+    hostile = LocalIssuer()
+    hostile.jwks = lambda: {"keys": 5}  # type: ignore[method-assign]
+    real_metadata = hostile.metadata
+    hostile.metadata = lambda: {**real_metadata(), "scopes_supported": ["read\x1b[2J", 7]}  # type: ignore[method-assign]
+    with hostile:
+        result = tokenguard("discover", hostile.issuer)
+        as_json = tokenguard("discover", "--json", hostile.issuer)
+    assert "Traceback" not in result.stderr + as_json.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "readiness: NOT READY" in result.stdout
+    assert "\x1b" not in result.stdout
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["jwks"]["keys"] == []
+
+
+def test_https_error_names_the_command_line_flag() -> None:
+    """The command's https refusal says --allow-http, the flag that exists here."""
+    result = tokenguard("discover", "http://issuer.example")
+    assert result.returncode == 2
+    assert "--allow-http" in result.stderr and "FetchSettings" not in result.stderr
+
+
+def test_verify_escapes_claims_and_cuts_huge_details(shared_issuer: LocalIssuer) -> None:
+    """A signed token's own words (a user-chosen sub) cannot forge report lines; a 10**400 exp stays short."""
+    forged = "\x1b[2Jmallory\r\nvalid\n  subject:  admin"
+    token = shared_issuer.issue(subject=forged, scope="read\x07", audience=AUDIENCE)
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "-", stdin=token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert result.stdout.count("\n  subject:") == 1
+    assert "\\x1b[2Jmallory\\r\\nvalid\\n" in result.stdout
+    huge = shared_issuer.issue(claims={**shared_issuer.claims(audience=AUDIENCE), "exp": 10**400})
+    result = tokenguard("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "-", stdin=huge)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "malformed exp claim" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 400
+
+
+def test_client_id_without_a_secret_source_is_a_usage_error() -> None:
+    """A forgotten --client-secret-env is named (exit 2), not tried as an unauthenticated client."""
+    for command in (["verify", "--issuer", "http://127.0.0.1:9", "--no-audience"], ["discover", "http://127.0.0.1:9"]):
+        result = tokenguard(*command, "--client-id", "rs", *(["tok"] if command[0] == "verify" else []))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--client-id needs --client-secret-env VAR or --client-secret-prompt" in result.stderr

@@ -488,3 +488,20 @@ def test_pkce_pair_is_s256() -> None:
     assert len(verifier) == 43 and verifier != pkce_pair()[0]
     digest = hashlib.sha256(verifier.encode()).digest()
     assert challenge == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_short_lived_tokens_are_reused_for_half_their_life(issuer: LocalIssuer) -> None:
+    """A 20 s token with the default 30 s margin is reused, not re-requested for every call."""
+    clock = Clock()
+    issuer.token_lifetime = 20
+    auth = ClientCredentialsAuth(
+        issuer.client_id, issuer.client_secret, token_endpoint=issuer.token_endpoint, clock=clock
+    )
+    first = auth.get_token_sync()
+    assert auth.get_token_sync() is first
+    clock.now += 9
+    assert auth.get_token_sync() is first
+    clock.now += 2  # past half its life: refreshed, early enough
+    assert auth.get_token_sync() is not first
+    assert auth.token_requests == 2
+    assert not parse_token_response(200, {}, b'{"access_token":"a","token_type":"Bearer"}', 0).needs_refresh(1e12, 30)

@@ -13,12 +13,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokenguard import ServiceUnavailable, TokenGuard
+from tokenguard import ServiceUnavailable, TokenGuard, _runner
+from tokenguard._effects import HttpReply
 from tokenguard.breaker import BreakerSettings
 from tokenguard.errors import ConfigurationError
 from tokenguard.introspection import Introspection
@@ -223,6 +225,36 @@ def test_deadline_misses_open_the_breaker(flavour: str) -> None:
         (state,) = [s for endpoint, s in guard.metrics().breakers.items() if endpoint.startswith(server.url)]
         assert state == "open"
         guard.close()
+
+
+def test_blocking_call_ends_at_its_deadline_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trickled headers do not hold the worker thread past the deadline: its socket is cut.
+
+    Otherwise every trickled call keeps a thread of the process-wide upstream
+    pool until the server stops; 64 of them and every upstream call of the
+    process (to any server) waits in the queue and misses its deadline.
+    """
+    ended: list[float] = []
+    fetch = _runner.fetch_sync
+
+    def observed(*args: Any, **kwargs: Any) -> HttpReply:
+        try:
+            return fetch(*args, **kwargs)
+        finally:
+            ended.append(time.monotonic())
+
+    monkeypatch.setattr(_runner, "fetch_sync", observed)
+    with TricklingServer(mode="headers", interval=0.3) as server:
+        guard = guard_for(server)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as missed:
+            guard.verify_sync(token_for(server.url))
+        assert missed.value.reason == "deadline"
+        while not ended and time.monotonic() - started < 10 * DEADLINE:
+            time.sleep(0.05)
+        guard.close()
+    assert ended, "the worker thread was still reading"
+    assert ended[0] - started <= DEADLINE + SLACK
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])

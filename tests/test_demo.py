@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -40,6 +41,26 @@ def test_serve_prints_working_curl_lines_until_interrupted() -> None:
         assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert httpx.get(url).status_code == 401
         assert "ok   introspection" in output  # the readiness report
+        # The lines keep working while the demo serves: its tokens outlive the 5-minute walkthrough ones.
+        claims = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "tokenguard", "inspect", "--json", token],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )["claims"]
+        assert claims["exp"] - claims["iat"] >= 3600
+        # The printed inspect line runs as typed from the project directory (.venv/bin is not on PATH).
+        inspect = re.search(r"^  (\S+) inspect (\S+)$", output, re.MULTILINE)
+        assert inspect is not None, output
+        command = inspect.group(1)
+        assert command == "tokenguard" or (ROOT / command).exists() or Path(command).exists(), command
+        ran = subprocess.run(
+            [str(ROOT / command) if (ROOT / command).exists() else command, "inspect", inspect.group(2)],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert ran.returncode == 0 and "claims (not verified):" in ran.stdout, ran.stderr
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         with pytest.raises(httpx.ConnectError):

@@ -47,6 +47,14 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     assert "check_sync" in reference and "ReadinessReport" in reference
 
 
+def test_every_docs_page_is_in_the_navigation() -> None:
+    """A page under docs/ that the site's navigation does not list is a page nobody finds."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = sorted(p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md"))
+    missing = [page for page in pages if page not in nav]
+    assert not missing, f"not in mkdocs.yml nav: {missing}"
+
+
 def test_testing_page_example_passes(tmp_path: Path) -> None:
     """The test suite shown on docs/testing.md runs and passes as written."""
     page = (ROOT / "docs" / "testing.md").read_text()

@@ -128,15 +128,28 @@ def test_reading_any_fact_gives_claims_or_a_token_error(document: dict[str, Any]
     json.dumps(document)  # still the same JSON-able document
 
 
+FIRST_LAMBDA = lambda token: None  # noqa: E731 - the point of the test
+SECOND_LAMBDA = lambda token: None  # noqa: E731
+
+
 def test_verifier_identity_tells_lambdas_apart() -> None:
     """Lambdas share a qualified name; their source line tells them apart, the same in every process."""
-    first = lambda token: None  # noqa: E731 - the point of the test
-    second = lambda token: None  # noqa: E731
-    assert verifier_identity(first) != verifier_identity(second)
-    assert verifier_identity(first) == verifier_identity(first)
+    assert verifier_identity(FIRST_LAMBDA) != verifier_identity(SECOND_LAMBDA)
+    assert verifier_identity(FIRST_LAMBDA) == verifier_identity(FIRST_LAMBDA)
+    assert verifier_identity(FIRST_LAMBDA).startswith("tests.test_facts.<lambda>@")
     assert verifier_identity(test_verifier_identity_tells_lambdas_apart).endswith(
         "test_facts.test_verifier_identity_tells_lambdas_apart"
     )
+
+
+def test_verifier_identity_of_configured_verifiers_is_private() -> None:
+    """Nested functions and lambdas may capture configuration: each gets its own
+    process-local name, stable for its lifetime."""
+    first = lambda token: None  # noqa: E731
+    second = lambda token: None  # noqa: E731
+    assert verifier_identity(first) != verifier_identity(second)
+    assert verifier_identity(first) == verifier_identity(first)
+    assert verifier_identity(first).startswith("local:")
 
 
 @pytest.mark.integration

@@ -48,7 +48,8 @@ JWKS_URI = "https://idp.test/jwks"
 WELL_KNOWN = "https://idp.test/.well-known/oauth-authorization-server"
 T0 = 1_800_000_000.0
 POLICY = SharedPolicy(lock_ttl=5.0, lock_wait=2.0)
-DOC_KEY = document_key("metadata " + ISSUER)
+#: Shared per issuer and discovery URL(s): an issuer may publish several documents.
+DOC_KEY = document_key("\0".join(("metadata " + ISSUER, *MetadataSource(ISSUER, FetchSettings()).urls)))
 LOCK = lock_key(DOC_KEY)
 META = {"issuer": ISSUER, "jwks_uri": JWKS_URI}
 
@@ -103,15 +104,44 @@ def test_a_process_that_loses_the_lock_waits_and_uses_the_winners_copy() -> None
 
 
 def test_a_loser_whose_wait_ends_empty_fetches_itself() -> None:
-    """The winner failed or is too slow (the wait gives nothing): fetch from the network."""
+    """The winner failed fast (the wait gives nothing, the lock is gone): fetch from the network."""
     step = Step(shared_metadata().metadata_flow(T0))
     step.answer(None)
     step.answer(False)
     step.store(SharedWait)
-    step.answer((None, False))  # nothing, and the winner is gone without being slow: ask ourselves
+    step.answer((None, False))
     step.request("GET", WELL_KNOWN)
     step.reply(200, META)
     assert isinstance(step.effect, SharedSet)
+
+
+def test_a_loser_that_fetched_itself_shares_its_copy_but_releases_no_lock() -> None:
+    """It never held the lock: deleting it would free the lock of whichever process holds it now."""
+    step = Step(shared_metadata().metadata_flow(T0))
+    step.answer(None)
+    step.store(SharedAdd, LOCK)
+    step.answer(False)
+    step.store(SharedWait)
+    step.answer((None, False))
+    step.request("GET", WELL_KNOWN)
+    step.reply(200, META)
+    step.store(SharedSet, DOC_KEY)
+    assert step.answer(None).result() == META
+    assert not any(isinstance(effect, SharedDelete) for effect in step.effects)
+
+
+def test_the_winner_shares_its_copy_then_releases_its_lock() -> None:
+    """The process that took the lock publishes the document, then deletes the lock."""
+    step = Step(shared_metadata().metadata_flow(T0))
+    step.answer(None)
+    step.store(SharedAdd, LOCK)
+    step.answer(True)
+    step.request("GET", WELL_KNOWN)
+    step.reply(200, META)
+    step.store(SharedSet, DOC_KEY)
+    step.answer(None)
+    step.store(SharedDelete, LOCK)
+    assert step.answer(None).result() == META
 
 
 def test_a_fresh_copy_from_another_process_is_used_before_any_lock() -> None:
@@ -234,7 +264,7 @@ class DictStore:
     ("values", "expected"),
     [
         ({"d": b"copy", "l": b"1"}, (b"copy", False)),  # the winner's copy is there
-        ({}, (None, False)),  # no copy and no lock: the winner gave up at once, stop waiting, retry
+        ({}, (None, False)),  # no copy and no lock: the winner gave up fast, stop waiting at once
         ({"d": b"copy"}, (b"copy", False)),  # stored, then the lock released: both read
     ],
 )
@@ -242,7 +272,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
     """The runners end a SharedWait as soon as the copy is there or the lock is gone; never sit out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert perform_shared_sync(wait, store) == expected
+    assert perform_shared_sync(wait, store) == (expected, False)
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:
@@ -250,7 +280,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
         return await perform_shared(wait, store), store.reads
 
     value, reads = asyncio.run(run())
-    assert value == expected and reads <= 3
+    assert value == (expected, False) and reads <= 3
 
 
 # ------------------------------------------------------------------ guard-level elections, in memory
@@ -299,8 +329,8 @@ def test_a_result_introspected_by_one_guard_serves_another_without_a_call() -> N
 
 
 def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
-    """Another process holds the lock and never stores a result: after lock_wait the guard
-    answers 503 (the provider is slow; a second call would only add load), with no call."""
+    """Another process holds the lock and never stores a result: after lock_wait the
+    guard answers 503 with Retry-After (the provider is slow; a second call would only add load)."""
 
     class LockedStore(DictStore):
         lock_wait = 0.05
@@ -312,9 +342,9 @@ def test_a_guard_that_finds_the_lock_taken_waits_then_answers_503() -> None:
 
     store = LockedStore()
     world = ElectionWorld(store)
-    with pytest.raises(ServiceUnavailable) as refused:
+    with pytest.raises(ServiceUnavailable, match="in progress in another process") as busy:
         world.guard().verify_sync("opaque-2")
-    assert refused.value.reason == "lock_wait" and refused.value.retry_after == 1
+    assert busy.value.reason == "lock_wait" and busy.value.retry_after == 1
     assert world.calls == 0
     assert len(store.locks) == 1 and store.locks[0].startswith("l:r:")  # it stood for election, and lost
     assert store.reads > 3  # and polled the store while the lock holder had a chance to answer

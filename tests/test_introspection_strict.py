@@ -72,6 +72,11 @@ def verify(server: LocalIssuer, body: bytes, flavour: str) -> TokenClaims:
         (answer(aud=["https://admin.api", "https://other.api"]), "wrong audience"),
         (answer(aud=[]), "wrong audience"),
         (answer(aud=42), "wrong audience"),
+        # RFC 9449 §6.2: "DPoP" names a bound token only with its cnf key...
+        (answer(token_type="DPoP"), "not an access token"),
+        (answer(token_type="DPoP", cnf="jkt"), "not an access token"),
+        # ...and a bound token is still refused by a guard without DPoP (§7.2).
+        (answer(token_type="DPoP", cnf={"jkt": "0" * 43}), "sender-constrained token presented as a bearer"),
     ],
 )
 def test_strict_answers_are_refused(server: LocalIssuer, body: bytes, reason: str, flavour: str) -> None:
@@ -98,6 +103,30 @@ def test_strict_answers_are_refused(server: LocalIssuer, body: bytes, reason: st
 def test_access_token_answers_are_accepted(server: LocalIssuer, body: bytes, flavour: str) -> None:
     """Access-token types, and answers without aud, are accepted."""
     assert verify(server, body, flavour).subject == "user-1"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_dpop_answer_is_an_access_token_for_a_dpop_guard(server: LocalIssuer, flavour: str) -> None:
+    """RFC 9449 §6.2: token_type "DPoP" with cnf.jkt is an access token, not refused as "not an access token"."""
+    server.faults["/introspect"] = Fault(status=200, body=answer(token_type="DPoP", cnf={"jkt": "0" * 43}))
+    guard = server.guard(audience=API, dpop="allowed")
+    token = f"opaque-{time.monotonic_ns()}"
+    try:
+        if flavour == "sync":
+            claims = guard.verify_sync(token)
+        else:
+
+            async def run() -> TokenClaims:
+                try:
+                    return await guard.verify(token)
+                finally:
+                    await guard.aclose()
+
+            claims = asyncio.run(run())
+    finally:
+        guard.close()
+    assert claims["cnf"] == {"jkt": "0" * 43}
 
 
 def test_duplicate_members_are_never_cached() -> None:

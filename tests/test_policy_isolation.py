@@ -9,6 +9,8 @@ be refused by the second, before and after the first has seen it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -234,3 +236,111 @@ def test_policy_fingerprint_covers_every_verdict_setting(issuer: LocalIssuer) ->
     assert len(keys) == len(variants)
     # And identical configurations agree.
     assert issuer.guard(**base)._hasher.cache_key("token") == issuer.guard(**base)._hasher.cache_key("token")
+
+
+class TenantVerifier:
+    """A configurable verifier: accepts only tokens of its own tenant (two instances, two policies)."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def __call__(self, token: str) -> Mapping[str, Any] | None:
+        return {"sub": self.tenant, "exp": time.time() + 300} if token.startswith(self.tenant + ":") else None
+
+    def check(self, token: str) -> Mapping[str, Any] | None:
+        return self(token)
+
+
+def tenant_check(tenant: str, token: str) -> Mapping[str, Any] | None:
+    return {"sub": tenant, "exp": time.time() + 300} if token.startswith(tenant + ":") else None
+
+
+def tenant_closure(tenant: str) -> Callable[[str], Mapping[str, Any] | None]:
+    def check(token: str) -> Mapping[str, Any] | None:
+        return tenant_check(tenant, token)
+
+    return check
+
+
+VERIFIER_PAIRS: dict[str, Callable[[str], Any]] = {
+    "instances": TenantVerifier,
+    "bound methods": lambda tenant: TenantVerifier(tenant).check,
+    "partials": lambda tenant: functools.partial(tenant_check, tenant),
+    "closures": tenant_closure,
+}
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("pair", sorted(VERIFIER_PAIRS))
+def test_configured_verifiers_of_one_kind_never_share_answers(
+    redis_server: RedisServer, pair: str, flavour: str
+) -> None:
+    """Two verifiers with one name but different configuration (instances of a class,
+    bound methods, partials, closures) never accept through each other's shared answer."""
+    make = VERIFIER_PAIRS[pair]
+    token = f"tenant-a:{pair}:{flavour}:{time.monotonic_ns()}"
+
+    def guard(tenant: str) -> TokenGuard:
+        return TokenGuard(verifier=make(tenant), cache=RedisCache(redis_server.url), hash_key=HASH_KEY)
+
+    assert verify(guard("tenant-a"), token, flavour).subject == "tenant-a"
+    with pytest.raises(InvalidToken):
+        verify(guard("tenant-b"), token, flavour)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_userinfo_answers_are_never_verdicts(issuer: LocalIssuer, flavour: str) -> None:
+    """A cached UserInfo answer shares the guard's cache but never answers verify(),
+    whatever string is presented (it is not a verification of any token)."""
+    guard = issuer.guard(audience=PAYMENTS, introspection=False)
+    token = issuer.issue(alg="ES256", subject="alice", audience=PAYMENTS)
+    assert guard.userinfo_sync(token)["email"] == "alice@example.test"
+    for crafted in ("\x00userinfo\x00" + token, "userinfo" + token):
+        with pytest.raises(InvalidToken):
+            verify(guard, crafted, flavour)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_metadata_from_another_discovery_url_is_not_shared(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """One issuer, two discovery URLs (e.g. Entra ID's ``?appid=`` metadata naming
+    app-specific keys): a guard never takes the other URL's document, and so its
+    keys, from Redis."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tokenguard.sources import FetchSettings
+    from tokenguard.testing import Fault
+
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(other_key.public_key())), "kid": "tenant-b"}
+    metadata = {**issuer.metadata(), "jwks_uri": issuer.issuer + "/tenant-b/jwks"}
+    issuer.faults["/tenant-b/metadata"] = Fault(status=200, body=json.dumps(metadata).encode())
+    issuer.faults["/tenant-b/jwks"] = Fault(status=200, body=json.dumps({"keys": [jwk]}).encode())
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": PAYMENTS, "sub": "u", "iat": now, "exp": now + 300}
+    token = pyjwt.encode(claims, other_key, algorithm="ES256", headers={"kid": "tenant-b", "typ": "at+jwt"})
+
+    made: list[tuple[TokenGuard, RedisCache]] = []
+
+    def guard(**options: Any) -> TokenGuard:
+        cache = RedisCache(redis_server.url, prefix=f"meta-{flavour}:")
+        made.append(
+            (
+                TokenGuard.from_issuer(
+                    issuer.issuer, audience=PAYMENTS, fetch=FetchSettings(), cache=cache, hash_key=HASH_KEY, **options
+                ),
+                cache,
+            )
+        )
+        return made[-1][0]
+
+    try:
+        assert verify(guard(discovery_url=issuer.issuer + "/tenant-b/metadata"), token, flavour).subject == "u"
+        with pytest.raises(InvalidToken):
+            verify(guard(), token, flavour)
+    finally:
+        for made_guard, cache in made:
+            made_guard.close()
+            cache.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -635,3 +636,109 @@ def test_redaction_matches_the_url_as_httpx_prints_it() -> None:
     assert str(request.url).startswith("https://api.dian-redaction.example/identidad")
     assert "hidden-value" not in str(_REDACTOR.redact(request.url, frozenset()))
     client.close()
+
+
+class _NonRotatingLiberty(LibertyFake):
+    """A provider that does not rotate refresh tokens: refresh answers carry no ``refresh_token`` (RFC 6749 §6)."""
+
+    def _token(self, form: dict[str, str]) -> Reply:
+        kept = self.refresh.get(form.get("refresh_token", "")) if form.get("grant_type") == "refresh_token" else None
+        status, headers, body = super()._token(form)
+        if kept is None:
+            return status, headers, body
+        self.refresh[form["refresh_token"]] = kept  # still valid: it was not replaced
+        answer = json.loads(body)
+        del answer["refresh_token"], answer["id_token"]
+        return json_reply(status, answer, headers)
+
+
+def test_refresh_without_a_new_refresh_token_keeps_the_old_one() -> None:
+    """RFC 6749 §6: when a refresh answer issues no new refresh token, the client keeps using the one it has."""
+    clock = Clock()
+    with _NonRotatingLiberty() as op:
+        auth = AuthorizationCodeAuth(
+            op.client_id, op.client_secret, issuer=op.issuer, redirect_uri=REDIRECT, clock=clock
+        )
+        first = auth.exchange_code_sync(op.authorize(redirect_uri=REDIRECT, scope="openid"))
+        for _ in range(3):
+            clock.now += op.expires_in
+            refreshed = auth.get_token_sync()
+            assert refreshed.refresh_token == first.refresh_token
+            assert refreshed.id_token == first.id_token  # the ID token the exchange gave is not forgotten
+        grants = [r.form.get("grant_type") for r in op.requests if r.path.endswith("/token")]
+        assert grants == ["authorization_code", "refresh_token", "refresh_token", "refresh_token"]
+
+        async def main() -> None:
+            clock.now += op.expires_in
+            assert (await auth.get_token()).refresh_token == first.refresh_token
+
+        asyncio.run(main())
+
+
+def test_https_errors_name_the_option_each_client_takes() -> None:
+    """The https refusal names the keyword that turns it off for *this* class, and that keyword works."""
+    dian_options: dict[str, Any] = {
+        "client_id": "c", "client_secret": "s", "encryption_key": DIAN_KEY,
+        "tipo_documento": "13", "nro_documento": "1", "nit": "2", "password": "p",
+    }  # fmt: skip
+    builders: list[Any] = [
+        lambda **o: ClientCredentialsAuth("c", "s", token_endpoint="http://op.example/token", **o),
+        lambda **o: ClientCredentialsAuth("c", "s", issuer="http://op.example", **o),
+        lambda **o: AuthorizationCodeAuth(
+            "c",
+            "s",
+            token_endpoint="https://op.example/t",
+            revocation_endpoint="http://op.example/r",
+            redirect_uri=REDIRECT,
+            **o,
+        ),  # fmt: skip
+        lambda **o: DianClient("http://api.dian.example", **dian_options, **o),
+        lambda **o: AsyncDianClient("http://api.dian.example", **dian_options, **o),
+    ]
+    for build in builders:
+        with pytest.raises(ConfigurationError) as refused:
+            build()
+        assert "pass require_https=False only" in str(refused.value)
+        assert "fetch=" not in str(refused.value)  # the guard's spelling: a TypeError here
+        build(require_https=False)
+
+
+def test_plain_basic_refuses_a_client_id_with_a_colon() -> None:
+    """Plain Basic cannot carry "a:b" as the user-id (RFC 7617 §2): refused at construction, naming the way out."""
+    with pytest.raises(ConfigurationError, match='basic_encoding="rfc6749"'):
+        ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", basic_encoding="plain")
+    # The RFC 6749 default form-encodes the colon; the body carries it as is.
+    ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t")
+    post: dict[str, Any] = {"basic_encoding": "plain", "auth_method": "client_secret_post"}
+    ClientCredentialsAuth("tenant:svc", "s", token_endpoint="https://op.example/t", **post)
+
+
+@pytest.mark.parametrize("max_backoff", [-1.0, float("nan"), float("inf"), "30", True])
+def test_dian_max_backoff_is_validated(max_backoff: Any) -> None:
+    """A negative, NaN or non-number max_backoff is refused at construction, not on the first 429 (time.sleep)."""
+    for cls in (DianClient, AsyncDianClient):
+        with pytest.raises(ConfigurationError, match="max_backoff"):
+            cls(
+                "https://api.dian.example", client_id="c", client_secret="s", encryption_key=DIAN_KEY,
+                tipo_documento="13", nro_documento="1", nit="2", password="p", max_backoff=max_backoff,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("expire_in", [float("nan"), float("inf")])
+def test_dian_answer_with_a_non_finite_expiry_is_refused(expire_in: float) -> None:
+    """expireIn NaN would make every request log in again, inf would never refresh: not a DToken."""
+    with DianFake(expire_in=expire_in) as server:  # type: ignore[arg-type]
+        client = _dian(server)
+        with pytest.raises(DianError, match="not a DToken"):
+            client.login()
+        client.close()
+
+
+def test_dian_short_expiry_is_reused_for_half_its_life() -> None:
+    """An expireIn of 40 s under the 60 s refresh margin: one login serves many requests, not one each."""
+    with DianFake(expire_in=40) as server:
+        auth = DianAuth(_dian(server))
+        first = auth.get_token_sync()
+        assert all(auth.get_token_sync() is first for _ in range(5))
+        assert auth.logins == 1 and server.calls == ["login"]
+        auth.close()

@@ -212,3 +212,29 @@ def test_static_keys_need_no_network() -> None:
     report = guard.check_sync()
     assert report.ok
     assert [(c.name, c.detail) for c in report] == [("jwks", "1 static key(s); nothing to fetch")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"active": true, "sub": "x", "iss": "https://elsewhere.example"}',  # active, but refused for its iss
+        b'{"active": true, "sub": "x", "exp": "soon"}',  # active, but refused for a malformed exp
+        b'{"active": true, "sub": "x", "token_type": "refresh_token"}',  # active, but not an access token
+        b'{"active": false, "active": true}',  # a repeated member: two parsers read it differently
+    ],
+)
+def test_introspection_answering_active_in_any_shape_fails(issuer: LocalIssuer, body: bytes) -> None:
+    """An active answer for a random token fails, even one the guard would refuse for other reasons.
+
+    The readiness probe asks about a token no server issued; only ``{"active": false}`` proves the
+    endpoint checks tokens. Nothing raises out of ``check_sync()`` / ``check()``: a lying server is a failed check.
+    """
+    issuer.faults["/introspect"] = Fault(status=200, body=body)
+    with issuer.guard() as guard:
+        report = guard.check_sync()
+        report_async = asyncio.run(guard.check())
+    for result in (report, report_async):
+        check = _by_name(result)["introspection"]
+        assert check.status == "failed", check
+        assert "answered active: false" not in check.detail
+        assert not result.ok

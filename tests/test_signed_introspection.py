@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from tokenguard import InvalidToken, ServiceUnavailable, TokenGuard
 from tokenguard._effects import HttpReply
 from tokenguard.keys import KeySet, parse_jwk
+from tokenguard.redis_cache import RedisCache
 from tokenguard.signed_introspection import open_signed_answer
 from tokenguard.testing import LocalIssuer
 
+from .conftest import RedisServer
 from .helpers import RSA_KEY
 from .test_oidc_provider import RESOURCE, OIDCProvider
 
@@ -97,3 +100,59 @@ def test_forged_signed_answer() -> None:
     plain = HttpReply(200, {"content-type": "application/json"}, b'{"active": true}')
     with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
         open_signed_answer(plain, KEYS, issuer="https://as.test", client_id="rs", now=1000)
+
+
+def test_readiness_with_signed_answers(oidc_provider: OIDCProvider) -> None:
+    """The readiness probe asks for and opens an RFC 9701 signed answer as a token's introspection does."""
+    with signed_guard(oidc_provider) as guard:
+        report = guard.check_sync()
+        checks = {check.name: check for check in report}
+        assert checks["introspection"].status == "ok", report
+        assert report.ok
+    wrong = TokenGuard.from_issuer(
+        oidc_provider.issuer, audience=RESOURCE, client_id="rs-basic", client_secret="wrong", signed_introspection=True
+    )
+    with wrong as guard:
+        check = {c.name: c for c in guard.check_sync()}["introspection"]
+        assert check.status == "failed"
+        assert "client credentials" in check.detail
+
+
+def test_signed_introspection_with_a_wrong_secret_names_the_cause(oidc_provider: OIDCProvider) -> None:
+    """A 401 to a request for a signed answer is still our credentials' fault: the 503 says so, every time."""
+    wrong = TokenGuard.from_issuer(
+        oidc_provider.issuer, audience=RESOURCE, client_id="rs-basic", client_secret="wrong", signed_introspection=True
+    )
+    with wrong as guard:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailable) as refused:
+                guard.verify_sync(oidc_provider.token(resource=None, scope="read"))
+            assert refused.value.reason == "client_auth_failed"
+            assert "refused this API's client credentials (HTTP 401)" in refused.value.description
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_plain_answer_shared_by_another_guard_is_not_taken(
+    issuer: LocalIssuer, redis_server: RedisServer, flavour: str
+) -> None:
+    """A guard requiring signed answers never accepts a token on a plain answer
+    that a guard without that requirement shared through Redis (same endpoint, same client)."""
+    token = issuer.issue_opaque(scope="read")
+    plain = issuer.guard(cache=RedisCache(redis_server.url))
+    signed = issuer.guard(cache=RedisCache(redis_server.url), signed_introspection=True)
+
+    def verify(guard: TokenGuard) -> object:
+        if flavour == "sync":
+            return guard.verify_sync(token)
+
+        async def run() -> object:
+            try:
+                return await guard.verify(token)
+            finally:
+                await guard.aclose()
+
+        return asyncio.run(run())
+
+    assert verify(plain)
+    with pytest.raises(ServiceUnavailable, match="not a token-introspection"):
+        verify(signed)

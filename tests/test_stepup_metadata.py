@@ -59,7 +59,7 @@ def bearer(token: str) -> dict[str, str]:
 def test_step_up_satisfied(served: tuple[str, LocalIssuer]) -> None:
     """A token with an accepted acr and a recent auth_time passes."""
     url, issuer = served
-    token = issuer.issue(scope="write", acr="urn:mfa", auth_time=int(time.time()) - 10)
+    token = issuer.issue(scope="write", extra_claims={"acr": "urn:mfa", "auth_time": int(time.time()) - 10})
     assert httpx.get(f"{url}/transfer", headers=bearer(token)).status_code == 200
 
 
@@ -78,7 +78,7 @@ def test_step_up_required(served: tuple[str, LocalIssuer], claims: dict[str, Any
     now = int(time.time())
     if "auth_time" in claims:
         claims["auth_time"] = now - 10 if claims["auth_time"] == "recent" else now - 3600
-    token = issuer.issue(scope="write", **claims)
+    token = issuer.issue(scope="write", extra_claims=claims)
     response = httpx.get(f"{url}/transfer", headers=bearer(token))
     assert response.status_code == 401
     assert response.json()["error"] == "insufficient_user_authentication"
@@ -96,7 +96,7 @@ def test_step_up_required(served: tuple[str, LocalIssuer], claims: dict[str, Any
 def test_scope_checked_before_step_up(served: tuple[str, LocalIssuer]) -> None:
     """Without the scope, 403 insufficient_scope (with resource_metadata) comes first."""
     url, issuer = served
-    response = httpx.get(f"{url}/transfer", headers=bearer(issuer.issue(scope="read", acr="urn:mfa")))
+    response = httpx.get(f"{url}/transfer", headers=bearer(issuer.issue(scope="read", extra_claims={"acr": "urn:mfa"})))
     assert response.status_code == 403
     challenge = parse_challenges(response.headers["www-authenticate"])[0]
     assert challenge.scope == ("write",)
@@ -177,9 +177,9 @@ def test_step_up_through_decorators(shared_issuer: LocalIssuer, stack: str) -> N
         server = UvicornServer(TokenGuardMiddleware(Starlette(routes=[Route("/transfer", transfer_endpoint)]), guard))
     now = int(time.time())
     with server:
-        good = shared_issuer.issue(scope="write", acr="urn:mfa", auth_time=now)
+        good = shared_issuer.issue(scope="write", extra_claims={"acr": "urn:mfa", "auth_time": now})
         assert httpx.get(f"{server.url}/transfer", headers=bearer(good)).status_code == 200
-        weak = shared_issuer.issue(scope="write", acr="urn:pwd", auth_time=now)
+        weak = shared_issuer.issue(scope="write", extra_claims={"acr": "urn:pwd", "auth_time": now})
         response = httpx.get(f"{server.url}/transfer", headers=bearer(weak))
         assert response.status_code == 401
         (challenge,) = parse_challenges(response.headers["www-authenticate"])

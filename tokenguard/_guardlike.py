@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import httpx
 
+    from ._effects import Flow
     from ._runner import AsyncCoalescer, SyncCoalescer
     from .claims import TokenClaims
     from .dpop import DPoPSettings
     from .forwarded import TrustedProxies
     from .introspection import Introspection
     from .issuer import IssuerRuntime
+    from .keys import KeySet
     from .mtls import MTLSSettings
     from .sources import MetadataSource
     from .upstream import Upstream
@@ -49,6 +51,7 @@ class GuardLike(Protocol):
     _issuers: dict[str, IssuerRuntime]
     _introspection: Introspection | None
     _introspection_metadata: MetadataSource | None
+    _introspection_keys: Callable[[str | None, float], Flow[KeySet]] | None
     _metadata: dict[str, MetadataSource]
     _route_scopes: set[str]
     _upstream: Upstream

@@ -18,8 +18,9 @@ server that trickles its answer a byte a second keeps a call alive for as
 long as it likes. Every guarded call therefore has one total deadline
 (connect + headers + body, :attr:`Upstream.deadline`): async calls run under
 ``asyncio.timeout``; blocking calls run on a small worker pool while the
-caller waits at most the deadline (the worker itself stops at the next
-chunk past it, its reads bounded by what was left). Coalesced waiters wait
+caller waits at most the deadline (the worker's new connection is shut
+down at the deadline, see :class:`_SocketCutter`; a reused one stops at the
+next chunk past it, its reads bounded by what was left). Coalesced waiters wait
 no longer than that either. A missed deadline is a ``ServiceUnavailable``
 with reason ``deadline``, recorded as a failure by the circuit breaker.
 """
@@ -29,9 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -109,11 +111,14 @@ def fetch_sync(client: httpx.Client, request: HttpRequest, deadline_at: float | 
     first chunk past it.
     """
     extra: dict[str, Any] = {}
+    cutter: _SocketCutter | None = None
     if deadline_at is not None:
         remaining = deadline_at - time.monotonic()
         if remaining <= 0:
             raise ServiceUnavailable(f"{request.purpose} request missed its deadline", reason="deadline")
         extra["timeout"] = _bounded(client.timeout, remaining)
+        cutter = _SocketCutter(remaining)
+        extra["extensions"] = {"trace": cutter.trace}
     try:
         with client.stream(
             request.method,
@@ -137,7 +142,54 @@ def fetch_sync(client: httpx.Client, request: HttpRequest, deadline_at: float | 
                 chunks.append(chunk)
             return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
     except httpx.HTTPError as exc:
+        if deadline_at is not None and time.monotonic() >= deadline_at:
+            # The socket was cut at the deadline (or a read ran into it).
+            raise ServiceUnavailable(f"{request.purpose} request missed its deadline", reason="deadline") from None
         raise _transport_failure(request, exc) from exc
+    finally:
+        if cutter is not None:
+            cutter.cancel()
+
+
+class _SocketCutter:
+    """Shuts down the socket of a blocking call at its deadline.
+
+    httpx bounds each socket *read*, not the call: a server trickling its
+    status line and headers one byte per read would hold the worker thread
+    (and so a slot of the shared pool) for as long as it likes, long after
+    the caller had its 503. The connection httpx opens for the call is
+    reported through its ``trace`` extension; a timer shuts it down at the
+    deadline, so the blocked read returns at once. (A kept-alive connection
+    reused from the pool is not reported; its reads stay bounded by the
+    time that was left, and the body by the check per chunk.)
+    """
+
+    __slots__ = ("_lock", "_streams", "_timer")
+
+    def __init__(self, seconds: float) -> None:
+        self._streams: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            with self._lock:
+                self._streams.append(info.get("return_value"))
+
+    def _cut(self) -> None:
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            sock: Any = getattr(stream, "get_extra_info", lambda name: None)("socket")
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):
+                pass  # already closed, or not a socket
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 async def fetch_async(client: httpx.AsyncClient, request: HttpRequest) -> HttpReply:

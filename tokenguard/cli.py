@@ -25,6 +25,7 @@ import datetime
 import getpass
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -80,8 +81,16 @@ def _secret(args: argparse.Namespace) -> str | None:
     return None
 
 
+#: Beyond this many seconds (about 31,700 years) a time is shown as "far" rather than counted.
+_FAR = 1e12
+
+
 def relative(seconds: float) -> str:
     """``seconds`` from now as ``in 4m 12s`` / ``3h 2m ago``."""
+    if math.isnan(seconds):
+        return "at no time (not a number)"
+    if abs(seconds) > _FAR:  # a hostile token's 1e400 or 10**400 must not crash or print 400 digits
+        return "in the far future" if seconds > 0 else "in the far past"
     span = abs(int(round(seconds)))
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -94,15 +103,32 @@ def relative(seconds: float) -> str:
     return f"in {text}" if seconds >= 0 else f"{text} ago"
 
 
+def _number(value: object) -> float | None:
+    """A JSON number as a float (an int too large for one becomes ±inf); ``None`` for anything else."""
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:  # JSON allows integers of any size; float() does not
+            return math.inf if value > 0 else -math.inf
+    return None
+
+
 def _when(value: object, now: float) -> dict[str, Any] | None:
-    if type(value) not in (int, float) or isinstance(value, bool):
+    number = _number(value)
+    if number is None:
         return None
-    number = float(value)  # type: ignore[arg-type]  # int or float, checked above
     try:
         iso = datetime.datetime.fromtimestamp(number, datetime.UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return {"value": value, "utc": None, "relative": "out of range"}
     return {"value": value, "utc": iso, "relative": relative(number - now)}
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    """A detail built with ``repr`` (already escaped) cut to ``limit`` characters: a token's 10**400 stays short."""
+    return text if len(text) <= limit else f"{text[:limit]}...(+{len(text) - limit})"
 
 
 def _emit(
@@ -171,18 +197,19 @@ def problems(jws: UnverifiedJWS, now: float) -> list[str]:
     elif not isinstance(aud, str):
         found.append("aud is neither a string nor a list of strings: refused")
     exp = claims.get("exp")
+    exp_number = _number(exp)
     if exp is None:
         found.append("no exp claim: refused by default (require_exp)")
-    elif _when(exp, now) is None:
+    elif exp_number is None:
         found.append("exp is not a number: refused")
-    elif float(exp) <= now:
-        found.append(f"expired {relative(float(exp) - now).removesuffix(' ago')} ago")
-    nbf = claims.get("nbf")
-    if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now:
-        found.append(f"not valid yet: nbf is {relative(float(nbf) - now)}")
-    iat = claims.get("iat")
-    if isinstance(iat, int | float) and not isinstance(iat, bool) and iat > now:
-        found.append(f"issued in the future: iat is {relative(float(iat) - now)} (clock skew?)")
+    elif exp_number <= now:
+        found.append(f"expired {relative(exp_number - now).removesuffix(' ago')} ago")
+    nbf = _number(claims.get("nbf"))
+    if nbf is not None and nbf > now:
+        found.append(f"not valid yet: nbf is {relative(nbf - now)}")
+    iat = _number(claims.get("iat"))
+    if iat is not None and iat > now:
+        found.append(f"issued in the future: iat is {relative(iat - now)} (clock skew?)")
     if "nonce" in claims or "at_hash" in claims:
         found.append("carries nonce/at_hash: looks like an OpenID Connect ID token, not an access token")
     if "cnf" in claims:
@@ -192,12 +219,13 @@ def problems(jws: UnverifiedJWS, now: float) -> list[str]:
 
 def _human_inspect(result: Mapping[str, Any]) -> str:
     lines = ["header (not verified):"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in result["header"].items()]
+    # Member names come from the token: escaped (json.dumps escapes the values), so ESC or CR cannot drive the terminal.
+    lines += [f"  {loggable(k)}: {json.dumps(v)}" for k, v in result["header"].items()]
     lines.append("claims (not verified):")
     for key, value in result["claims"].items():
         when = result["times"].get(key)
         suffix = f"   ({when['utc']}, {when['relative']})" if when and when.get("utc") else ""
-        lines.append(f"  {key}: {json.dumps(value)}{suffix}")
+        lines.append(f"  {loggable(key)}: {json.dumps(value)}{suffix}")
     if result["problems"]:
         lines.append("looks wrong:")
         lines += [f"  - {p}" for p in result["problems"]]
@@ -228,6 +256,9 @@ def _guard_for(args: argparse.Namespace, audience: str | Sequence[str] | None) -
     fetch = FetchSettings(require_https=not args.allow_http)
     options: dict[str, Any] = {"fetch": fetch}
     if args.client_id:
+        if not (args.client_secret_env or args.client_secret_prompt):
+            # Without a secret, introspection would be tried unauthenticated and answer 401 for a forgotten flag.
+            raise UsageError("--client-id needs --client-secret-env VAR or --client-secret-prompt")
         options.update(client_id=args.client_id, client_secret=_secret(args))
     return TokenGuard.from_issuer(args.issuer, audience=audience, **options)
 
@@ -356,7 +387,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
             def human() -> str:
                 lines = [f"401 invalid_token: {words}", "failed checks:"]
-                lines += [f"  - {f['check']}" + (f"  ({f['detail']})" if f["detail"] else "") for f in failures]
+                lines += [f"  - {f['check']}" + (f"  ({_cut(f['detail'])})" if f["detail"] else "") for f in failures]
                 return "\n".join(lines)
 
             _emit(args, data, human, out)
@@ -378,13 +409,15 @@ def cmd_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
         def human_ok() -> str:
             expires = result["expires"]
+            # Claims are the issuer's (often a user's own words, e.g. a chosen name as sub): escaped, so a
+            # CR, LF or ESC in them can neither drive the terminal nor forge a line of this report.
             lines = [
                 "valid",
-                f"  subject:  {claims.subject}",
-                f"  issuer:   {claims.issuer}",
-                f"  audience: {' '.join(claims.audience)}",
-                f"  scopes:   {' '.join(sorted(claims.scopes)) or '-'}",
-                f"  type:     {claims.token_type}",
+                f"  subject:  {loggable(claims.subject)}",
+                f"  issuer:   {loggable(claims.issuer)}",
+                f"  audience: {' '.join(loggable(a) for a in claims.audience)}",
+                f"  scopes:   {' '.join(loggable(s) for s in sorted(claims.scopes)) or '-'}",
+                f"  type:     {loggable(claims.token_type)}",
             ]
             if expires:
                 lines.append(f"  expires:  {expires['utc']} ({expires['relative']})")
@@ -429,7 +462,7 @@ def _get(client: httpx.Client, url: str) -> dict[str, Any]:
 
 def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
     """What ``issuer`` publishes and whether a guard could use it now."""
-    check_url(issuer, require_https=not args.allow_http, what="issuer")
+    check_url(issuer, require_https=not args.allow_http, what="issuer", opt_out="--allow-http")
     result: dict[str, Any] = {"issuer": issuer, "metadata": [], "jwks": None, "readiness": None}
     metadata: dict[str, Any] | None = None
     with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), follow_redirects=False) as client:
@@ -448,12 +481,16 @@ def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
             result["endpoints"] = {k: v for k, v in metadata.items() if k.endswith("_endpoint") or k == "jwks_uri"}
             jwks_uri = metadata.get("jwks_uri")
             if isinstance(jwks_uri, str):
-                entry = _get(client, check_url(jwks_uri, require_https=not args.allow_http, what="jwks_uri"))
+                entry = _get(
+                    client,
+                    check_url(jwks_uri, require_https=not args.allow_http, what="jwks_uri", opt_out="--allow-http"),
+                )
                 document = entry.pop("document", None)
                 if isinstance(document, dict):
+                    listed = document.get("keys")  # the issuer's word: any JSON at all (RFC 7517 §5 says an array)
                     entry["keys"] = [
                         {k: key.get(k) for k in ("kid", "kty", "alg", "use", "crv")}
-                        for key in document.get("keys", [])
+                        for key in (listed if isinstance(listed, list) else [])
                         if isinstance(key, dict)
                     ]
                     try:
@@ -479,7 +516,7 @@ def _human_discover(result: Mapping[str, Any]) -> str:
     jwks = result.get("jwks")
     if jwks:
         answer = jwks.get("error") if jwks.get("status") is None else f"HTTP {jwks['status']}"
-        lines.append(f"jwks {jwks['url']}: {answer} in {jwks.get('ms')} ms")
+        lines.append(f"jwks {loggable(jwks['url'], 300)}: {answer} in {jwks.get('ms')} ms")
         if jwks.get("status") == 200:
             lines.append(f"  cache {jwks.get('cache_control') or '-'} -> kept {jwks['lifetime_s']:g}s")
             for key in jwks.get("keys", []):
@@ -487,8 +524,11 @@ def _human_discover(result: Mapping[str, Any]) -> str:
                 lines.append(f"  kid {kid}: {kty} {crv if crv != '-' else ''} alg {alg}")
             for reason in jwks.get("unusable", []):
                 lines.append(f"  unusable: {reason}")
-    if result.get("scopes_supported") is not None:
-        lines.append(f"scopes_supported: {' '.join(map(str, result['scopes_supported']))}")
+    scopes = result.get("scopes_supported")
+    if scopes is not None:
+        # The issuer's words reach the terminal escaped (ESC, CR), as log lines do.
+        shown = " ".join(loggable(s) for s in scopes) if isinstance(scopes, list) else loggable(scopes)
+        lines.append(f"scopes_supported: {shown}")
     readiness = result["readiness"]
     lines.append("readiness: " + ("ready" if readiness["ok"] else "NOT READY"))
     marks = {"ok": "ok  ", "warning": "WARN", "failed": "FAIL"}

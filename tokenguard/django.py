@@ -48,8 +48,11 @@ from django.utils.module_loading import import_string
 from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
+from .options import has_dot_segment
+from .request_auth import verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
+from .sender_config import is_sender_constrained
 
 if TYPE_CHECKING:
     from .response import PublicCachePolicy
@@ -65,6 +68,7 @@ __all__ = [
     "get_guard",
     "requires",
     "secure_response",
+    "verify_request_claims",
 ]
 
 #: The attribute of the Django ``HttpRequest`` holding the verified claims (or ``None``).
@@ -184,18 +188,56 @@ def find_token(guard: TokenGuard, request: HttpRequest) -> str | None:
     """
     header = request.META.get("HTTP_AUTHORIZATION")
     authorization = [header] if isinstance(header, str) else []
-    query = request.GET.getlist("access_token")
+    query, form = _parameter_tokens(guard, request)
+    try:
+        return guard.extract(authorization, query, form)
+    except MissingToken:
+        return None
+
+
+def _parameter_tokens(guard: TokenGuard, request: HttpRequest) -> tuple[list[str], list[str]]:
+    """The ``access_token`` values of the query string and (when allowed) of an urlencoded body."""
     form: list[str] = []
     if (
         guard.allow_form_token
         and request.method not in ("GET", "HEAD")
         and request.content_type == "application/x-www-form-urlencoded"
+        and _declared_length(request) <= _MAX_FORM_BYTES
     ):
         form = request.POST.getlist("access_token")
-    try:
-        return guard.extract(authorization, query, form)
-    except MissingToken:
+    return request.GET.getlist("access_token"), form
+
+
+#: As every adapter: only a body with a ``Content-Length`` of at most 64 KiB is searched for a form token.
+_MAX_FORM_BYTES = 64 * 1024
+
+
+def _declared_length(request: HttpRequest) -> int:
+    """The declared body length; an unknown or invalid one counts as too long (never searched)."""
+    value = request.META.get("CONTENT_LENGTH")
+    return int(value) if isinstance(value, str) and value.isdigit() else _MAX_FORM_BYTES + 1
+
+
+def verify_request_claims(guard: TokenGuard, request: HttpRequest) -> TokenClaims | None:
+    """Verify the credentials of ``request``; ``None`` when it carries none.
+
+    With DPoP or mTLS configured, the token is judged with its request
+    (:mod:`tokenguard.request_auth`), as by every other adapter: such a guard
+    admits ``cnf``-bound tokens in ``verify_sync``, so verifying the token
+    alone would accept a stolen bound token sent as plain Bearer, without its
+    proof (RFC 9449 §7.1, RFC 8705 §3).
+
+    Raises:
+        TokenError: credentials present but refused.
+    """
+    if is_sender_constrained(guard):
+        query, form = _parameter_tokens(guard, request)
+        verdict = verify_wsgi(guard, request.META, query, form)
+        return verdict.claims if verdict is not None else None
+    token = find_token(guard, request)
+    if token is None:
         return None
+    return guard.verify_sync(token, client=request.META.get("REMOTE_ADDR"))
 
 
 def error_response(guard: TokenGuard, error: TokenError) -> HttpResponse:
@@ -224,11 +266,9 @@ def _authenticate(guard: TokenGuard, request: HttpRequest) -> TokenClaims | None
     claims = claims_of(request)
     if claims is not None:
         return claims
-    token = find_token(guard, request)
-    if token is None:
-        return None
-    claims = guard.verify_sync(token, client=request.META.get("REMOTE_ADDR"))
-    setattr(request, REQUEST_ATTRIBUTE, claims)
+    claims = verify_request_claims(guard, request)
+    if claims is not None:
+        setattr(request, REQUEST_ATTRIBUTE, claims)
     return claims
 
 
@@ -251,7 +291,8 @@ class PathRules:
 
     def is_public(self, path: str) -> bool:
         """Whether ``path`` is served without a token check."""
-        if any(segment in (".", "..") for segment in path.split("/")):
+        if has_dot_segment(path):
+            # Also %2e: the same rule as the other adapters (tokenguard.options).
             return False
         if path in self.paths:
             return True
@@ -265,6 +306,9 @@ def _path_list(option: str, value: Iterable[str]) -> list[str]:
     for path in paths:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigurationError(f"{option}: every entry must be a path starting with '/', got {path!r}")
+        if has_dot_segment(path):
+            # Never public at request time, so an entry holding one is a mistake (as in every adapter).
+            raise ConfigurationError(f"{option}: entries must not contain '.' or '..' segments; got {path!r}")
     return paths
 
 

@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -173,6 +174,10 @@ class DPoPSettings:
         if bad:
             raise ConfigurationError(f"algorithms must be asymmetric JWS algorithms; not {bad}")
         object.__setattr__(self, "algorithms", algorithms)
+        for name in ("max_age", "leeway"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigurationError(f"{name} must be a finite number of seconds, not {value!r}")
         if not self.max_age > 0:
             raise ConfigurationError("max_age must be positive")
         if not self.leeway >= 0:

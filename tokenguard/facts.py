@@ -25,6 +25,9 @@ No I/O, no clock reads: callers pass ``now``.
 from __future__ import annotations
 
 import json
+import os
+import types
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -131,18 +134,38 @@ def read_introspection_fact(fact: Mapping[str, Any], config: Introspection, now:
 # ---------------------------------------------------------------------- custom verifiers
 
 
-def verifier_identity(verifier: Callable[..., Any]) -> str:
-    """A name for a custom verifier that is the same in every worker process.
+#: Identities of verifiers that carry their own configuration (see
+#: :func:`verifier_identity`): one random name per object, for its lifetime.
+_LOCAL_IDENTITIES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
-    Module and qualified name; for lambdas and nested functions, which share
-    such names, also the source file and line of their code.
+
+def verifier_identity(verifier: Callable[..., Any]) -> str:
+    """A name for a custom verifier: the same in every worker process when it
+    can be, and never the same for two verifiers that may answer differently.
+
+    A plain function defined at module level (lambdas included, told apart by
+    their source line) is its module and qualified name: every worker shares
+    its answers. Anything that carries configuration of its own, which a name
+    cannot tell apart, gets a random name private to this process (its answers
+    are then not shared across processes): an instance with ``__call__``, a
+    bound method, a ``functools.partial``, a closure or a nested function.
+    ``TenantVerifier("a")`` and ``TenantVerifier("b")`` must never serve each
+    other's answers, whatever key they share.
     """
-    target = verifier if hasattr(verifier, "__qualname__") else type(verifier)
-    name = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
-    code = getattr(target, "__code__", None)
-    if "<" in name and code is not None:
-        name += f"@{code.co_filename}:{code.co_firstlineno}"
-    return name
+    code = getattr(verifier, "__code__", None)
+    if isinstance(verifier, types.FunctionType) and code is not None and not verifier.__closure__:
+        name = f"{verifier.__module__}.{verifier.__qualname__}"
+        if "<locals>" not in name:
+            if "<" in name:
+                name += f"@{code.co_filename}:{code.co_firstlineno}"
+            return name
+    try:
+        found = _LOCAL_IDENTITIES.get(verifier)
+        if found is None:
+            found = _LOCAL_IDENTITIES[verifier] = "local:" + os.urandom(16).hex()
+        return found
+    except TypeError:  # neither hashable nor weakly referenced: a fresh name each time
+        return "local:" + os.urandom(16).hex()
 
 
 def custom_fact(answer: Mapping[str, Any]) -> bytes | None:

@@ -21,7 +21,7 @@ credentials), so "Authorize" obtains a real token instead of a pasted one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +32,9 @@ from starlette.responses import Response
 
 from .errors import ConfigurationError, TokenError
 from .guard import TokenGuard
+from .options import resolve_options
 from .requirement import dependency_signature, model_dependency_signature, openapi_bearer_scheme
-from .starlette import DEFAULT_PUBLIC_PATHS, TokenGuardMiddleware, error_response
+from .starlette import TokenGuardMiddleware, error_response
 
 __all__ = [
     "OAuth2Settings",
@@ -263,8 +264,8 @@ def setup(
     guard: TokenGuard,
     *,
     middleware: bool = False,
-    protect: bool = True,
-    public_paths: tuple[str, ...] = DEFAULT_PUBLIC_PATHS,
+    protect: bool | None = None,
+    public_paths: Sequence[str] | None = None,
     oauth2: OAuth2Settings | None = None,
     **middleware_options: Any,
 ) -> None:
@@ -277,7 +278,15 @@ def setup(
             ``guard.requires(...)`` are checked. The middleware answers before
             any dependency runs, so ``app.dependency_overrides`` cannot bypass
             it: tests of such an app send real tokens (see the pytest plugin).
+        protect / public_paths / middleware_options: the middleware's
+            options (:class:`~tokenguard.options.AdapterOptions` fields, or
+            ``options=`` with one), defaults as in every adapter (protect
+            everything, nothing public).
         oauth2: the issuer's flows for ``/docs`` (:class:`OAuth2Settings`).
+
+    Raises:
+        ConfigurationError: invalid middleware options, checked now rather
+            than when the first request builds the middleware stack.
     """
 
     async def handle(request: Request, exc: Exception) -> Response:
@@ -289,13 +298,12 @@ def setup(
     if oauth2 is not None:
         app.swagger_ui_init_oauth = {**oauth2.swagger_ui_init_oauth(), **(app.swagger_ui_init_oauth or {})}
     if middleware:
-        app.add_middleware(
-            TokenGuardMiddleware,
-            guard=guard,
-            protect=protect,
-            public_paths=public_paths,
-            **middleware_options,
-        )
+        # Only the keywords given: protect/public_paths defaults must not clash
+        # with options=AdapterOptions(...). Resolved here so a bad value fails
+        # at setup(), not when the first request builds the stack.
+        given = {"protect": protect, "public_paths": public_paths, **middleware_options}
+        options = resolve_options(given.pop("options", None), given)
+        app.add_middleware(TokenGuardMiddleware, guard=guard, options=options)
 
 
 def _wrap_openapi(app: FastAPI, oauth2: OAuth2Settings | None) -> None:

@@ -43,14 +43,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
 
-from ._config import parse_bool, string_tuple
+from ._config import parse_bool
 from .claims import TokenClaims
-from .errors import MissingToken, TokenError
+from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
-from .options import AdapterOptions, resolve_options
+from .options import AdapterOptions, _checked_paths, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
-from .route_policy import check_route, route_policy
+from .route_policy import check_route, on_scheme_used, route_policy
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 from .wsgi import CLAIMS_KEY, find_token, parameter_tokens_of
@@ -63,6 +63,8 @@ __all__ = ["FlaskTokenGuard", "current_token"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _EXTENSION = "tokenguard"
+#: Per app: (AdapterOptions, ResponsePolicy, TokenGuard) from that app's init_app().
+_APP_STATE = "tokenguard.state"
 
 
 #: Marks, in the request's environ, that its token was looked for already.
@@ -109,6 +111,10 @@ class FlaskTokenGuard:
         public_cache_policy: PublicCachePolicy | None = None,
     ) -> None:
         self.guard = guard
+        self._guard_given = guard
+        if protect_all is not None and not isinstance(protect_all, bool):
+            # Checked here so the error names the keyword the user wrote, not AdapterOptions' "protect".
+            raise ConfigurationError(f"protect_all must be True or False, not {protect_all!r}")
         self._given: dict[str, Any] = {
             "protect": protect_all,
             "public_paths": public_paths,
@@ -135,11 +141,17 @@ class FlaskTokenGuard:
         Raises:
             ConfigurationError: an invalid ``TOKENGUARD_*`` value in ``app.config``.
         """
+        # One extension may serve several apps (application factory): each app
+        # keeps the options and guard its own config gave (app.extensions), so
+        # one app's public paths or issuer never apply to another.
+        options = self.options
         if self._options_given is None:
-            self.options = AdapterOptions(**{**_options_from_config(app.config), **self._given})
-            self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
-        if self.guard is None:
-            self.guard = self._guard_from_config(app)
+            options = AdapterOptions(**{**_options_from_config(app.config), **self._given})
+        guard = self._guard_given if self._guard_given is not None else self._guard_from_config(app)
+        policy = ResponsePolicy(public_cache_policy=options.public_cache_policy)
+        app.extensions[_APP_STATE] = (options, policy, guard)
+        # The attributes show the last app initialised, as before.
+        self.options, self.policy, self.guard = options, policy, guard
         app.extensions[_EXTENSION] = self
         app.register_error_handler(TokenError, self._render_error)
         app.before_request(self._serve_metadata)
@@ -167,9 +179,15 @@ class FlaskTokenGuard:
             hash_key=_bytes_or_none(config.get("TOKENGUARD_HASH_KEY")),
         )
 
+    def _state(self) -> tuple[AdapterOptions, ResponsePolicy, TokenGuard]:
+        """The options, response policy and guard of the app serving the current request."""
+        state = current_app.extensions.get(_APP_STATE)
+        if state is None:
+            raise RuntimeError("FlaskTokenGuard.init_app() was not called for this app")
+        return cast("tuple[AdapterOptions, ResponsePolicy, TokenGuard]", state)
+
     def _guard(self) -> TokenGuard:
-        assert self.guard is not None, "init_app() was not called"
-        return self.guard
+        return self._state()[2]
 
     def _render_error(self, error: TokenError) -> Response:
         rendered = self._guard().error_response(error)
@@ -185,15 +203,15 @@ class FlaskTokenGuard:
         environ = request.environ
         if environ.get(_VERIFIED_KEY):
             return cast("TokenClaims | None", environ.get(CLAIMS_KEY))
-        guard = self._guard()
+        options, _, guard = self._state()
         if is_sender_constrained(guard):
             # DPoP / mTLS: judged with the whole request (request_auth.py),
             # tokens found under the same options.
-            query_tokens, form_tokens = parameter_tokens_of(guard, request, self.options)
-            verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, self.options)
+            query_tokens, form_tokens = parameter_tokens_of(guard, request, options)
+            verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, options)
             claims = verdict.claims if verdict is not None else None
         else:
-            token = find_token(guard, request, self.options)
+            token = find_token(guard, request, options)
             claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
         environ[CLAIMS_KEY] = claims
         environ[_VERIFIED_KEY] = True
@@ -213,7 +231,8 @@ class FlaskTokenGuard:
         # A claim left in g by an earlier request of the same app context is
         # never this request's.
         g.pop("token", None)
-        if not self.options.protect or self.options.is_public(request.path):
+        options = self._state()[0]
+        if not options.protect or options.is_public(request.path):
             return
         if self._verify_request() is None:
             raise MissingToken()
@@ -221,7 +240,7 @@ class FlaskTokenGuard:
     def _after_request(self, response: Response) -> Response:
         if request.environ.get(CLAIMS_KEY) is None:
             return response
-        secured = self.policy.secure(list(response.headers.items()), request.path)
+        secured = self._state()[1].secure(list(response.headers.items()), request.path)
         response.headers.clear()
         for name, value in secured:
             response.headers.add(name, value)
@@ -243,7 +262,11 @@ class FlaskTokenGuard:
         claims = self._verify_request()
         if claims is None:
             raise MissingToken()
-        ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
+        try:
+            ScopeRequirement(tuple(scopes), any_of).check(claims.scopes)
+        except TokenError as error:
+            # RFC 9449 §7.1: a DPoP request's 403 goes on the DPoP challenge.
+            raise on_scheme_used(error, request.environ.get(VERDICT_KEY)) from None
         return claims
 
     def requires(
@@ -317,8 +340,9 @@ def _config_paths(value: object, key: str) -> tuple[str, ...]:
     # A string is documented as a comma-separated list (what an environment
     # variable holds), so "/health" is the one path /health, never its characters.
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return string_tuple(value, key)
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    # Checked here, so an error names the config key the user set (not "public_paths").
+    return _checked_paths(value, key)
 
 
 def _bytes_or_none(value: str | bytes | None) -> bytes | None:

@@ -14,14 +14,19 @@ a proxy header) only when the peer is a proxy the application trusts.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidRequest
 
 __all__ = ["TrustedProxies", "request_url"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2-3.2.3: Host = uri-host [ ":" port ], where
+# uri-host is an IP-literal or a reg-name (no "/", "?", "#", "@" or spaces).
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{0,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,9 @@ def request_url(
 
     ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` replace ``scheme`` and
     ``host`` only when ``peer`` is a trusted proxy.
+
+    Raises:
+        InvalidRequest: the host is not ``host[:port]`` (RFC 9110 §7.2).
     """
     headers = list(headers)
     if proxies is not None and proxies.trusts(peer):
@@ -97,6 +105,10 @@ def request_url(
         forwarded_host = _last(headers, "x-forwarded-host")
         if forwarded_host:
             host = forwarded_host
+    if len(host) > 255 or not _HOST.fullmatch(host):
+        # A Host carrying a path, query or fragment would steer the URI a DPoP
+        # htu is compared with (RFC 9449 §4.3 check 9); RFC 9112 §3.2: 400.
+        raise InvalidRequest("malformed Host header")
     return f"{scheme}://{host}{path}"
 
 

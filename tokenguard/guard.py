@@ -221,6 +221,13 @@ class TokenGuard:
             raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
         if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline < math.inf:
             raise ConfigurationError(f"deadline must be a positive number of seconds, not {deadline!r}")
+        if isinstance(max_token_bytes, bool) or not isinstance(max_token_bytes, int) or max_token_bytes < 1:
+            # Else a string fails on the first request, inside parse_authorization.
+            raise ConfigurationError(f"max_token_bytes must be a positive integer, not {max_token_bytes!r}")
+        if hash_key is not None and not isinstance(hash_key, bytes):
+            raise ConfigurationError(f"hash_key must be bytes (secret.encode()), not {type(hash_key).__name__}")
+        if realm is not None and not isinstance(realm, str):
+            raise ConfigurationError(f"realm must be a string or None, not {realm!r}")
         self.realm = realm
         self.max_token_bytes = max_token_bytes
         self.allow_query_token = allow_query_token
@@ -231,6 +238,10 @@ class TokenGuard:
         from .sender_config import is_sender_constrained, sender_settings
 
         self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
+        # verify() called outside request_auth judges tokens as plain Bearer
+        # (sender_config.check_direct_verify), unless the application said it
+        # checks the binding itself (proof_of_possession=True).
+        self._direct_check = is_sender_constrained(self) and not proof_of_possession
         if is_sender_constrained(self):
             # The adapters judge each request whole (request_auth.py): a bound
             # token must come with its proof there, so verify() itself admits
@@ -270,11 +281,12 @@ class TokenGuard:
             metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
-        introspection_keys = None
+        #: Where RFC 9701 signed introspection answers find their keys (readiness opens its probe's answer with it).
+        self._introspection_keys = None
         if introspection is not None and introspection.signed_answers:
             from .sender_config import introspection_keys_flow
 
-            introspection_keys = introspection_keys_flow(introspection, self._issuers)
+            self._introspection_keys = introspection_keys_flow(introspection, self._issuers)
         if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
             raise ConfigurationError(
                 "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
@@ -360,7 +372,7 @@ class TokenGuard:
                 self._store,
                 RateLimiter(limits),
                 self._metrics,
-                introspection_keys,
+                self._introspection_keys,
                 deadline,
             )
         #: The scope under which this guard's introspection facts are keyed.
@@ -522,16 +534,16 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_miss(token, now, cache_key, entry, client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
             log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
 
     async def verify(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims.
@@ -563,16 +575,28 @@ class TokenGuard:
                     else entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
                 ):
                     self._hits += 1
-                    return hit
+                    return self._direct(token, hit) if self._direct_check else hit
         try:
             claims, flow = self._verify_miss(token, now, cache_key, entry, client)
-            if claims is not None:
-                return claims
-            assert flow is not None
-            return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
+            if claims is None:
+                assert flow is not None
+                claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
         except TokenError as exc:
             log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
+        return self._direct(token, claims) if self._direct_check else claims
+
+    def _direct(self, token: str, claims: TokenClaims) -> TokenClaims:
+        # DPoP/mTLS configured: a call outside request_auth has no proof and
+        # no certificate; judge the token as plain Bearer (RFC 9449 §7.2).
+        from .sender_config import check_direct_verify
+
+        try:
+            check_direct_verify(self, claims)
+        except TokenError as exc:
+            log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
+            raise
+        return claims
 
     def _verify_miss(
         self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
@@ -691,7 +715,8 @@ class TokenGuard:
             max_age: step-up: largest age of the user's authentication, seconds.
             dpop: this route's DPoP mode, stricter or laxer than the guard's
                 (``"required"``: a DPoP-bound token with a proof; ``"disabled"``:
-                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``.
+                Bearer only). Needs DPoP enabled on the guard unless ``"disabled"``;
+                a guard with ``dpop="required"`` cannot be relaxed per route.
 
         Raises:
             ConfigurationError: invalid step-up values or DPoP mode.
@@ -699,9 +724,10 @@ class TokenGuard:
         from .requirement import Requirement
         from .route_policy import RoutePolicy
 
-        self.declare_scopes(*scopes)
+        requirement = ScopeRequirement(tuple(scopes), any_of)  # validates the names first
         policy = RoutePolicy.of(self, acr_values=acr_values, max_age=max_age, dpop=dpop)
-        return Requirement(self, ScopeRequirement(tuple(scopes), any_of), policy)
+        self.declare_scopes(*scopes)
+        return Requirement(self, requirement, policy)
 
     def declare_scopes(self, *scopes: str) -> None:
         """Tell the guard which scopes routes require, so a typo is caught early.
@@ -711,7 +737,12 @@ class TokenGuard:
         ``scopes_supported`` can never be granted, so its route would answer
         403 to everyone: the guard logs one WARNING per such scope when the
         issuer's metadata is first loaded (or now, if it already is).
+
+        Raises:
+            ConfigurationError: a scope is not a valid scope name (RFC 6749
+                §3.3), checked before anything is declared.
         """
+        ScopeRequirement(tuple(scopes))  # validates the names: a list or a bad name is refused here
         new = set(scopes) - self._route_scopes
         if not new:
             return

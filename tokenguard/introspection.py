@@ -13,7 +13,8 @@ flow only asks the runner to POST. Rules:
   not a JSON object: the server is broken, so 503, never 401 and never 200.
 * An active answer is read as strictly as a JWT: duplicate member names,
   a malformed ``exp``, ``nbf`` or ``iat``, or a ``token_type`` that is not an
-  access-token type (a refresh token sent as Bearer) are refused; then not
+  access-token type (a refresh token sent as Bearer; ``DPoP`` counts only
+  with a ``cnf`` key, RFC 9449 §6.2) are refused; then not
   past ``exp``, not before ``nbf``, ``iss`` when configured. ``aud`` is
   optional in RFC 7662 §2.2, so an answer without it is accepted, but a
   present ``aud`` must name one of the configured audiences.
@@ -156,8 +157,10 @@ class IntrospectionResult:
 
 #: ``token_type`` values that name an access token: RFC 6749 §7.1 types as
 #: servers send them (Keycloak, Hydra, Authlib: ``Bearer``), the RFC 8693
-#: §3 identifier, and the bare name some servers use. Compared case-insensitively.
-ACCESS_TOKEN_TYPES = frozenset(("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
+#: §3 identifier, the bare name some servers use, and ``DPoP`` for DPoP-bound
+#: tokens (RFC 9449 §6.2; oidc-provider sends it), whose binding is checked
+#: through ``cnf``. Compared case-insensitively.
+ACCESS_TOKEN_TYPES = frozenset(("bearer", "dpop", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -219,7 +222,14 @@ def check_answer(document: Mapping[str, Any], config: Introspection, now: float)
         if _malformed(name, document):
             return IntrospectionResult(None, config.negative_ttl, f"malformed {name} in introspection answer", document)
     token_type = document.get("token_type")
-    if token_type is not None and (not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES):
+    if isinstance(token_type, str) and token_type.lower() == "dpop" and isinstance(document.get("cnf"), dict):
+        # RFC 9449 §6.2: a DPoP-bound access token is introspected with
+        # token_type "DPoP" and its key in cnf.jkt. Admitted here as an access
+        # token; whether it may be used without its proof is decided by the
+        # guard (a guard without DPoP refuses any cnf-bound token as Bearer,
+        # RFC 9449 §7.2). "DPoP" without cnf names no key: refused below.
+        pass
+    elif token_type is not None and (not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES):
         # RFC 7662 §2.2: token_type says what the token is; a refresh token
         # (or anything but an access token) presented as Bearer is refused.
         return IntrospectionResult(None, config.negative_ttl, "not an access token", document)

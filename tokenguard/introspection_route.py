@@ -31,8 +31,11 @@ __all__ = ["IntrospectionRoute", "introspection_scope"]
 
 def introspection_scope(config: Introspection) -> str:
     """Who establishes an introspection fact: the endpoint (or its issuer) and the
-    client asking, since an authorization server may answer each client differently."""
-    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id))
+    client asking, since an authorization server may answer each client differently;
+    and whether the answer had to be signed (RFC 9701): a plain answer shared by a
+    guard that takes one must not stand in for the signed answer another requires."""
+    signed = "signed" if config.signed_answers else "plain"
+    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id, signed))
 
 
 class IntrospectionRoute:

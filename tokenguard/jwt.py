@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from math import inf
 from types import MappingProxyType
 from typing import Any
 
@@ -314,8 +315,11 @@ class JWTPolicy:
             raise ConfigurationError("algorithms is empty: allow at least one")
         if self.audiences is not None and not all(isinstance(a, str) and a for a in self.audiences):
             raise ConfigurationError("audience must be a non-empty string or a sequence of them")
-        if self.leeway < 0:
-            raise ConfigurationError("leeway cannot be negative")
+        if isinstance(self.leeway, bool) or not isinstance(self.leeway, int | float) or not 0 <= self.leeway < inf:
+            raise ConfigurationError(f"leeway must be a non-negative number of seconds, not {self.leeway!r}")
+        age = self.max_token_age
+        if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or not 0 < age < inf):
+            raise ConfigurationError(f"max_token_age must be a positive number of seconds or None, not {age!r}")
         if isinstance(self.token_types, str) or not all(t is None or isinstance(t, str) for t in self.token_types):
             raise ConfigurationError("token_types must be a sequence of strings (or None for an absent typ)")
         normalised = tuple(None if t is None else _normalise_typ(t) for t in self.token_types)

@@ -99,6 +99,10 @@ class _ScopeGate:
                 raise _MissingTokenWithScope(self.scopes)
             self.requirement.check(claims.scopes)
         except TokenError as error:
+            from .request_auth import VERDICT_KEY
+            from .route_policy import on_scheme_used
+
+            on_scheme_used(error, scope.get(VERDICT_KEY))  # RFC 9449 §7.1: 403 on the DPoP challenge
             await error_response(self.guard, error)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -91,7 +91,8 @@ class AdapterOptions:
             ``/staticfiles``). Default: none.
         public_docs: on a FastAPI application, its own ``docs_url``,
             ``redoc_url``, ``openapi_url`` and ``swagger_ui_oauth2_redirect_url``
-            are public, read from the application on each request (so
+            are public to ``GET``/``HEAD`` (the methods FastAPI serves them
+            with), read from the application on each request (so
             ``FastAPI(docs_url=None)`` publishes nothing). Has no effect on any
             other application. Default ``True``.
         allow_query_token / allow_form_token: accept ``access_token`` in the

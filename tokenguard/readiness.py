@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import diagnostics
 from ._effects import Flow
 from ._runner import run_async, run_sync
-from .errors import ConfigurationError, ServiceUnavailable
+from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .introspection import build_introspection_request, interpret_introspection
 from .keys import KeySet
 
@@ -175,8 +175,22 @@ def _plans(guard: TokenGuard) -> list[_Plan]:
             # A random token no server has issued: the answer must be {"active": false}.
             probe = "tokenguard-readiness-probe-" + secrets.token_urlsafe(24)
             reply = yield build_introspection_request(probe, endpoint, config)
-            result = interpret_introspection(reply, config, now)
-            if result.claims is not None:
+            try:
+                if config.signed_answers:
+                    # RFC 9701: the probe asked for a signed answer (as every introspection does); open it alike.
+                    from .signed_introspection import answer_kid, open_signed_answer
+
+                    keys_flow = guard._introspection_keys
+                    assert keys_flow is not None and config.issuer is not None
+                    keys = yield from keys_flow(answer_kid(reply), now)
+                    reply = open_signed_answer(reply, keys, issuer=config.issuer, client_id=config.client_id, now=now)
+                result = interpret_introspection(reply, config, now)
+            except InvalidToken as exc:  # a repeated "active" member, a forged signed answer: nothing to trust
+                return "failed", f"{endpoint} answered the probe ambiguously ({exc.description})"
+            answer = result.answer or {}
+            if result.claims is not None or answer.get("active") is not False:
+                # Only {"active": false} proves the endpoint checks tokens (RFC 7662 §2.2); an active
+                # answer the guard refuses for its iss, exp or token_type is still a server saying yes.
                 return "failed", f"{endpoint} called an unknown token active: it is not checking tokens"
             return "ok", f"{endpoint} accepted client {config.client_id!r} and answered active: false"
 

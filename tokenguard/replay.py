@@ -59,8 +59,8 @@ class MemoryReplayStore:
     """
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        if max_entries < 1:
-            raise ConfigurationError("max_entries must be positive")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries must be a positive whole number, not {max_entries!r}")
         self.max_entries = max_entries
         self._expiry: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
@@ -123,8 +123,8 @@ class RedisReplayStore:
             raise ConfigurationError("RedisReplayStore needs url or a client")
         if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError("url must be a redis:// or rediss:// URL")
-        if max_entries < 0:
-            raise ConfigurationError("max_entries must not be negative")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+            raise ConfigurationError(f"max_entries must be a non-negative whole number, not {max_entries!r}")
         self.url = url
         self.prefix = prefix
         self.max_entries = max_entries

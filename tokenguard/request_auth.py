@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, unquote
 
 from .bearer import parameter_tokens
 from .challenge import Challenge
@@ -36,6 +37,7 @@ from .errors import NO_STORE_HEADERS, InvalidRequest, InvalidToken, MissingToken
 from .forwarded import TrustedProxies, proxy_certificate, request_url
 from .mtls import asgi_client_certificate, bound_certificate, check_certificate_binding, load_certificate
 from .replay import replay_key
+from .sender_config import judged_with_request
 
 if TYPE_CHECKING:
     from ._guardlike import GuardLike as TokenGuard
@@ -252,7 +254,11 @@ async def verify_request(guard: TokenGuard, context: RequestContext) -> RequestV
     try:
         presented = _present(guard, context, now)
         scheme = presented.scheme
-        claims = await guard.verify(presented.token, client=context.peer)
+        judged = judged_with_request.set(True)
+        try:
+            claims = await guard.verify(presented.token, client=context.peer)
+        finally:
+            judged_with_request.reset(judged)
         verdict = _bind(guard, context, presented, claims)
         if presented.proof is not None:
             dpop = guard.dpop
@@ -274,7 +280,11 @@ def verify_request_sync(guard: TokenGuard, context: RequestContext) -> RequestVe
     try:
         presented = _present(guard, context, now)
         scheme = presented.scheme
-        claims = guard.verify_sync(presented.token, client=context.peer)
+        judged = judged_with_request.set(True)
+        try:
+            claims = guard.verify_sync(presented.token, client=context.peer)
+        finally:
+            judged_with_request.reset(judged)
         verdict = _bind(guard, context, presented, claims)
         if presented.proof is not None:
             dpop = guard.dpop
@@ -314,6 +324,12 @@ def challenge_headers(
     if dpop.mode != "required":
         challenges.append(bearer if not on_dpop else Challenge(realm=realm, extra=extra).to_header())
     dpop_challenge = dpop.challenge(realm, error if on_dpop and has_error else None, include_description, extra)
+    if not has_error and on_dpop:
+        # A 401 without credentials may still name the scope needed (MCP
+        # authorization); keep it when the DPoP challenge stands alone.
+        bare = error.challenge(realm, include_description=include_description)
+        if bare is not None and bare.scope:
+            dpop_challenge = replace(dpop_challenge, scope=bare.scope)
     challenges.append(dpop_challenge.to_header())
     # One field: some frameworks keep only the last of repeated headers; RFC
     # 9110 §11.6.1 allows a comma-separated list of challenges.
@@ -344,7 +360,8 @@ def asgi_request_context(
     host = next((v for k, v in headers if k.lower() == "host"), None)
     if host is None:
         server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else "localhost"
+        # A UNIX socket's server is (path, None): no host to name.
+        host = f"{server[0]}:{server[1]}" if server and server[1] is not None else "localhost"
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope.get("root_path", "") + scope["path"]
     path = path.split("?", 1)[0]
@@ -367,6 +384,26 @@ def asgi_request_context(
     )
 
 
+def _wsgi_raw_path(environ: Mapping[str, Any]) -> str:
+    """The request path as the client sent it (percent-encoded), for ``htu``.
+
+    PEP 3333: SCRIPT_NAME and PATH_INFO are percent-decoded (latin-1 bytes),
+    while a DPoP proof names the URI as sent (RFC 9449 §4.3 check 9). The raw
+    request target (``RAW_URI``: gunicorn, werkzeug; ``REQUEST_URI``: uWSGI,
+    mod_wsgi, werkzeug) is used when it decodes to SCRIPT_NAME + PATH_INFO
+    (a middleware that set SCRIPT_NAME from a trusted prefix header wins);
+    otherwise the decoded path is encoded again (``%2F`` is then ``/``).
+    """
+    decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    for name in ("RAW_URI", "REQUEST_URI"):
+        raw = environ.get(name)
+        if isinstance(raw, str) and raw.startswith("/"):
+            raw = raw.split("?", 1)[0].split("#", 1)[0]
+            if unquote(raw, encoding="latin-1") == decoded:
+                return raw
+    return quote(decoded.encode("latin-1", "replace"), safe="/:@!$&'()*+,;=-._~")
+
+
 def wsgi_request_context(
     environ: Mapping[str, Any],
     proxies: TrustedProxies | None,
@@ -385,8 +422,7 @@ def wsgi_request_context(
             headers.append((key.replace("_", "-").lower(), value))
     peer = environ.get("REMOTE_ADDR")
     host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    # PEP 3333: SCRIPT_NAME and PATH_INFO are decoded as latin-1 bytes.
-    path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+    path = _wsgi_raw_path(environ)
     url = request_url(str(environ.get("wsgi.url_scheme", "http")), str(host), path, headers, peer, proxies)
     certificate = wsgi_client_certificate(environ)
     if certificate is None:

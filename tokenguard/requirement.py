@@ -137,11 +137,45 @@ async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -
     token = guard.extract(
         connection.headers.getlist("authorization"),
         connection.query_params.getlist("access_token"),
+        await _form_tokens(guard, connection),
     )
     client = connection.client
     claims = await guard.verify(token, client=client.host if client is not None else None)
     scope[SCOPE_KEY] = claims
     return claims
+
+
+#: As every adapter: only an urlencoded body declaring at most 64 KiB is searched for a token.
+_MAX_FORM_BYTES = 64 * 1024
+
+
+async def _form_tokens(guard: TokenGuard, connection: HTTPConnection) -> list[str]:
+    """``access_token`` values of the request's urlencoded body, when the guard accepts them.
+
+    As the ASGI middleware and the WSGI, Flask and Django adapters do (RFC 6750
+    §2.2): without it a route protected only by a dependency or decorator
+    answered 401 to a form token every other adapter accepts. The body stays
+    readable by the endpoint: ``Request.body()`` is cached, and a form that
+    FastAPI parsed already is reused.
+    """
+    scope = connection.scope
+    if not guard.allow_form_token or scope.get("type") != "http" or scope.get("method") in ("GET", "HEAD"):
+        return []
+    content_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = connection.headers.get("content-length", "")
+    if content_type != "application/x-www-form-urlencoded" or not length.isdigit() or int(length) > _MAX_FORM_BYTES:
+        return []
+    from starlette.requests import Request
+
+    from .bearer import parameter_tokens
+
+    if not isinstance(connection, Request):
+        return []
+    try:
+        return parameter_tokens(await connection.body())
+    except RuntimeError:
+        # The stream was consumed by a form FastAPI parsed for the endpoint: that form is cached.
+        return [value for value in (await connection.form()).getlist("access_token") if isinstance(value, str)]
 
 
 class Requirement:

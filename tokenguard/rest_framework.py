@@ -41,7 +41,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
 from .claims import TokenClaims
-from .django import REQUEST_ATTRIBUTE, TokenUser, find_token, get_guard
+from .django import REQUEST_ATTRIBUTE, TokenUser, get_guard, verify_request_claims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
 from .scopes import ScopeRequirement
@@ -97,10 +97,10 @@ class TokenAuthentication(BaseAuthentication):
         claims = getattr(django_request, REQUEST_ATTRIBUTE, None)
         if not isinstance(claims, TokenClaims):
             try:
-                token = find_token(guard, django_request)
-                if token is None:
+                # DPoP / mTLS guards judge the token with its request (see verify_request_claims).
+                claims = verify_request_claims(guard, django_request)
+                if claims is None:
                     return None
-                claims = guard.verify_sync(token, client=django_request.META.get("REMOTE_ADDR"))
             except TokenError as error:
                 raise TokenGuardAPIException(guard, error) from error
             # The Django middleware (if installed) secures the response headers.

@@ -42,8 +42,9 @@ class RoutePolicy:
         """The policy for these options, or ``None`` when they ask for nothing.
 
         Raises:
-            ConfigurationError: bad step-up values, an unknown DPoP mode, or a
-                DPoP mode other than ``"disabled"`` on a guard without DPoP.
+            ConfigurationError: bad step-up values, an unknown DPoP mode, a
+                DPoP mode other than ``"disabled"`` on a guard without DPoP, or
+                a laxer mode than a guard's ``"required"``.
         """
         step_up = StepUpRequirement(acr_values, max_age)  # type: ignore[arg-type]  # converted in __post_init__
         if dpop is not None:
@@ -51,6 +52,9 @@ class RoutePolicy:
                 raise ConfigurationError(f"dpop must be one of {', '.join(_MODES)}; got {dpop!r}")
             if dpop != "disabled" and (guard.dpop is None or not guard.dpop.enabled):
                 raise ConfigurationError(f"dpop={dpop!r} on a route needs DPoP enabled on the guard (dpop=...)")
+            if dpop != "required" and guard.dpop is not None and guard.dpop.mode == "required":
+                # The guard refuses Bearer before the route is known: the route could never be reached.
+                raise ConfigurationError(f"dpop={dpop!r} on a route cannot relax the guard's dpop='required'")
         if not step_up.active and dpop is None:
             return None
         return cls(step_up, dpop)
@@ -99,6 +103,12 @@ def check_route(policy: RoutePolicy | None, claims: TokenClaims, verdict: Reques
     try:
         policy.check(claims, verdict, now)
     except TokenError as error:
-        if verdict is not None and error.auth_scheme == "Bearer":
-            error.auth_scheme = verdict.scheme
-        raise
+        raise on_scheme_used(error, verdict) from None
+
+
+def on_scheme_used(error: TokenError, verdict: RequestVerdict | None) -> TokenError:
+    """``error`` answered on the scheme the request used (RFC 9449 §7.1-7.2), e.g. a 403
+    ``insufficient_scope`` for a DPoP request goes on the ``DPoP`` challenge."""
+    if verdict is not None and error.auth_scheme == "Bearer":
+        error.auth_scheme = verdict.scheme
+    return error

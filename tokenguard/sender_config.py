@@ -8,10 +8,12 @@ builds the RFC 9728 document from the guard's configuration.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from .claims import TokenClaims, check_not_sender_constrained
 from .dpop import DPoPSettings
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidToken
 from .forwarded import TrustedProxies
 from .mtls import MTLSSettings
 from .resource_metadata import ProtectedResourceMetadata
@@ -58,6 +60,34 @@ def sender_settings(
 def is_sender_constrained(guard: TokenGuard) -> bool:
     """Whether requests must be judged as a whole (DPoP or mTLS configured), not by the token alone."""
     return (guard.dpop is not None and guard.dpop.enabled) or guard.mtls is not None
+
+
+#: Set by request_auth while it verifies a token whose proof and certificate it checks itself.
+judged_with_request: ContextVar[bool] = ContextVar("tokenguard_judged_with_request", default=False)
+
+
+def check_direct_verify(guard: TokenGuard, claims: TokenClaims) -> None:
+    """Judge the claims of a :meth:`TokenGuard.verify` call made outside :func:`verify_request`.
+
+    With DPoP or mTLS configured the guard admits ``cnf``-bound tokens, since
+    request_auth checks their proof and certificate. A direct call (the
+    Django and DRF adapters, the MCP verifiers, application code) has neither,
+    so it judges the token as a plain Bearer token with no proof and no
+    certificate: a bound token is refused (RFC 9449 §7.2 downgrade, RFC 8705
+    §3), and so is every token when DPoP or certificate binding is required.
+
+    Raises:
+        InvalidToken: the token cannot be accepted without its request.
+    """
+    if judged_with_request.get():
+        return
+    if "cnf" in claims:
+        check_not_sender_constrained(claims.get("cnf"))
+    dpop = guard.dpop
+    if dpop is not None and dpop.mode == "required":
+        raise InvalidToken("DPoP-bound tokens are required")
+    if guard.mtls is not None and guard.mtls.required:
+        raise InvalidToken("the token is not certificate-bound")
 
 
 def metadata_document(guard: TokenGuard) -> dict[str, Any]:

@@ -341,12 +341,15 @@ def shared_fetch_flow(
     now: float,
     policy: SharedPolicy,
     fetch: Callable[[], Flow[HttpReply]],
-) -> Flow[tuple[HttpReply, bool]]:
+) -> Flow[tuple[HttpReply, bool, bool]]:
     """Fetch document ``name`` with ``fetch``, one process at a time.
 
     The process that takes the lock fetches; the others wait for a copy
-    fetched after ``seen`` and use it. Returns the reply and whether the
-    caller fetched it (and so must :func:`publish_flow` it, releasing the lock).
+    fetched after ``seen`` and use it. Returns the reply, whether the caller
+    fetched it (and so should :func:`publish_flow` it), and whether it holds
+    the lock (and so must release it there). A process that lost the election
+    and fetched anyway (the winner failed fast) holds no lock: releasing one
+    would free a lock another process may hold by now.
     """
     key = document_key(name)
     lock = lock_key(key)
@@ -355,7 +358,7 @@ def shared_fetch_flow(
         data, busy = yield SharedWait(key, lock, policy.lock_wait, fetched_after(seen))
         decoded = decode_reply(data, now) if data is not None else None
         if decoded is not None:
-            return decoded[0], False
+            return decoded[0], False, False
         if busy:
             raise still_busy("a fetch of this document")
     try:
@@ -364,11 +367,12 @@ def shared_fetch_flow(
         if leader:
             yield SharedDelete(lock)
         raise
-    return reply, True
+    return reply, True, leader
 
 
-def publish_flow(name: str, reply: HttpReply, now: float, ttl: float) -> Flow[None]:
-    """Share a document that was fetched and accepted, then release its lock."""
+def publish_flow(name: str, reply: HttpReply, now: float, ttl: float, *, release: bool = True) -> Flow[None]:
+    """Share a document that was fetched and accepted, then release its lock (when held)."""
     key = document_key(name)
     yield SharedSet(key, encode_reply(reply, now), ttl)
-    yield SharedDelete(lock_key(key))
+    if release:
+        yield SharedDelete(lock_key(key))

@@ -36,6 +36,11 @@ def _refuse(reason: str) -> ServiceUnavailable:
 
 
 def _compact(reply: HttpReply) -> str:
+    if reply.status in (401, 403):  # RFC 7662 §2.1: our credentials refused; the same words as a plain answer's
+        raise ServiceUnavailable(
+            f"introspection endpoint refused this API's client credentials (HTTP {reply.status})",
+            reason="client_auth_failed",
+        )
     if reply.status != 200:
         raise ServiceUnavailable(f"introspection answered {reply.status}", reason=f"http_{reply.status // 100}xx")
     media = reply.headers.get("content-type", "").split(";", 1)[0].strip().lower()

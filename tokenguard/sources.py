@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,8 +72,14 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def check_url(url: str, *, require_https: bool, what: str) -> str:
+def check_url(
+    url: str, *, require_https: bool, what: str, opt_out: str = "fetch=FetchSettings(require_https=False)"
+) -> str:
     """Validate a configured or discovered URL; return it unchanged.
+
+    ``opt_out`` is how the caller's user turns the https rule off, named in
+    the error exactly as they must write it (the token client's
+    ``require_https=False``, the command's ``--allow-http``).
 
     Raises:
         ConfigurationError: not an absolute http(s) URL, or plain http to a
@@ -82,9 +89,7 @@ def check_url(url: str, *, require_https: bool, what: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"{what} must be an absolute http(s) URL")
     if parts.scheme == "http" and require_https and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(
-            f"{what} must use https (pass fetch=FetchSettings(require_https=False) only for trusted test networks)"
-        )
+        raise ConfigurationError(f"{what} must use https (pass {opt_out} only for trusted test networks)")
     if parts.fragment:
         raise ConfigurationError(f"{what} must not have a fragment")
     return url
@@ -121,6 +126,18 @@ class FetchSettings:
     require_https: bool = True
 
     def __post_init__(self) -> None:
+        # Checked here, not when the first fetch compares a string with a float.
+        durations = ("min_ttl", "max_ttl", "default_ttl", "kid_refetch_cooldown", "max_staleness")
+        for name in (*durations, "failed_retry_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ConfigurationError(f"{name} must be a non-negative number of seconds, not {value!r}")
+        for name in ("max_keys", "max_response_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.require_https, bool):
+            raise ConfigurationError(f"require_https must be True or False, not {self.require_https!r}")
         if not 0 <= self.min_ttl <= self.max_ttl:
             raise ConfigurationError("FetchSettings needs 0 <= min_ttl <= max_ttl")
 
@@ -260,7 +277,10 @@ class MetadataSource:
     def _discover_shared(
         self, state: DocumentState, now: float, policy: SharedPolicy
     ) -> Flow[tuple[dict[str, Any], HttpReply]]:
-        name = "metadata " + self.issuer
+        # Per issuer *and* discovery URL: one issuer may publish several
+        # documents (Entra ID's "?appid=" metadata names app-specific keys),
+        # and a guard must only ever take the one it is configured with.
+        name = "\0".join(("metadata " + self.issuer, *self.urls))
         seen = state.fetched_at
         copy = yield from shared_copy_flow(name, now)
         if copy is not None and _newer(copy[1], seen):
@@ -273,10 +293,10 @@ class MetadataSource:
             _, reply = yield from self._discover(state.generation)
             return reply
 
-        reply, fetched = yield from shared_fetch_flow(name, seen, now, policy, fetch)
+        reply, fetched, leader = yield from shared_fetch_flow(name, seen, now, policy, fetch)
         document = self._document_of(reply, "discovery document")
         if fetched:
-            yield from publish_flow(name, reply, now, _ttl(reply, self.settings))
+            yield from publish_flow(name, reply, now, _ttl(reply, self.settings), release=leader)
         return document, reply
 
     def _document_of(self, reply: HttpReply, where: str) -> dict[str, Any]:
@@ -428,10 +448,10 @@ class JWKSSource:
             if keys is not None and (kid is None or keys.has_kid(kid)):
                 return keys
             seen = copy[1]  # that copy lacks the kid: wait only for a newer one
-        reply, fetched = yield from shared_fetch_flow(request.url, seen, now, policy, _one(request))
+        reply, fetched, leader = yield from shared_fetch_flow(request.url, seen, now, policy, _one(request))
         keys = self._apply(reply, now)
         if fetched:
-            yield from publish_flow(request.url, reply, now, _ttl(reply, self.settings))
+            yield from publish_flow(request.url, reply, now, _ttl(reply, self.settings), release=leader)
         return keys
 
     def _apply(self, reply: HttpReply, now: float) -> KeySet:

@@ -37,7 +37,7 @@ from .options import AdapterOptions, path_in_app, resolve_options
 from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
-from .route_policy import RoutePolicy, check_route
+from .route_policy import RoutePolicy, check_route, on_scheme_used
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 
@@ -190,7 +190,10 @@ class TokenGuardMiddleware:
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
-        docs = _served_docs(self._docs_app(scope)) if options.public_docs else frozenset()
+        # FastAPI serves its docs only to GET/HEAD: another method on the same path
+        # (an app's own POST route at docs_url="/") is not the docs page.
+        served = options.public_docs and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
+        docs = _served_docs(self._docs_app(scope)) if served else frozenset()
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
 
     def _docs_app(self, scope: Scope) -> object:
@@ -264,8 +267,10 @@ class TokenGuardMiddleware:
 async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, list[str]]:
     """Read an urlencoded body (up to 64 KiB) for ``access_token`` and replay it to the app.
 
-    A longer body is not searched, as in the WSGI adapter: the same request
-    gets the same answer everywhere, and a token is never cut in two.
+    A longer body, or one without ``Content-Length`` (chunked), is not
+    searched, as in the WSGI and Django adapters (a WSGI application cannot
+    count on reading a body of unknown length): the same request gets the
+    same answer everywhere, and a token is never cut in two.
     """
     content_type = ""
     declared: int | None = None
@@ -274,7 +279,7 @@ async def _read_form_tokens(scope: Scope, receive: Receive) -> tuple[Receive, li
             content_type = value.decode("latin-1").split(";")[0].strip().lower()
         elif key == b"content-length":
             declared = int(value) if value.isdigit() else None
-    if content_type != "application/x-www-form-urlencoded" or (declared is not None and declared > _MAX_FORM_BYTES):
+    if content_type != "application/x-www-form-urlencoded" or declared is None or declared > _MAX_FORM_BYTES:
         return receive, []
     messages: list[Message] = []
     body = b""
@@ -352,7 +357,10 @@ def requires(
                 raise TypeError("requires() needs an endpoint that takes a Request")
             try:
                 claims = await claims_for_connection(guard, connection)
-                requirement.check(claims.scopes)
+                try:
+                    requirement.check(claims.scopes)
+                except TokenError as error:
+                    raise on_scheme_used(error, connection.scope.get(VERDICT_KEY)) from None
                 check_route(policy, claims, connection.scope.get(VERDICT_KEY), guard.clock())
             except TokenError as error:
                 return error_response(guard, error)

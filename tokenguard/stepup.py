@@ -19,6 +19,9 @@ from .errors import ConfigurationError, TokenError
 
 __all__ = ["InsufficientUserAuthentication", "StepUpRequirement"]
 
+#: Seconds ``auth_time`` may lie ahead of our clock (the authorization server's skew).
+AUTH_TIME_LEEWAY = 60.0
+
 
 class InsufficientUserAuthentication(TokenError):
     """401 ``insufficient_user_authentication`` (RFC 9470 §3): authenticate the user again.
@@ -103,7 +106,9 @@ class StepUpRequirement:
         if self.max_age is not None:
             auth_time = numeric_date(claims.get("auth_time"))
             # RFC 9470 §6: without auth_time the age cannot be judged: ask again.
-            if auth_time is None or now - auth_time > self.max_age:
+            # One ahead of the clock (beyond skew) would stay "fresh" until the
+            # clock caught up: it proves nothing either.
+            if auth_time is None or now - auth_time > self.max_age or auth_time > now + AUTH_TIME_LEEWAY:
                 raise InsufficientUserAuthentication(
                     self.acr_values, self.max_age, "more recent authentication is required"
                 )

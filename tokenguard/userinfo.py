@@ -11,6 +11,7 @@ otherwise the answer must not be used (token substitution).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from ._effects import GuardFlow, HttpReply, HttpRequest, json_object
@@ -25,8 +26,8 @@ __all__ = ["UserinfoLookup", "interpret_userinfo"]
 class UserinfoLookup:
     """The UserInfo answers of one guard: where to ask, and the answers kept.
 
-    Answers are cached under a keyed hash of the token in their own key space
-    (the same token maps to a different cache key than its verdict) for
+    Answers are cached under a hash of the token's keyed hash, a key space no
+    token's verdict reaches, for
     ``ttl`` seconds, never past the token's ``exp``.
 
     Args:
@@ -55,7 +56,10 @@ class UserinfoLookup:
 
     def cached(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
         """The cache key of ``token``'s answer, and the answer when one is kept."""
-        cache_key = self.hasher.cache_key("\x00userinfo\x00" + token)
+        # Its own key space: a hash of the token's verdict key, which no token
+        # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
+        # would then find T's UserInfo answer and take it for a verdict.)
+        cache_key = hashlib.sha256(b"tokenguard userinfo v2\0" + self.hasher.cache_key(token)).digest()
         entry = self.cache.get(cache_key)
         if entry is not None and now < entry.cache_until and entry.claims is not None:
             return cache_key, entry.claims

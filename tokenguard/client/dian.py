@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -124,6 +125,7 @@ class DianToken:
     token_type: str
     expires_at: float
     client_id: str
+    obtained_at: float | None = None
 
     @classmethod
     def from_answer(cls, document: Any, now: float) -> DianToken:
@@ -132,6 +134,9 @@ class DianToken:
             raise DianError("DIAN answer is not a JSON object", status=200)
         try:
             expire_in = float(document["expireIn"])
+            if not math.isfinite(expire_in):
+                # NaN made the token never usable (a login per request), inf never refreshed it.
+                raise ValueError("expireIn is not a finite number")
             return cls(
                 access_token=str(document["accessToken"]),
                 id_token=str(document.get("idToken") or ""),
@@ -139,6 +144,7 @@ class DianToken:
                 token_type=str(document.get("tokenType") or "Bearer"),
                 expires_at=now + expire_in,
                 client_id=str(document.get("clientId") or "").strip(),
+                obtained_at=now,
             )
         except (KeyError, TypeError, ValueError):
             raise DianError("DIAN answer is not a DToken", status=200) from None
@@ -246,12 +252,15 @@ class _DianProtocol:
         if encrypt:
             _key(encryption_key)
         # The guard's rule: credentials travel over https, loopback exempt (by address).
-        check_url(base_url, require_https=require_https, what="base_url")
+        check_url(base_url, require_https=require_https, what="base_url", opt_out="require_https=False")
         if grant_parameter not in ("grant_type", "grant-type"):
             # The service's table says "grant-type", its example "grant_type"; nothing else is documented.
             raise ConfigurationError('grant_parameter must be "grant_type" or "grant-type"')
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError("max_retries must be an integer >= 0")
+        if isinstance(max_backoff, bool) or not isinstance(max_backoff, int | float) or not 0 <= max_backoff < math.inf:
+            # A negative wait reached time.sleep() as a ValueError on the first 429; NaN never waited at all.
+            raise ConfigurationError("max_backoff must be a number of seconds >= 0")
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
@@ -585,9 +594,13 @@ class DianAuth(httpx.Auth):
 
     def _usable(self) -> DianToken | None:
         token = self._token
-        if token is not None and self.client._clock() < token.expires_at - self.refresh_margin:
-            return token
-        return None
+        if token is None:
+            return None
+        margin = self.refresh_margin
+        if token.obtained_at is not None:
+            # At most half the lifetime: an expireIn under the margin would cost a refresh per request.
+            margin = min(margin, max(token.expires_at - token.obtained_at, 0.0) / 2)
+        return token if self.client._clock() < token.expires_at - margin else None
 
     def _bearer(self, token: DianToken) -> str:
         return f"Bearer {token.id_token if self.use_id_token else token.access_token}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import secrets
 import threading
@@ -143,11 +144,17 @@ class ClientCredentialsAuth(httpx.Auth):
             ("revocation_endpoint", revocation_endpoint),
         ):
             if url is not None:
-                check_url(url, require_https=require_https, what=name)
+                check_url(url, require_https=require_https, what=name, opt_out="require_https=False")
         if auth_method == "private_key_jwt" and private_key is None:
             raise ConfigurationError("private_key_jwt needs private_key")
         if auth_method != "private_key_jwt" and client_secret is None:
             raise ConfigurationError(f"{auth_method} needs client_secret")
+        if auth_method == "client_secret_basic" and basic_encoding == "plain" and ":" in client_id:
+            # RFC 7617 §2: the user-id cannot contain a colon; the server would split it there.
+            raise ConfigurationError(
+                'basic_encoding="plain" cannot carry a client_id containing ":" (RFC 7617 §2); '
+                'use basic_encoding="rfc6749" or auth_method="client_secret_post"'
+            )
         self.client_id = client_id
         self._secret = client_secret
         self.token_endpoint = token_endpoint
@@ -244,9 +251,14 @@ class ClientCredentialsAuth(httpx.Auth):
         revocation = document.get("revocation_endpoint")
         try:
             # Discovered URLs follow the same rule as configured ones.
-            check_url(endpoint, require_https=self.require_https, what="token_endpoint")
+            check_url(endpoint, require_https=self.require_https, what="token_endpoint", opt_out="require_https=False")
             if self.revocation_endpoint is None and isinstance(revocation, str):
-                check_url(revocation, require_https=self.require_https, what="revocation_endpoint")
+                check_url(
+                    revocation,
+                    require_https=self.require_https,
+                    what="revocation_endpoint",
+                    opt_out="require_https=False",
+                )
         except ConfigurationError as exc:
             raise TokenEndpointError("invalid_metadata", str(exc)) from None
         self.token_endpoint = endpoint
@@ -310,13 +322,16 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         with _unreachable(self.token_endpoint):
             response = http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return parse_token_response(
-            response.status_code,
-            _lower(response.headers),
-            response.content,
-            self._clock(),
-            no_store=self.no_store,
-            endpoint=self.token_endpoint,
+        return _carried(
+            refresh,
+            parse_token_response(
+                response.status_code,
+                _lower(response.headers),
+                response.content,
+                self._clock(),
+                no_store=self.no_store,
+                endpoint=self.token_endpoint,
+            ),
         )
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -395,13 +410,16 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         with _unreachable(self.token_endpoint):
             response = await http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return parse_token_response(
-            response.status_code,
-            _lower(response.headers),
-            response.content,
-            self._clock(),
-            no_store=self.no_store,
-            endpoint=self.token_endpoint,
+        return _carried(
+            refresh,
+            parse_token_response(
+                response.status_code,
+                _lower(response.headers),
+                response.content,
+                self._clock(),
+                no_store=self.no_store,
+                endpoint=self.token_endpoint,
+            ),
         )
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -555,6 +573,24 @@ def _transport_cause(exc: BaseException) -> httpx.TransportError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _carried(previous: AccessToken | None, token: AccessToken) -> AccessToken:
+    """A refreshed token keeps the refresh token (and ID token) the answer did not replace.
+
+    RFC 6749 §6: the server MAY issue a new refresh token, and then the old one
+    is discarded; when it issues none, the one we hold stays valid and is used
+    for the next refresh (otherwise a code-flow client would need the user
+    again after one refresh). OpenID Connect Core §12.2 likewise makes the ID
+    token optional in a refresh answer.
+    """
+    if previous is None or (token.refresh_token and token.id_token):
+        return token
+    return dataclasses.replace(
+        token,
+        refresh_token=token.refresh_token or previous.refresh_token,
+        id_token=token.id_token or previous.id_token,
+    )
 
 
 def _lower(headers: httpx.Headers) -> dict[str, str]:

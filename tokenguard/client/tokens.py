@@ -83,7 +83,7 @@ class InvalidGrant(TokenEndpointError):
 
 @dataclass(frozen=True, slots=True)
 class AccessToken:
-    """An access token we hold, with when it expires (seconds since the epoch)."""
+    """An access token we hold, with when it expires and when it was obtained (seconds since the epoch)."""
 
     access_token: str = field(repr=False)
     token_type: str
@@ -91,10 +91,20 @@ class AccessToken:
     refresh_token: str | None = field(default=None, repr=False)
     scope: str | None = None
     id_token: str | None = field(default=None, repr=False)
+    obtained_at: float | None = None
 
     def needs_refresh(self, now: float, margin: float) -> bool:
-        """Whether to get a new token before using this one (``margin`` seconds early)."""
-        return self.expires_at is not None and now >= self.expires_at - margin
+        """Whether to get a new token before using this one (``margin`` seconds early).
+
+        The margin is at most half the token's lifetime: a token living
+        20 s with the default 30 s margin would otherwise need refreshing
+        the moment it arrives, and every request would cost a token request.
+        """
+        if self.expires_at is None:
+            return False
+        if self.obtained_at is not None:
+            margin = min(margin, max(self.expires_at - self.obtained_at, 0.0) / 2)
+        return now >= self.expires_at - margin
 
 
 def parse_token_response(
@@ -156,6 +166,7 @@ def parse_token_response(
         refresh_token=refresh_token if isinstance(refresh_token, str) else None,
         scope=scope if isinstance(scope, str) else None,
         id_token=id_token if isinstance(id_token, str) else None,
+        obtained_at=now,
     )
 
 
