@@ -51,7 +51,7 @@ from .introspection_route import IntrospectionRoute
 from .issuer import IssuerRuntime, JWTIssuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
-from .routing import Router
+from .routing import Router, jwt_scope
 from .scopes import ScopeRequirement
 from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
@@ -316,12 +316,9 @@ class TokenGuard:
         if hash_key is None and shared is not None:
             hash_key, secret_hash_key = shared_hash_key(self._issuers, introspection)
         verifier_scope = "custom\0" + verifier_identity(verifier) if verifier is not None else ""
-        router_issuers = self._issuers
-        from .routing import jwt_scope
-
         fingerprint = guard_fingerprint(
-            router_issuers,
-            {name: jwt_scope(runtime) for name, runtime in router_issuers.items()},
+            self._issuers,
+            {name: jwt_scope(runtime) for name, runtime in self._issuers.items()},
             introspection,
             verifier,
             verifier_scope,
