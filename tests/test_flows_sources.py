@@ -342,7 +342,7 @@ def test_jwks_keeps_the_last_good_key_set_while_the_issuer_is_down() -> None:
 def test_jwks_down_from_the_start_is_503_with_retry_after() -> None:
     """Nothing ever fetched and the endpoint failing: 503, and no second request before the retry interval."""
     source = JWKSSource(FetchSettings(failed_retry_interval=3), jwks_uri=JWKS_URI)
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(ServiceUnavailable, match="JWKS answered HTTP 500"):
         Step(source.keys_flow("a", T0)).reply(500)
     # Within the retry interval the 503 names the same cause as the failed fetch.
     with pytest.raises(ServiceUnavailable, match="JWKS answered HTTP 500") as refused:

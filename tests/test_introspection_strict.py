@@ -27,8 +27,10 @@ def server() -> Iterator[LocalIssuer]:
 
 
 def answer(**members: Any) -> bytes:
+    # Built at collection time (parametrize): a day's lifetime, so a whole-suite run longer than a
+    # few minutes does not reach these tests with answers already expired ("token expired").
     now = int(time.time())
-    document = {"active": True, "sub": "user-1", "aud": API, "iat": now, "exp": now + 300, **members}
+    document = {"active": True, "sub": "user-1", "aud": API, "iat": now, "exp": now + 86400, **members}
     return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
 
 
@@ -110,7 +112,9 @@ def test_access_token_answers_are_accepted(server: LocalIssuer, body: bytes, fla
 def test_dpop_answer_is_an_access_token_for_a_dpop_guard(server: LocalIssuer, flavour: str) -> None:
     """RFC 9449 §6.2: token_type "DPoP" with cnf.jkt is an access token, not refused as "not an access token"."""
     server.faults["/introspect"] = Fault(status=200, body=answer(token_type="DPoP", cnf={"jkt": "0" * 43}))
-    guard = server.guard(audience=API, dpop="allowed")
+    # proof_of_possession=True: the binding is checked by the application (a
+    # DPoP guard checks it in request_auth, and refuses it in a bare verify()).
+    guard = server.guard(audience=API, proof_of_possession=True)
     token = f"opaque-{time.monotonic_ns()}"
     try:
         if flavour == "sync":

@@ -452,3 +452,24 @@ def test_flask_extension_keeps_each_apps_options_and_guard(idp: LocalIssuer) -> 
         assert first.get("/books", headers={"Authorization": f"Bearer {mine}"}).status_code == 200
         assert second.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 200
         assert first.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 401
+
+
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "no-middleware"])
+def test_django_sends_a_fresh_dpop_nonce_on_success(idp: LocalIssuer, middleware: bool) -> None:
+    """RFC 9449 §8.2: the server may send a fresh nonce with every answer; the Django adapters
+    dropped the verdict's response headers, as the other adapters do not."""
+    from tokenguard.nonce import DPoPNonces
+
+    guard = idp.guard(dpop=DPoPSettings(nonces=DPoPNonces(b"n" * 32, lifetime=60)))
+    client_key = DPoPClient()
+    token = idp.issue(alg="ES256", scope="read", extra_claims={"cnf": {"jkt": client_key.key.thumbprint()}})
+    htu = "http://testserver/books"
+    with _project(guard, middleware):
+        first = Client().get(
+            "/books", HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=client_key.proof("GET", htu, token)
+        )
+        assert first.status_code == 401 and first.has_header("DPoP-Nonce")
+        proof = client_key.proof("GET", htu, token, nonce=first["DPoP-Nonce"])
+        second = Client().get("/books", HTTP_AUTHORIZATION=f"DPoP {token}", HTTP_DPOP=proof)
+    assert second.status_code == 200, second.content
+    assert second.has_header("DPoP-Nonce")

@@ -49,7 +49,7 @@ from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
 from .options import has_dot_segment
-from .request_auth import verify_wsgi
+from .request_auth import VERDICT_KEY, response_header_pairs, verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained
@@ -253,12 +253,21 @@ def error_response(guard: TokenGuard, error: TokenError) -> HttpResponse:
     return response
 
 
-def secure_response(response: HttpResponse, policy: PublicCachePolicy = "private") -> HttpResponse:
-    """Apply the authenticated-response rules: ``Vary: Authorization``, a safe ``Cache-Control``."""
+def secure_response(
+    response: HttpResponse, policy: PublicCachePolicy = "private", request: HttpRequest | None = None
+) -> HttpResponse:
+    """Apply the authenticated-response rules: ``Vary: Authorization``, a safe ``Cache-Control``.
+
+    With ``request``, also the headers its DPoP/mTLS verdict adds (a fresh
+    ``DPoP-Nonce``, RFC 9449 §8.2), as the other adapters do.
+    """
     current = [(name, response[name]) for name in ("Vary", "Cache-Control") if response.has_header(name)]
     secured, _ = secure_headers(current, public_policy=policy)
     for name, value in secured:
         response[name] = value
+    if request is not None:
+        for name, value in response_header_pairs(request.META.get(VERDICT_KEY)):
+            response[name] = value
     return response
 
 
@@ -360,7 +369,7 @@ class TokenGuardMiddleware:
         user = getattr(request, "user", None)
         if user is None or not getattr(user, "is_authenticated", False):
             request.user = TokenUser(claims)
-        return secure_response(self.get_response(request), self.policy)
+        return secure_response(self.get_response(request), self.policy, request)
 
 
 def requires(*scopes: str, any_of: bool = False, guard: TokenGuard | None = None) -> Callable[[F], F]:
@@ -405,7 +414,7 @@ def requires(*scopes: str, any_of: bool = False, guard: TokenGuard | None = None
                 refused = await sync_to_async(refusal, thread_sensitive=False)(request)
                 if refused is not None:
                     return refused
-                return secure_response(await view(request, *args, **kwargs))
+                return secure_response(await view(request, *args, **kwargs), request=request)
 
             return cast(F, async_wrapper)
 
@@ -414,7 +423,7 @@ def requires(*scopes: str, any_of: bool = False, guard: TokenGuard | None = None
             refused = refusal(request)
             if refused is not None:
                 return refused
-            return secure_response(view(request, *args, **kwargs))
+            return secure_response(view(request, *args, **kwargs), request=request)
 
         return cast(F, wrapper)
 

@@ -157,10 +157,10 @@ class IntrospectionResult:
 
 #: ``token_type`` values that name an access token: RFC 6749 §7.1 types as
 #: servers send them (Keycloak, Hydra, Authlib: ``Bearer``), the RFC 8693
-#: §3 identifier, the bare name some servers use, and ``DPoP`` for DPoP-bound
-#: tokens (RFC 9449 §6.2; oidc-provider sends it), whose binding is checked
-#: through ``cnf``. Compared case-insensitively.
-ACCESS_TOKEN_TYPES = frozenset(("bearer", "dpop", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
+#: §3 identifier, and the bare name some servers use. Compared
+#: case-insensitively. ``DPoP`` (RFC 9449 §6.2) is admitted separately, only
+#: with the ``cnf`` that names its key.
+ACCESS_TOKEN_TYPES = frozenset(("bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"))
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
