@@ -54,8 +54,15 @@ def _tokens(private: Any, count: int) -> list[str]:
     now = int(time.time())
     return [
         pyjwt.encode(
-            {"iss": ISS, "aud": AUD, "sub": f"user-{i}", "scope": "read write", "iat": now, "exp": now + 3600,
-             "jti": f"{i}-{random.random()}"},  # noqa: S311
+            {
+                "iss": ISS,
+                "aud": AUD,
+                "sub": f"user-{i}",
+                "scope": "read write",
+                "iat": now,
+                "exp": now + 3600,
+                "jti": f"{i}-{random.random()}",
+            },  # noqa: S311
             private,
             algorithm="RS256",
             headers={"kid": "k1"},
@@ -116,9 +123,18 @@ def _asgi_runner(app: Any, tokens: list[str]) -> Callable[[int], None]:
         n = len(headers)
         for i in range(count):
             scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                "scheme": "http", "path": "/", "raw_path": b"/", "root_path": "", "query_string": b"",
-                "headers": headers[i % n], "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/",
+                "raw_path": b"/",
+                "root_path": "",
+                "query_string": b"",
+                "headers": headers[i % n],
+                "client": ("127.0.0.1", 5000),
+                "server": ("127.0.0.1", 8000),
             }
             await app(scope, receive, send)
 
@@ -191,11 +207,21 @@ def _wsgi_runner(app: Any, tokens: list[str]) -> Callable[[int], None]:
         n = len(values)
         for i in range(count):
             environ = {
-                "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "",
-                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-                "HTTP_HOST": "api.example.com", "HTTP_AUTHORIZATION": values[i % n],
-                "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
-                "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
+                "REQUEST_METHOD": "GET",
+                "SCRIPT_NAME": "",
+                "PATH_INFO": "/",
+                "QUERY_STRING": "",
+                "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "8000",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "api.example.com",
+                "HTTP_AUTHORIZATION": values[i % n],
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(b""),
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": False,
+                "wsgi.multiprocess": False,
                 "wsgi.run_once": False,
             }
             body = app(environ, start_response)
@@ -213,15 +239,17 @@ def _wsgi_runner(app: Any, tokens: list[str]) -> Callable[[int], None]:
 # ---------------------------------------------------------------------- driver
 
 
-def _cases(requests: int, public: Any, private: Any) -> dict[str, dict[str, Callable[[int], None]]]:
+def _cases(requests: int, rounds: int, public: Any, private: Any) -> dict[str, dict[str, Callable[[int], None]]]:
     from tokenguard.starlette import TokenGuardMiddleware
     from tokenguard.wsgi import TokenGuardWSGIMiddleware
 
     one = _tokens(private, 1)
-    # Enough never-seen tokens for every round of the "new" case (minted once, outside the timing).
-    fresh_asgi = iter(_tokens(private, requests * 64))
-    fresh_wsgi = iter(_tokens(private, requests * 64))
-    fresh_flask = iter(_tokens(private, requests * 64))
+    # Enough never-seen tokens for the warm-up and every round of the "new"
+    # case (minted once, outside the timing; an RS256 signature costs ~1 ms).
+    needed = rounds * requests + _warm_up(requests)
+    fresh_asgi = iter(_tokens(private, needed))
+    fresh_wsgi = iter(_tokens(private, needed))
+    fresh_flask = iter(_tokens(private, needed))
 
     def new_tokens(source: Any, make: Callable[[list[str]], Callable[[int], None]]) -> Callable[[int], None]:
         def run(count: int) -> None:
@@ -253,6 +281,11 @@ def _cases(requests: int, public: Any, private: Any) -> dict[str, dict[str, Call
     return {"starlette": asgi, "wsgi": wsgi, "flask": flask}
 
 
+def _warm_up(requests: int) -> int:
+    """Requests run once per case before timing: imports, first JWKS parse, code paths."""
+    return min(requests, 200)
+
+
 def _cpu_us_per_request(run: Callable[[int], None], count: int) -> float:
     start = time.process_time()
     run(count)
@@ -269,11 +302,11 @@ def main() -> int:
 
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = private.public_key()
-    stacks = _cases(requests, public, private)
+    stacks = _cases(requests, rounds, public, private)
     samples: dict[str, dict[str, list[float]]] = {s: {c: [] for c in cases} for s, cases in stacks.items()}
     for stack, cases in stacks.items():
         for run in cases.values():
-            run(min(requests, 200))  # warm up: imports, first JWKS parse, code paths
+            run(_warm_up(requests))
         del stack
     order = [(stack, case) for stack, cases in stacks.items() for case in cases]
     for _ in range(rounds):
@@ -288,8 +321,12 @@ def main() -> int:
         table: dict[str, Any] = {}
         for case, values in cases.items():
             median = statistics.median(values)
-            table[case] = {"median_us": round(median, 2), "min_us": round(min(values), 2),
-                           "max_us": round(max(values), 2), "over_bare": round(median / bare, 3)}
+            table[case] = {
+                "median_us": round(median, 2),
+                "min_us": round(min(values), 2),
+                "max_us": round(max(values), 2),
+                "over_bare": round(median / bare, 3),
+            }
             print(f"  {case:<7} {median:8.1f}  ({min(values):.1f}-{max(values):.1f})  {median / bare:5.2f}x")
         result["stacks"][stack] = table
     write_results("inprocess", result)

@@ -161,3 +161,80 @@ def test_arbitrary_requests_never_crash(authorization: list[str], query: list[st
     except TokenError:
         return
     assert isinstance(token, str) and token
+
+
+# ------------------------------------------------------- the common-form fast path
+
+from tokenguard.bearer import bearer_token_bytes, parameter_tokens, query_may_hold_token  # noqa: E402
+
+
+def _full_parse(value: bytes, max_token_bytes: int) -> str | None | type[TokenError]:
+    try:
+        return parse_authorization(value.decode("latin-1"), max_token_bytes=max_token_bytes)
+    except TokenError as error:
+        return type(error)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"Bearer abc.def-_~+/==", "abc.def-_~+/=="),
+        (b"bearer abc", "abc"),
+        (b"BEARER abc", "abc"),
+        (b"Bearer  abc", None),  # two spaces: left to the full parse (which accepts it)
+        (b"Bearer abc ", None),  # trailing space: the full parse strips it
+        (b" Bearer abc", None),
+        (b"Bearer\tabc", None),
+        (b"Bearer ", None),
+        (b"Bearer ===", None),  # no character before the padding
+        (b"Bearer a=b", None),  # "=" only at the end
+        (b"Bearer a,b", None),
+        (b"Bearer \xe9t\xe9", None),
+        (b"Basic abc", None),
+        (b"Bearerabc", None),
+        (b"", None),
+    ],
+)
+def test_common_form_is_recognised_exactly(value: bytes, expected: str | None) -> None:
+    """Only ``Bearer <b64token>`` with one space is taken by the fast path; the rest goes to the full parse."""
+    assert bearer_token_bytes(value) == expected
+
+
+def test_common_form_leaves_oversized_tokens_to_the_full_parse() -> None:
+    """A token over the limit is not returned: the full parse refuses it as invalid_token."""
+    assert bearer_token_bytes(b"Bearer " + b"a" * 11, max_token_bytes=10) is None
+    assert bearer_token_bytes(b"Bearer " + b"a" * 10, max_token_bytes=10) == "a" * 10
+    assert _full_parse(b"Bearer " + b"a" * 11, 10) is InvalidToken
+
+
+_HEADER_BYTES = st.one_of(
+    st.binary(max_size=40),
+    st.builds(
+        lambda scheme, sep, body: scheme + sep + body,
+        st.sampled_from([b"Bearer", b"bearer", b"BeArEr", b"Basic", b"Bearer=", b""]),
+        st.sampled_from([b" ", b"  ", b"\t", b"", b" \t"]),
+        st.text(alphabet='AZaz09-._~+/= \t,"\\\xe9', max_size=30).map(lambda t: t.encode("latin-1")),
+    ),
+)
+
+
+@given(_HEADER_BYTES, st.integers(min_value=1, max_value=40))
+def test_common_form_agrees_with_the_full_parse(value: bytes, limit: int) -> None:
+    """Whenever the fast path returns a token, the full RFC 6750 parse returns the same token."""
+    token = bearer_token_bytes(value, max_token_bytes=limit)
+    if token is not None:
+        assert _full_parse(value, limit) == token
+
+
+@given(st.one_of(st.binary(max_size=60), st.text(max_size=60)))
+def test_query_without_token_spelling_holds_no_token(query: str | bytes) -> None:
+    """``query_may_hold_token`` is False only when ``parameter_tokens`` finds nothing."""
+    if not query_may_hold_token(query):
+        assert parameter_tokens(query) == []
+
+
+@pytest.mark.parametrize("query", ["access_token=x", "a=1&access%5Ftoken=x", b"access_token=", b"%61ccess_token=x"])
+def test_query_with_a_token_spelling_is_parsed(query: str | bytes) -> None:
+    """Any spelling of ``access_token`` sends the query to the full parse."""
+    assert query_may_hold_token(query)
+    assert parameter_tokens(query)

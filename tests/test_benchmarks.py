@@ -77,3 +77,39 @@ def test_http_benchmark_runs_every_case() -> None:
     for row in data["runs"]:
         assert row["rps"] > 0
         assert row["non_2xx"] == 0, row  # every protected request carried a valid token
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_inprocess_benchmark_runs_every_case() -> None:
+    """bench_inprocess.py --quick runs bare/cached/new/pyjwt on Starlette, WSGI and Flask (all answered 200)."""
+    data = run_quick("bench_inprocess.py", "inprocess.json", timeout=600)
+    assert set(data["stacks"]) == {"starlette", "wsgi", "flask"}
+    for table in data["stacks"].values():
+        assert set(table) == {"bare", "cached", "new", "pyjwt"}
+        for row in table.values():
+            assert 0 < row["min_us"] <= row["median_us"] <= row["max_us"]
+        assert table["bare"]["over_bare"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_stages_benchmark_times_every_stage() -> None:
+    """bench_stages.py --quick runs fresh RS256 tokens through every stage, the pipeline and the floor."""
+    data = run_quick("bench_stages.py", "stages.json", timeout=300)
+    assert data["alg"] == "RS256"
+    assert list(data["stages"]) == [
+        "cache key + miss",
+        "split + header memo",
+        "base64",
+        "JSON + duplicate check",
+        "JWS object",
+        "issuer route",
+        "header checks",
+        "claim checks",
+        "signature",
+        "claims object",
+        "cache entry + store",
+    ]
+    assert data["stages"]["signature"]["median_us"] > 0
+    assert data["totals"]["pipeline"]["median_us"] > 0 and data["totals"]["floor"]["median_us"] > 0

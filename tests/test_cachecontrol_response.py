@@ -99,3 +99,45 @@ def test_s_maxage_counts_as_shareable() -> None:
     headers, shareable = secure_headers([("Cache-Control", "s-maxage=60")])
     assert shareable
     assert dict(headers)["Cache-Control"] == "private"
+
+
+# ------------------------------------------------- raw (ASGI) and quick paths
+
+from tokenguard.response import ResponsePolicy, has_merged_fields  # noqa: E402
+
+_HEADER_NAMES = st.sampled_from(
+    ["content-type", "Vary", "vary", "VARY", "Cache-Control", "cache-control", "x-varyy", "set-cookie", "etag"]
+)
+_HEADER_VALUES = st.sampled_from(
+    ["Accept", "authorization, Accept", "*", "public, max-age=60", "private", "no-store", "s-maxage=5", "", "a=1"]
+)
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=6), st.sampled_from(["private", "keep", "no-store"]))
+def test_raw_headers_secured_like_text_headers(headers: list[tuple[str, str]], policy: str) -> None:
+    """``secure_raw`` on ASGI byte pairs gives the headers ``secure_headers`` gives, names lowercased."""
+    expected, _ = secure_headers(headers, public_policy=policy)  # type: ignore[arg-type]
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    secured = ResponsePolicy(public_cache_policy=policy).secure_raw(raw, "/p")  # type: ignore[arg-type]
+    assert [(bytes(n).decode("latin-1").lower(), bytes(v).decode("latin-1")) for n, v in secured] == [
+        (name.lower(), value) for name, value in expected
+    ]
+
+
+@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=6))
+def test_quick_path_matches_the_full_rules(headers: list[tuple[str, str]]) -> None:
+    """``ResponsePolicy.quick`` answers only without Vary/Cache-Control, and then exactly as ``secure_headers``."""
+    quick = ResponsePolicy.quick(headers)
+    assert (quick is None) == has_merged_fields(headers)
+    if quick is not None:
+        assert quick == secure_headers(headers)[0]
+    assert ResponsePolicy().secure(headers, "/p") == secure_headers(headers)[0]
+
+
+def test_raw_headers_untouched_except_the_two_fields() -> None:
+    """Other raw pairs pass through as the same objects; without Vary/Cache-Control the two fields are appended."""
+    content_type = (b"content-type", b"application/json")
+    length = [b"content-length", b"2"]
+    secured = ResponsePolicy().secure_raw([content_type, length], "/p")
+    assert secured[0] is content_type and secured[1] is length
+    assert secured[2:] == [(b"vary", b"Authorization"), (b"cache-control", b"no-store")]

@@ -363,3 +363,20 @@ def test_real_server_run(guard: TokenGuard, tokenguard_token: TokenFactory) -> N
         assert weak.status_code == 403 and 'scope="read"' in weak.headers["www-authenticate"]
         two = httpx.get(f"{server.url}/read", headers=[("Authorization", "Bearer a"), ("Authorization", "Bearer b")])
         assert two.status_code == 400
+
+
+def test_middleware_serves_the_protected_resource_metadata(
+    tokenguard_guard: Callable[..., TokenGuard], tokenguard_token: TokenFactory
+) -> None:
+    """RFC 9728: with resource= set, the document the challenges point at is served, public, as elsewhere."""
+    made = tokenguard_guard(resource="https://api.example.com/books")
+    with override_settings(TOKENGUARD_GUARD=made, ROOT_URLCONF=__name__), project():
+        client = Client()
+        refused = client.get("/cached")
+        assert refused.status_code == 401
+        pointer = dict(challenge(refused).extra)["resource_metadata"]
+        assert pointer == "https://api.example.com/.well-known/oauth-protected-resource/books"
+        document = client.get("/.well-known/oauth-protected-resource/books")
+        assert document.status_code == 200
+        assert document.json()["resource"] == "https://api.example.com/books"
+        assert client.post("/.well-known/oauth-protected-resource/books").status_code == 401

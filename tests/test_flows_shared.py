@@ -272,7 +272,7 @@ def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, b
     """The runners end a SharedWait as soon as the copy is there or the lock is gone; never sit out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert perform_shared_sync(wait, store) == expected
+    assert perform_shared_sync(wait, store) == expected  # (value, busy): the lock is gone or the copy is there
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:

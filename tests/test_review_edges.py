@@ -443,8 +443,8 @@ def test_flask_extension_keeps_each_apps_options_and_guard(idp: LocalIssuer) -> 
         return app
 
     with LocalIssuer(algorithms=("ES256",)) as other:
-        first = make(idp, "/health").test_client()
-        second = make(other, "/health,/admin").test_client()
+        apps = [make(idp, "/health"), make(other, "/health,/admin")]
+        first, second = (app.test_client() for app in apps)
         assert first.get("/admin").status_code == 401
         assert second.get("/admin").status_code == 200
         mine = idp.issue(alg="ES256", scope="read")
@@ -452,6 +452,8 @@ def test_flask_extension_keeps_each_apps_options_and_guard(idp: LocalIssuer) -> 
         assert first.get("/books", headers={"Authorization": f"Bearer {mine}"}).status_code == 200
         assert second.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 200
         assert first.get("/books", headers={"Authorization": f"Bearer {theirs}"}).status_code == 401
+        for app in apps:
+            app.extensions["tokenguard.state"][2].close()  # built from the config: ours to close
 
 
 @pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "no-middleware"])

@@ -52,7 +52,7 @@ from .options import has_dot_segment
 from .request_auth import VERDICT_KEY, response_header_pairs, verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
-from .sender_config import is_sender_constrained
+from .sender_config import is_sender_constrained, metadata_for_path
 
 if TYPE_CHECKING:
     from .response import PublicCachePolicy
@@ -356,6 +356,15 @@ class TokenGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         guard = get_guard()
         setattr(request, REQUEST_ATTRIBUTE, None)
+        metadata = metadata_for_path(guard, request.method or "GET", request.path)
+        if metadata is not None:
+            # RFC 9728 §3: the protected-resource metadata document, public, as in
+            # the other adapters (the challenges' resource_metadata points here).
+            status, document, headers = metadata
+            response = HttpResponse(json.dumps(document), status=status, content_type="application/json")
+            for name, value in headers:
+                response[name] = value
+            return response
         if self.rules.is_public(request.path_info):
             return self.get_response(request)
         try:

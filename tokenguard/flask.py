@@ -40,7 +40,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, request
 from werkzeug.local import LocalProxy
 
 from ._config import parse_bool
@@ -49,11 +49,11 @@ from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
 from .options import AdapterOptions, _checked_paths, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
-from .response import PublicCachePolicy, ResponsePolicy
+from .response import PublicCachePolicy, ResponsePolicy, has_merged_fields
 from .route_policy import check_route, on_scheme_used, route_policy
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
-from .wsgi import CLAIMS_KEY, find_token, parameter_tokens_of
+from .wsgi import CLAIMS_KEY, common_token, find_token, parameter_tokens_of
 
 if TYPE_CHECKING:
     from .dpop import DPoPMode
@@ -131,6 +131,10 @@ class FlaskTokenGuard:
             self.init_app(app)
 
     @property
+    def _has_public_paths(self) -> bool:
+        return bool(self.options.public_paths or self.options.public_prefixes)
+
+    @property
     def protect_all(self) -> bool:
         """Whether every non-public endpoint requires a token."""
         return self.options.protect
@@ -199,20 +203,24 @@ class FlaskTokenGuard:
 
     def _verify_request(self) -> TokenClaims | None:
         # The request's environ, not g: g belongs to the app context, which an
-        # outer app.app_context() keeps alive across requests.
-        environ = request.environ
+        # outer app.app_context() keeps alive across requests. The request is
+        # read through its proxy once: each proxy access costs a context lookup.
+        current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        environ = current.environ
         if environ.get(_VERIFIED_KEY):
             return cast("TokenClaims | None", environ.get(CLAIMS_KEY))
         options, _, guard = self._state()
         if is_sender_constrained(guard):
             # DPoP / mTLS: judged with the whole request (request_auth.py),
             # tokens found under the same options.
-            query_tokens, form_tokens = parameter_tokens_of(guard, request, options)
+            query_tokens, form_tokens = parameter_tokens_of(guard, current, options)
             verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, options)
             claims = verdict.claims if verdict is not None else None
         else:
-            token = find_token(guard, request, options)
-            claims = guard.verify_sync(token, client=request.remote_addr) if token is not None else None
+            token = common_token(guard, environ, options)
+            if token is None:
+                token = find_token(guard, current, options)
+            claims = guard.verify_sync(token, client=environ.get("REMOTE_ADDR")) if token is not None else None
         environ[CLAIMS_KEY] = claims
         environ[_VERIFIED_KEY] = True
         g.token = claims
@@ -240,13 +248,19 @@ class FlaskTokenGuard:
     def _after_request(self, response: Response) -> Response:
         if request.environ.get(CLAIMS_KEY) is None:
             return response
-        secured = self._state()[1].secure(list(response.headers.items()), request.path)
-        response.headers.clear()
-        for name, value in secured:
-            response.headers.add(name, value)
+        headers = response.headers
         verdict = request.environ.get(VERDICT_KEY)
+        if not has_merged_fields(headers):
+            # Neither Vary nor Cache-Control: the two fields are appended, nothing else is touched.
+            headers.add("Vary", "Authorization")
+            headers.add("Cache-Control", "no-store")
+        else:
+            secured = self._state()[1].secure(list(headers.items()), request.path)
+            headers.clear()
+            for name, value in secured:
+                headers.add(name, value)
         for name, value in verdict.response_headers if verdict is not None else ():
-            response.headers.add(name, value)  # a fresh DPoP-Nonce (RFC 9449 §8.2)
+            headers.add(name, value)  # a fresh DPoP-Nonce (RFC 9449 §8.2)
         return response
 
     @staticmethod

@@ -11,22 +11,37 @@ with ``Authorization`` when they are marked ``public``). So:
 * no ``Cache-Control`` → ``Cache-Control: no-store``;
 * ``public`` → by default rewritten to ``private`` (policy ``"private"``),
   kept (``"keep"``), or replaced by ``no-store`` (``"no-store"``).
+
+Most responses carry neither ``Vary`` nor ``Cache-Control``; then the two
+fields are appended as precomputed values and no other header is touched
+(:meth:`ResponsePolicy.quick`, and :meth:`ResponsePolicy.secure_raw` on the
+ASGI adapter's raw byte pairs, which decodes only the two fields it merges).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from ._logtext import loggable
 from .cachecontrol import CacheControl
 
-__all__ = ["MAX_WARNED_PATHS", "PublicCachePolicy", "ResponsePolicy", "secure_headers"]
+__all__ = ["MAX_WARNED_PATHS", "PublicCachePolicy", "ResponsePolicy", "has_merged_fields", "secure_headers"]
 
 logger = logging.getLogger("tokenguard.response")
 
 PublicCachePolicy = Literal["private", "keep", "no-store"]
+
+# What a response without Vary or Cache-Control gets, precomputed: the same
+# pairs secure_headers() appends in that case.
+_VARY_AUTHORIZATION = ("Vary", "Authorization")
+_NO_STORE = ("Cache-Control", "no-store")
+# The same as ASGI raw pairs (ASGI wants lowercase names).
+_RAW_VARY_AUTHORIZATION = (b"vary", b"Authorization")
+_RAW_NO_STORE = (b"cache-control", b"no-store")
+# Lengths of "vary" and "cache-control": names of other lengths are skipped without lowercasing.
+_MERGED_NAME_LENGTHS = (4, 13)
 
 
 def _merge_vary(values: Sequence[str]) -> str:
@@ -96,6 +111,18 @@ def secure_headers(
 MAX_WARNED_PATHS = 256
 
 
+def has_merged_fields(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether ``headers`` hold a ``Vary`` or ``Cache-Control`` field (names compared case-insensitively).
+
+    Without either, securing a response only appends the two precomputed
+    fields (see :meth:`ResponsePolicy.quick`).
+    """
+    for name, _ in headers:
+        if len(name) in _MERGED_NAME_LENGTHS and name.lower() in ("vary", "cache-control"):
+            return True
+    return False
+
+
 class ResponsePolicy:
     """The headers of authenticated responses, decided the same way by every
     adapter, with one warning per path for routes that mark them shareable.
@@ -113,22 +140,92 @@ class ResponsePolicy:
 
     def secure(self, headers: Sequence[tuple[str, str]], path: str) -> list[tuple[str, str]]:
         """Apply :func:`secure_headers`, logging once per path a route that marked its response shareable."""
+        quick = self.quick(headers)
+        if quick is not None:
+            return quick
         secured, shareable = secure_headers(headers, public_policy=self.public_cache_policy)
-        if shareable and len(self._warned) < MAX_WARNED_PATHS and path[:_MAX_REMEMBERED_PATH] not in self._warned:
-            self._warned.add(path[:_MAX_REMEMBERED_PATH])
-            if len(self._warned) == MAX_WARNED_PATHS:
-                logger.warning(
-                    "authenticated responses on %d paths were marked storable by shared caches; "
-                    "further paths are not logged",
-                    MAX_WARNED_PATHS,
-                )
-                return secured
-            logger.warning(
-                "authenticated response on %s was marked storable by shared caches; applied policy %r",
-                loggable(path),
-                self.public_cache_policy,
-            )
+        if shareable:
+            self._warn(path)
         return secured
+
+    @staticmethod
+    def quick(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """The secured headers when ``headers`` hold neither ``Vary`` nor ``Cache-Control``, else ``None``.
+
+        Why: that is the common case, and then :func:`secure_headers` only
+        appends ``Vary: Authorization`` and ``Cache-Control: no-store`` (and
+        nothing is shareable, so nothing is logged); this does it without
+        parsing anything. ``None``: call :meth:`secure`, which merges.
+
+        Args:
+            headers: the response's ``(name, value)`` pairs.
+
+        Returns:
+            The headers followed by the two fields, or ``None``.
+        """
+        out = list(headers)
+        if has_merged_fields(out):
+            return None
+        out.append(_VARY_AUTHORIZATION)
+        out.append(_NO_STORE)
+        return out
+
+    def secure_raw(self, headers: Iterable[Sequence[bytes]], path: str) -> list[Sequence[bytes]]:
+        """:meth:`secure` on ASGI raw ``[name, value]`` byte pairs.
+
+        Why: decoding and re-encoding every header of every response costs
+        more than the rest of the work. Here only ``Vary`` and
+        ``Cache-Control`` are decoded (latin-1, as ASGI carries them), merged
+        by :func:`secure_headers`, and appended after the other headers,
+        which are passed on as they came. Names written are lowercase
+        (ASGI: "header names must be lowercased").
+
+        Args:
+            headers: the ``headers`` of an ``http.response.start`` message.
+            path: the request path, for the once-per-path warning.
+
+        Returns:
+            The new header list.
+        """
+        out: list[Sequence[bytes]] = []
+        merged: list[tuple[str, str]] | None = None
+        for pair in headers:
+            name = pair[0]
+            if len(name) in _MERGED_NAME_LENGTHS:
+                lower = name.lower()
+                if lower == b"vary" or lower == b"cache-control":
+                    if merged is None:
+                        merged = []
+                    merged.append((lower.decode("latin-1"), bytes(pair[1]).decode("latin-1")))
+                    continue
+            out.append(pair)
+        if merged is None:
+            out.append(_RAW_VARY_AUTHORIZATION)
+            out.append(_RAW_NO_STORE)
+            return out
+        secured, shareable = secure_headers(merged, public_policy=self.public_cache_policy)
+        if shareable:
+            self._warn(path)
+        out.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in secured)
+        return out
+
+    def _warn(self, path: str) -> None:
+        """Log, once per path and for at most :data:`MAX_WARNED_PATHS` paths, a shareable response."""
+        if len(self._warned) >= MAX_WARNED_PATHS or path[:_MAX_REMEMBERED_PATH] in self._warned:
+            return
+        self._warned.add(path[:_MAX_REMEMBERED_PATH])
+        if len(self._warned) == MAX_WARNED_PATHS:
+            logger.warning(
+                "authenticated responses on %d paths were marked storable by shared caches; "
+                "further paths are not logged",
+                MAX_WARNED_PATHS,
+            )
+            return
+        logger.warning(
+            "authenticated response on %s was marked storable by shared caches; applied policy %r",
+            loggable(path),
+            self.public_cache_policy,
+        )
 
 
 # Longer paths are remembered by their start: a flood of long paths costs at

@@ -29,7 +29,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .bearer import parameter_tokens
+from .bearer import bearer_token_bytes, parameter_tokens
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
@@ -50,6 +50,8 @@ __all__ = ["TokenGuardMiddleware", "TokenUser", "error_response", "requires"]
 #: when the app serves them: see ``AdapterOptions.public_docs``.)
 DEFAULT_PUBLIC_PATHS: tuple[str, ...] = ()
 
+
+_NO_DOCS: frozenset[str] = frozenset()
 
 #: Form bodies read for an ``access_token`` are capped (only with ``allow_form_token``).
 _MAX_FORM_BYTES = 64 * 1024
@@ -92,15 +94,20 @@ def error_response(guard: TokenGuard, error: TokenError) -> Response:
     return JSONResponse(rendered.body, status_code=rendered.status_code, headers=dict(rendered.headers))
 
 
-def _attach(scope: Scope, claims: TokenClaims | None) -> None:
+def _attach(scope: Scope, claims: TokenClaims | None, scopes: Sequence[str] | None = None) -> None:
+    """Store the claims where Starlette code looks; ``scopes``: ``sorted(claims.scopes)`` if known."""
     scope[SCOPE_KEY] = claims
-    scope.setdefault("state", {})["token"] = claims
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = state = {}
+    state["token"] = claims
     if claims is None:
         scope["user"] = _Anonymous()
         scope["auth"] = AuthCredentials()
     else:
         scope["user"] = TokenUser(claims)
-        scope["auth"] = AuthCredentials(sorted(claims.scopes))
+        # AuthCredentials copies the scopes into a list of its own.
+        scope["auth"] = AuthCredentials(sorted(claims.scopes) if scopes is None else scopes)
 
 
 class TokenGuardMiddleware:
@@ -150,19 +157,35 @@ class TokenGuardMiddleware:
         )
         self.protect = self.options.protect
         self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
+        self._has_public_paths = bool(self.options.public_paths or self.options.public_prefixes)
         # Which app's docs URLs apply: decided once per scope["app"] seen.
         self._seen_app: object = None
         self._docs_owner: object = app
+        # Whether that app can serve docs URLs at all (FastAPI's have an openapi_url, maybe None).
+        self._owner_has_docs = hasattr(app, "openapi_url")
+        self._public_docs = self.options.public_docs
+        # sorted(claims.scopes) for request.auth, for the last claims object seen.
+        self._last_scopes: tuple[object, tuple[str, ...]] = (None, ())
+        # The last docs URLs read, and the app and attribute values they were read from.
+        self._docs_key: tuple[object, ...] | None = None
+        self._docs_urls = _NO_DOCS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        # The hot path (a cached token on a protected route) is kept flat: every
+        # call and coroutine layer costs a noticeable share of a cached request.
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "http" and (metadata := metadata_for_path(self.guard, scope["method"], scope["path"])):
+        if (
+            self.guard.resource is not None
+            and kind == "http"
+            and (metadata := metadata_for_path(self.guard, scope["method"], scope["path"]))
+        ):
             # RFC 9728 §3: the protected-resource metadata document, public.
             await JSONResponse(metadata[1], status_code=metadata[0], headers=dict(metadata[2]))(scope, receive, send)
             return
-        if self._is_public(scope):
+        if (self._has_public_paths or (self._public_docs and self._may_serve_docs(scope))) and self._is_public(scope):
             _attach(scope, None)
             await self.app(scope, receive, send)
             return
@@ -174,27 +197,109 @@ class TokenGuardMiddleware:
                 verdict = await verify_asgi(self.guard, scope, form_tokens, self.options)
                 claims = verdict.claims if verdict is not None else None
             else:
-                receive, token = await self._find_token(scope, receive)
-                claims = await self.guard.verify(token, client=_peer(scope)) if token is not None else None
+                # The common case first: exactly one Authorization header, no access_token
+                # possible in the query (what parameter_tokens() needs to find one), no
+                # form body to read (RFC 6750 §2.2). Anything else: the full rules.
+                token = None
+                found = b""
+                for name, value in scope["headers"]:
+                    if name == b"authorization":
+                        found = b"" if found else value  # two headers: the full rules refuse them
+                query = scope.get("query_string")
+                if (
+                    found
+                    and not (query and (b"access_token" in query or b"%" in query))
+                    and (kind != "http" or scope.get("method") in ("GET", "HEAD") or not self._form_tokens_allowed())
+                ):
+                    token = bearer_token_bytes(found, self.guard.max_token_bytes)
+                if token is None:
+                    receive, token = await self._find_token(scope, receive)
+                if token is not None:
+                    # The peer address, for per-client rate limits (behind a proxy, the
+                    # proxy's unless the server rewrites it, e.g. uvicorn's --proxy-headers).
+                    client = scope.get("client")
+                    claims = await self.guard.verify(token, client=str(client[0]) if client else None)
+                else:
+                    claims = None
         except TokenError as error:
             await self._reject(scope, receive, send, error)
             return
-        if claims is None and self.protect:
-            await self._reject(scope, receive, send, MissingToken())
-            return
-        _attach(scope, claims)
-        if scope["type"] == "websocket":
+        if claims is None:
+            if self.protect:
+                await self._reject(scope, receive, send, MissingToken())
+                return
+            _attach(scope, None)
+        else:
+            last = self._last_scopes
+            _attach(scope, claims, last[1] if last[0] is claims else self._sorted_scopes(claims))
+        if kind == "websocket":
             await self.app(scope, receive, send)
             return
-        await self._call_http(scope, receive, send, claims)
+        started = False
+        policy = self.policy if claims is not None else None
+        path = scope["path"]
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if policy is not None:
+                    # Authenticated: Vary and Cache-Control. A copy: the app may reuse its messages.
+                    message = {**message, "headers": policy.secure_raw(message.get("headers", ()), path)}
+                    message = _with_verdict_headers(message, scope)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except TokenError as error:
+            # Raised by a route's requirement (decorator or dependency).
+            if started:
+                raise
+            await self._reject(scope, receive, send, error)
+
+    def _sorted_scopes(self, claims: TokenClaims) -> tuple[str, ...]:
+        """``sorted(claims.scopes)``, remembered for the last claims object (a cached
+        token returns the same object on every hit)."""
+        scopes = tuple(sorted(claims.scopes))
+        self._last_scopes = (claims, scopes)
+        return scopes
+
+    def _form_tokens_allowed(self) -> bool:
+        return self.options.form_tokens_allowed(self.guard)
+
+    def _may_serve_docs(self, scope: Scope) -> bool:
+        """Whether the app whose docs URLs apply may serve any (it has an ``openapi_url``)."""
+        if scope.get("app") is not self._seen_app:
+            self._docs_app(scope)
+        return self._owner_has_docs
 
     def _is_public(self, scope: Scope) -> bool:
         options = self.options
         # FastAPI serves its docs only to GET/HEAD: another method on the same path
         # (an app's own POST route at docs_url="/") is not the docs page.
-        served = options.public_docs and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD")
-        docs = _served_docs(self._docs_app(scope)) if served else frozenset()
+        docs = _NO_DOCS
+        if options.public_docs and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            owner = self._docs_app(scope)
+            # One attribute read decides for anything but a FastAPI app serving an OpenAPI document.
+            if isinstance(getattr(owner, "openapi_url", None), str):
+                docs = self._docs(owner)
+        if not docs and not self._has_public_paths:
+            return False  # nothing can be public: skip the path work
         return options.is_public(path_in_app(scope["path"], scope.get("root_path", "")), docs)
+
+    def _docs(self, app: object) -> frozenset[str]:
+        """:func:`_served_docs` of ``app``, rebuilt only when its docs attributes change."""
+        key = (
+            app,
+            getattr(app, "openapi_url", None),
+            getattr(app, "redoc_url", None),
+            getattr(app, "docs_url", None),
+            getattr(app, "swagger_ui_oauth2_redirect_url", None),
+        )
+        if key != self._docs_key:
+            self._docs_key = key
+            self._docs_urls = _served_docs(app)
+        return self._docs_urls
 
     def _docs_app(self, scope: Scope) -> object:
         """The app whose docs URLs are this middleware's to exempt.
@@ -207,6 +312,7 @@ class TokenGuardMiddleware:
         if app is not self._seen_app:
             self._seen_app = app
             self._docs_owner = app if _in_stack_of(app, self) else self.app
+            self._owner_has_docs = hasattr(self._docs_owner, "openapi_url")
         return self._docs_owner
 
     async def _find_token(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
@@ -226,34 +332,6 @@ class TokenGuardMiddleware:
         ):
             return await _read_form_tokens(scope, receive)
         return receive, []
-
-    async def _call_http(self, scope: Scope, receive: Receive, send: Send, claims: TokenClaims | None) -> None:
-        started = False
-        path = scope["path"]
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                if claims is not None:
-                    message = self._secure(message, path)
-                    message = _with_verdict_headers(message, scope)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except TokenError as error:
-            # Raised by a route's requirement (decorator or dependency).
-            if started:
-                raise
-            await self._reject(scope, receive, send, error)
-
-    def _secure(self, message: Message, path: str) -> Message:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
-        secured = self.policy.secure(headers, path)
-        message = dict(message)
-        message["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in secured]
-        return message
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, error: TokenError) -> None:
         if scope["type"] == "websocket":
@@ -379,13 +457,6 @@ def _with_verdict_headers(message: Message, scope: Scope) -> Message:
         return message
     extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in verdict.response_headers]
     return {**message, "headers": [*message.get("headers", []), *extra]}
-
-
-def _peer(scope: Scope) -> str | None:
-    """The peer address for per-client rate limits (behind a proxy, the proxy's unless the
-    server rewrites it, e.g. uvicorn's ``--proxy-headers``)."""
-    client = scope.get("client")
-    return str(client[0]) if client else None
 
 
 # ---------------------------------------------------------------- readiness

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
 
-from .bearer import parameter_tokens
+from .bearer import bearer_token_bytes, parameter_tokens, query_may_hold_token
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
@@ -37,7 +37,14 @@ from .sender_config import is_sender_constrained, metadata_for_path
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["CLAIMS_KEY", "TokenGuardWSGIMiddleware", "error_wsgi_response", "find_token", "secure_start_response"]
+__all__ = [
+    "CLAIMS_KEY",
+    "TokenGuardWSGIMiddleware",
+    "common_token",
+    "error_wsgi_response",
+    "find_token",
+    "secure_start_response",
+]
 
 #: The environ key holding the verified :class:`TokenClaims` (or ``None``).
 CLAIMS_KEY = "tokenguard.claims"
@@ -59,6 +66,9 @@ def find_token(guard: TokenGuard, request: Request, options: AdapterOptions | No
         InvalidToken: over the size limit.
     """
     options = options or _GUARD_DEFAULTS
+    token = common_token(guard, request.environ, options)
+    if token is not None:
+        return token
     query_tokens, form_tokens = parameter_tokens_of(guard, request, options)
     try:
         return options.extract(guard, request.headers.getlist("Authorization"), query_tokens, form_tokens)
@@ -80,6 +90,35 @@ def parameter_tokens_of(guard: TokenGuard, request: Request, options: AdapterOpt
 
 
 _GUARD_DEFAULTS = AdapterOptions()
+
+
+def common_token(guard: TokenGuard, environ: WSGIEnvironment, options: AdapterOptions) -> str | None:
+    """The token when the request carries one ``Authorization: Bearer <b64token>``
+    and nothing else that could hold a token; ``None``: take :func:`find_token`'s full rules.
+
+    Why: this is nearly every request, and it needs no ``Request`` object,
+    no header mapping and none of the rules for several token places
+    (RFC 6750 §2): the header as the server put it in the environ, no
+    ``access_token`` possible in the query, no form body to read.
+
+    Args:
+        guard: the guard whose size limit and form setting apply.
+        environ: the request's WSGI environ.
+        options: the adapter's options.
+
+    Returns:
+        The token, or ``None`` when the full rules must decide.
+    """
+    value = environ.get("HTTP_AUTHORIZATION")
+    if type(value) is not str or query_may_hold_token(environ.get("QUERY_STRING", "")):
+        return None
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD") and options.form_tokens_allowed(guard):
+        return None  # a form body may hold a token too (RFC 6750 §2.2)
+    try:
+        raw = value.encode("latin-1")  # WSGI strings are latin-1 mapped bytes (PEP 3333)
+    except UnicodeEncodeError:
+        return None
+    return bearer_token_bytes(raw, guard.max_token_bytes)
 
 
 def _form_tokens(environ: WSGIEnvironment) -> list[str]:
@@ -166,35 +205,37 @@ class TokenGuardWSGIMiddleware:
         )
         self.protect = self.options.protect
         self.policy = ResponsePolicy(public_cache_policy=self.options.public_cache_policy)
+        self._has_public_paths = bool(self.options.public_paths or self.options.public_prefixes)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request = Request(environ, shallow=True)
-        raw_path = environ.get("PATH_INFO", "")
-        # werkzeug folds a leading "//" into "/"; the application may not.
-        path = raw_path if raw_path.startswith("//") else request.path
-        metadata = metadata_for_path(self.guard, request.method, path)
-        if metadata is not None:
-            # RFC 9728 §3: the protected-resource metadata document, public.
-            body = json.dumps(metadata[1]).encode()
-            start_response("200 OK", [*metadata[2], ("Content-Type", "application/json")])
-            return [body]
-        if self.options.is_public(path):
+        guard = self.guard
+        if guard.resource is not None:
+            metadata = metadata_for_path(guard, environ.get("REQUEST_METHOD", "GET"), _path(environ))
+            if metadata is not None:
+                # RFC 9728 §3: the protected-resource metadata document, public.
+                body = json.dumps(metadata[1]).encode()
+                start_response("200 OK", [*metadata[2], ("Content-Type", "application/json")])
+                return [body]
+        if self._has_public_paths and self.options.is_public(_path(environ)):
             environ[CLAIMS_KEY] = None
             return self.app(environ, start_response)
         claims: TokenClaims | None = None
         try:
-            if is_sender_constrained(self.guard):
+            if is_sender_constrained(guard):
                 # DPoP / mTLS: judged with the whole request (request_auth.py),
                 # tokens found under the same options.
-                query_tokens, form_tokens = parameter_tokens_of(self.guard, request, self.options)
-                verdict = verify_wsgi(self.guard, environ, query_tokens, form_tokens, self.options)
+                request = Request(environ, shallow=True)
+                query_tokens, form_tokens = parameter_tokens_of(guard, request, self.options)
+                verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, self.options)
                 claims = verdict.claims if verdict is not None else None
                 if claims is None and self.protect:
                     raise MissingToken()
             else:
-                token = find_token(self.guard, request, self.options)
+                token = common_token(guard, environ, self.options)
+                if token is None:
+                    token = find_token(guard, Request(environ, shallow=True), self.options)
                 if token is not None:
-                    claims = self.guard.verify_sync(token, client=request.remote_addr)
+                    claims = guard.verify_sync(token, client=environ.get("REMOTE_ADDR"))
                 elif self.protect:
                     raise MissingToken()
         except TokenError as error:
@@ -204,5 +245,24 @@ class TokenGuardWSGIMiddleware:
         environ[CLAIMS_KEY] = claims
         if claims is None:
             return self.app(environ, start_response)
+        policy = self.policy
+        verdict = environ.get(VERDICT_KEY)
+        extra = verdict.response_headers if verdict is not None else ()
 
-        return self.app(environ, secure_start_response(start_response, self.policy, path, environ.get(VERDICT_KEY)))
+        def secured_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # The path is worked out only when a route's Cache-Control may need a warning.
+            secured = policy.quick(headers)
+            if secured is None:
+                secured = policy.secure(headers, _path(environ))
+            if extra:
+                secured = [*secured, *extra]  # e.g. a fresh DPoP-Nonce (RFC 9449 §8.2)
+            return start_response(status, secured, exc_info)
+
+        return self.app(environ, secured_start_response)
+
+
+def _path(environ: WSGIEnvironment) -> str:
+    """The request path relative to the mount (``PATH_INFO``, decoded as werkzeug does)."""
+    raw_path = environ.get("PATH_INFO", "")
+    # werkzeug folds a leading "//" into "/"; the application may not.
+    return raw_path if raw_path.startswith("//") else Request(environ, shallow=True).path
