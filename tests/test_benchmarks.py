@@ -39,6 +39,14 @@ def test_verify_benchmark_runs_and_writes_results() -> None:
     assert data["bytes_per_cached_token"] > 0
 
 
+def test_new_token_stages_benchmark_runs_every_stage() -> None:
+    """bench_new_token_stages.py --quick times every stage, the whole path and the floor."""
+    data = run_quick("bench_new_token_stages.py", "new_token_stages.json", timeout=300)
+    stages = data["stages_us"]
+    assert {"JSON with duplicate check", "claims object", "whole verify_sync (new tokens)", "floor"} <= set(stages)
+    assert all(len(values) == data["rounds"] for values in data["samples_us"].values())
+
+
 def test_workers_benchmark_runs_and_shows_sharing() -> None:
     """bench_workers.py --quick runs both modes against a real redis-server and a loopback issuer."""
     from .conftest import RedisServer

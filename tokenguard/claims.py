@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ._memo import CLAIM_SHAPES_LIMIT, SINGLE_AUDIENCES_LIMIT, remember
 from .errors import InvalidToken
+from .scopes import _PARSED as _PARSED_SCOPES
 from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
 
 __all__ = ["TokenClaims", "TokenType", "check_not_sender_constrained", "numeric_date"]
@@ -146,8 +147,6 @@ class TokenClaims(Mapping[str, Any]):
     __slots__ = (
         "_shape",
         "_values",
-        "audience",
-        "client_id",
         "exp",
         "iat",
         "issuer",
@@ -161,9 +160,7 @@ class TokenClaims(Mapping[str, Any]):
     _values: tuple[Any, ...]
     subject: str | None
     issuer: str | None
-    audience: tuple[str, ...]
     scopes: frozenset[str]
-    client_id: str | None
     exp: float | None
     nbf: float | None
     iat: float | None
@@ -225,6 +222,25 @@ class TokenClaims(Mapping[str, Any]):
         )
 
     @property
+    def audience(self) -> tuple[str, ...]:
+        """``aud`` as a tuple, whether it came as a string or an array (non-strings skipped)."""
+        # Read from the claims when asked, not stored: most requests never
+        # ask, and a new token then builds nothing for it.
+        return _audience(self.get("aud"))
+
+    @property
+    def client_id(self) -> str | None:
+        """``client_id``, else ``azp`` (OIDC), else ``cid`` (Okta); ``None`` when none is a string."""
+        index = self._shape.index
+        for name in ("client_id", "azp", "cid"):
+            position = index.get(name)
+            if position is not None:
+                # The first present one decides, as dict.get() chains did.
+                value = self._values[position]
+                return value if type(value) is str else None
+        return None
+
+    @property
     def expires_at(self) -> datetime | None:
         """``exp`` as an aware UTC datetime (clamped to the years 1–9999)."""
         return _datetime(self.exp)
@@ -262,9 +278,7 @@ _set_shape = _SLOT_SETTERS["_shape"]
 _set_values = _SLOT_SETTERS["_values"]
 _set_subject = _SLOT_SETTERS["subject"]
 _set_issuer = _SLOT_SETTERS["issuer"]
-_set_audience = _SLOT_SETTERS["audience"]
 _set_scopes = _SLOT_SETTERS["scopes"]
-_set_client_id = _SLOT_SETTERS["client_id"]
 _set_exp = _SLOT_SETTERS["exp"]
 _set_nbf = _SLOT_SETTERS["nbf"]
 _set_iat = _SLOT_SETTERS["iat"]
@@ -296,10 +310,14 @@ def _populate(
     _set_subject(claims, sub if type(sub) is str else None)
     iss = raw.get("iss")
     _set_issuer(claims, iss if type(iss) is str else None)
-    _set_audience(claims, _audience(raw.get("aud")))
-    _set_scopes(claims, scopes_from_claims(raw, scope_claims))
-    client_id = raw.get("client_id", raw.get("azp", raw.get("cid")))
-    _set_client_id(claims, client_id if type(client_id) is str else None)
+    # ``audience`` and ``client_id`` are read from the values when asked.
+    # The common case without a call: scopes in ``scope`` alone, as a string
+    # seen before (memoised by parse_scope).
+    scopes = None
+    if scope_claims == DEFAULT_SCOPE_CLAIMS and "scp" not in raw:
+        scope = raw.get("scope")
+        scopes = _PARSED_SCOPES.get(scope) if type(scope) is str else None
+    _set_scopes(claims, scopes if scopes is not None else scopes_from_claims(raw, scope_claims))
     _set_exp(claims, exp)
     _set_nbf(claims, nbf)
     _set_iat(claims, iat)
