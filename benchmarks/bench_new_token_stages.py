@@ -37,6 +37,7 @@ from bench_verify import AUD, ISS, floor_verifier, make_key, mint  # noqa: E402
 from tokenguard import TokenGuard  # noqa: E402
 from tokenguard import jwt as tg_jwt  # noqa: E402
 from tokenguard.jwt import check_claims, check_signature, parse_jws, peek_issuer  # noqa: E402
+from tokenguard.results import jwt_entry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,7 +50,8 @@ def _guard(alg: str, public: Any) -> TokenGuard:
 
 def stages(guard: TokenGuard, tokens: list[str]) -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
     """The stage runners (each over every token) and a ``prepare`` to call before each round."""
-    runtime = next(iter(guard._at_hand.values()))
+    router = guard._router
+    runtime = next(iter(router.at_hand.values()))
     policy = runtime.policy
     now = guard.clock()
     hash_inner, hash_outer = guard._hash_inner, guard._hash_outer
@@ -74,7 +76,8 @@ def stages(guard: TokenGuard, tokens: list[str]) -> tuple[dict[str, Callable[[],
             outer.update(inner.digest())
             key = outer.digest()
             entry = cache_get(key)
-            guard._miss(token, now, key, entry)
+            if entry is not None:  # what TokenGuard._verify_miss does before routing
+                router.retire(guard._cache, key, entry, now)
 
     def split_and_header() -> None:
         header = tg_jwt._header
@@ -102,7 +105,7 @@ def stages(guard: TokenGuard, tokens: list[str]) -> tuple[dict[str, Callable[[],
             jws_type(jws.header, jws.payload, token[: len(parts[0]) + len(parts[1]) + 1].encode("ascii"), b"", parts[0])
 
     def issuer_route() -> None:
-        at_hand = guard._at_hand
+        at_hand = router.at_hand
         for jws in jwss:
             iss = peek_issuer(jws)
             found = at_hand.get(iss)
@@ -131,10 +134,10 @@ def stages(guard: TokenGuard, tokens: list[str]) -> tuple[dict[str, Callable[[],
 
     def entry_and_store() -> None:
         keep = guard._store.keep
-        entry = guard._jwt_entry
+        entry = jwt_entry
         thumbprint = next(iter(runtime.current_thumbprints))
         for key, (claims, _) in zip(cache_keys, verified, strict=True):
-            guard._admit(claims)
+            router.admit(claims)
             keep(key, entry(claims, runtime, thumbprint, now, None), now)
 
     runners = {

@@ -60,6 +60,7 @@ from tokenguard.jwt import (  # noqa: E402
     looks_like_jws,
     peek_issuer,
 )
+from tokenguard.results import jwt_entry  # noqa: E402
 
 STAGES = (
     "cache key + miss",
@@ -87,7 +88,9 @@ def _staged(guard: TokenGuard, tokens: list[str], totals: list[int]) -> None:
     clock = time.perf_counter_ns
     inner_state, outer_state = guard._hash_inner, guard._hash_outer
     cache_get = guard._cache_get
-    at_hand = guard._at_hand
+    router = guard._router
+    at_hand = router.at_hand
+    store = guard._store
     for token in tokens:
         now = guard.clock()
         t0 = clock()
@@ -121,7 +124,7 @@ def _staged(guard: TokenGuard, tokens: list[str], totals: list[int]) -> None:
             header, payload, token[: len(header_b64) + len(payload_b64) + 1].encode("ascii"), signature, header_b64
         )
         t5 = clock()
-        # 6. issuer route (_verify_at_hand)
+        # 6. issuer route (Router.verify_at_hand)
         iss = peek_issuer(jws)
         runtime = at_hand.get(iss) if iss is not None else None
         if runtime is None:
@@ -142,10 +145,10 @@ def _staged(guard: TokenGuard, tokens: list[str], totals: list[int]) -> None:
         t9 = clock()
         # 10. claims object (verify_jws's last step) and the checks every kind of claims passes
         claims = verified_jwt_claims(payload, policy.scope_claims, exp, nbf, iat)
-        guard._admit(claims)
+        router.admit(claims)
         t10 = clock()
         # 11. cache entry + store
-        guard._store.keep(key, guard._jwt_entry(claims, runtime, thumbprint, now, None), now)
+        store.keep(key, jwt_entry(claims, runtime, thumbprint, now, None), now)
         t11 = clock()
         for i, (start, end) in enumerate(
             (

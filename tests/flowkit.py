@@ -2,7 +2,7 @@
 
 A flow is a generator that yields effects (an :class:`HttpRequest`, a shared-store
 operation such as ``SharedGet`` or the ``SharedWait`` wait) and receives their
-results. The runners in ``tokenguard._http`` perform those effects; here a test
+results. The runners in ``tokenguard._runner`` perform those effects; here a test
 performs them by hand, as httpx's own tests step ``DigestAuth.auth_flow``::
 
     step = Step(source.metadata_flow(now))
@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokenguard._http import HttpReply, HttpRequest, SharedEffect
+from tokenguard._effects import HttpReply, HttpRequest, SharedEffect
 from tokenguard.errors import ServiceUnavailable
 
 T = TypeVar("T")

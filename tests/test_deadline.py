@@ -19,8 +19,8 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokenguard import ServiceUnavailable, TokenGuard, _http
-from tokenguard._http import HttpReply
+from tokenguard import ServiceUnavailable, TokenGuard, _runner
+from tokenguard._effects import HttpReply
 from tokenguard.breaker import BreakerSettings
 from tokenguard.errors import ConfigurationError
 from tokenguard.introspection import Introspection
@@ -235,7 +235,7 @@ def test_blocking_call_ends_at_its_deadline_too(monkeypatch: pytest.MonkeyPatch)
     process (to any server) waits in the queue and misses its deadline.
     """
     ended: list[float] = []
-    fetch = _http.fetch_sync
+    fetch = _runner.fetch_sync
 
     def observed(*args: Any, **kwargs: Any) -> HttpReply:
         try:
@@ -243,7 +243,7 @@ def test_blocking_call_ends_at_its_deadline_too(monkeypatch: pytest.MonkeyPatch)
         finally:
             ended.append(time.monotonic())
 
-    monkeypatch.setattr(_http, "fetch_sync", observed)
+    monkeypatch.setattr(_runner, "fetch_sync", observed)
     with TricklingServer(mode="headers", interval=0.3) as server:
         guard = guard_for(server)
         started = time.monotonic()

@@ -1,7 +1,7 @@
 """Single-flight without sockets: the coalescers driven directly, and both runners over MockTransport.
 
 ``SyncCoalescer`` and ``AsyncCoalescer`` decide who calls the upstream when
-identical requests meet; the runners in ``tokenguard._http`` use them. Here the
+identical requests meet; the runners in ``tokenguard._runner`` use them. Here the
 decisions are checked one join at a time, then through the runners with an
 in-memory transport that counts upstream calls.
 """
@@ -16,7 +16,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tokenguard._http import AsyncCoalescer, HttpReply, SyncCoalescer, run_async, run_sync
+from tokenguard._effects import HttpReply
+from tokenguard._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.keys import KeySet
 from tokenguard.sources import FetchSettings, JWKSSource

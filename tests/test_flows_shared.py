@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tokenguard import Introspection, TokenGuard
+from tokenguard._runner import perform_shared, perform_shared_sync
 from tokenguard.errors import ServiceUnavailable
 from tokenguard.shared import (
     SharedAdd,
@@ -268,15 +269,15 @@ class DictStore:
     ],
 )
 def test_shared_wait_returns_without_waiting_out_its_timeout(values: dict[str, bytes], expected: Any) -> None:
-    """SharedWait answers as soon as the copy is there or the lock is gone; never sits out its timeout."""
+    """The runners end a SharedWait as soon as the copy is there or the lock is gone; never sit out its timeout."""
     wait = SharedWait("d", "l", timeout=30.0)
     store = DictStore(**values)
-    assert wait.run_sync(store) == expected  # (value, busy): the lock is gone or the copy is there
+    assert perform_shared_sync(wait, store) == expected  # (value, busy): the lock is gone or the copy is there
     assert store.reads <= 3  # one look, no polling: a poll every 20 ms would read hundreds of times
 
     async def run() -> tuple[Any, int]:
         store = DictStore(**values)
-        return await wait.run(store), store.reads
+        return await perform_shared(wait, store), store.reads
 
     value, reads = asyncio.run(run())
     assert value == expected and reads <= 3
@@ -368,3 +369,27 @@ def test_async_guards_share_through_the_store_too() -> None:
 
     assert asyncio.run(main()) == ["u1", "u1"]
     assert world.calls == 1
+
+
+# ------------------------------------------------------------------ SharedWait is pure data
+
+
+@pytest.mark.parametrize(
+    ("value", "held", "waited", "expected"),
+    [
+        (b"copy", True, 0.0, (b"copy", False)),  # the winner's answer, whatever the lock says
+        (None, False, 0.1, (None, False)),  # the winner failed fast: the caller may ask itself
+        (None, False, 1.5, (None, True)),  # the winner was slow to fail: answer 503, add no load
+        (None, True, 2.0, (None, True)),  # still calling at the end of the wait: 503
+        (b"old", False, 0.1, (None, False)),  # a value the predicate refuses is no answer
+    ],
+)
+def test_shared_wait_decides_without_io(value: bytes | None, held: bool, waited: float, expected: Any) -> None:
+    """What a wait ends with is decided by SharedWait itself, from what the runner read; the
+    runner only polls and sleeps."""
+    wait = SharedWait("d", "l", timeout=2.0, accept=lambda data: data != b"old")
+    assert wait.outcome(value, held, waited) == expected
+    assert wait.gives_up(held=False, waited=0.0)  # the lock is gone: nobody will answer
+    assert wait.gives_up(held=True, waited=2.0)  # out of time
+    assert not wait.gives_up(held=True, waited=1.0)
+    assert not hasattr(wait, "run_sync") and not hasattr(wait, "run")  # nothing here performs I/O

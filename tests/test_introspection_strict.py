@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenguard import InvalidToken, TokenClaims, TokenError
-from tokenguard._http import HttpReply
+from tokenguard._effects import HttpReply
 from tokenguard.introspection import Introspection, check_answer, interpret_introspection
 from tokenguard.testing import Fault, LocalIssuer
 

@@ -345,7 +345,7 @@ def test_timeouts_take_an_httpx_timeout_and_default_to_2s_connect(issuer: LocalI
 
 
 def test_endpoint_labels_carry_no_query_or_credentials() -> None:
-    from tokenguard._http import _endpoint
+    from tokenguard.upstream import endpoint_of as _endpoint
 
     assert _endpoint("https://rs:s3cret@idp.test/oauth/introspect?x=1") == "https://idp.test/oauth/introspect"
     assert _endpoint("https://idp.test/a@b/jwks") == "https://idp.test/a@b/jwks"

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenguard._http import HttpReply
+from tokenguard._effects import HttpReply
 from tokenguard.cache import CachedResult
 from tokenguard.claims import TokenClaims
 from tokenguard.shared import decode_reply, decode_result, encode_reply, encode_result

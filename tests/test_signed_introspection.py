@@ -11,7 +11,7 @@ import jwt as pyjwt
 import pytest
 
 from tokenguard import InvalidToken, ServiceUnavailable, TokenGuard
-from tokenguard._http import HttpReply
+from tokenguard._effects import HttpReply
 from tokenguard.keys import KeySet, parse_jwk
 from tokenguard.redis_cache import RedisCache
 from tokenguard.signed_introspection import open_signed_answer

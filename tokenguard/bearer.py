@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
+from ._abnf import TOKEN_RE
 from .errors import InvalidRequest, InvalidToken, MissingToken
 
 __all__ = [
@@ -53,7 +54,8 @@ _B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
 # is already stripped by HTTP parsers (RFC 9110 §5.5 OWS), we strip it too.
 _BEARER_CREDENTIALS = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]) +(" + _B64TOKEN + r")")
 _B64TOKEN_ONLY = re.compile(_B64TOKEN)
-_SCHEME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: An auth-scheme is an RFC 9110 token (§11.1); one grammar for every header module.
+_SCHEME = TOKEN_RE
 # The b64token alphabet without "=" (RFC 6750 §2.1), for bytes.translate's delete argument.
 _B64TOKEN_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sys import intern
 from typing import Any, Literal
 
-from ._memo import remember
+from ._memo import CLAIM_SHAPES_LIMIT, SINGLE_AUDIENCES_LIMIT, remember
 from .errors import InvalidToken
 from .scopes import _PARSED as _PARSED_SCOPES
 from .scopes import DEFAULT_SCOPE_CLAIMS, scopes_from_claims
@@ -93,7 +93,7 @@ def _share_repeated_values(raw: dict[str, Any], names: tuple[str, ...]) -> None:
 # Tokens of one issuer share their claim names: one _Shape each. Bounded, and
 # only for ordinary sizes, so hostile claim sets cannot grow it.
 _SHAPES: dict[tuple[str, ...], _Shape] = {}
-_SHAPES_MAX = 1024
+_SHAPES_MAX = CLAIM_SHAPES_LIMIT
 _SHAPE_MAX_NAMES = 64
 
 
@@ -116,7 +116,7 @@ def _audience(value: object) -> tuple[str, ...]:
         if single is None:
             single = (value,)
             if len(value) <= 256:
-                remember(_SINGLE_AUDIENCES, value, single, 1024)
+                remember(_SINGLE_AUDIENCES, value, single, SINGLE_AUDIENCES_LIMIT)
         return single
     if isinstance(value, list | tuple):
         return tuple(v for v in value if isinstance(v, str))

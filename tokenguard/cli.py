@@ -36,8 +36,8 @@ from typing import Any, TextIO
 
 import httpx
 
-from ._http import run_sync
 from ._logtext import loggable
+from ._runner import run_sync
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, InsufficientScope, InvalidToken, ServiceUnavailable, TokenError
 from .jwt import JWTPolicy, UnverifiedJWS, _check_protected_header, check_claims, check_header, parse_jws, peek_issuer

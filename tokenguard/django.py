@@ -19,7 +19,7 @@
     def books(request):
         return JsonResponse({"user": request.tokenguard.subject})
 
-Answers are those of every tokenguard adapter (DESIGN.md): 401 with a bare
+Answers are those of every tokenguard adapter (README, "What a client gets back"): 401 with a bare
 ``Bearer`` challenge without credentials, 400 ``invalid_request``, 401
 ``invalid_token``, 403 ``insufficient_scope`` with ``scope="…"``, 503 with
 ``Retry-After``; JSON bodies, ``Cache-Control: no-store`` on every challenge;

@@ -1,8 +1,8 @@
 """Policy-free facts for the shared store, and how a reader re-applies its own policy to them.
 
 Rule: what crosses processes is what an upstream or a signature said, never
-what one guard concluded from it (DESIGN.md, "Facts are shared, verdicts are
-local"). Three kinds of fact exist:
+what one guard concluded from it (README, "Many workers": facts are shared,
+verdicts stay local). Three kinds of fact exist:
 
 * ``jwt``: the protected header and claims of a JWT whose signature verified
   with the key of thumbprint ``t``, for one issuer and key source (the key

@@ -21,24 +21,20 @@ credentials), so "Authorize" obtains a real token instead of a pasted one.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
-from fastapi import FastAPI, Security
-from fastapi.security import HTTPBearer, SecurityScopes
-from starlette.requests import HTTPConnection, Request
+from fastapi import FastAPI
+from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import ConfigurationError, TokenError
 from .guard import TokenGuard
 from .options import resolve_options
+from .requirement import dependency_signature, model_dependency_signature, openapi_bearer_scheme
 from .starlette import TokenGuardMiddleware, error_response
-
-if TYPE_CHECKING:
-    from .requirement import Requirement
 
 __all__ = [
     "OAuth2Settings",
@@ -53,58 +49,9 @@ __all__ = [
 OAUTH2_SCHEME_NAME = "OAuth2"
 
 
-class _BearerScheme(HTTPBearer):
-    """The HTTP Bearer scheme, declared for OpenAPI only.
-
-    tokenguard, not FastAPI, finds the token and renders the RFC 6750 answer,
-    so the scheme reads nothing. It takes an ``HTTPConnection`` (not a
-    ``Request``) so that it resolves on WebSocket routes too.
-    """
-
-    async def __call__(self, connection: HTTPConnection) -> None:
-        return None
-
-
-#: The OpenAPI security scheme every requirement declares.
-bearer_scheme = _BearerScheme(
-    scheme_name="BearerToken",
-    description="An OAuth 2.0 access token (RFC 6750). Paste the token without the 'Bearer ' prefix.",
-    auto_error=False,
-)
-
-
-def dependency_signature(requirement: Requirement) -> inspect.Signature:
-    """The signature FastAPI sees for a :class:`~tokenguard.requirement.Requirement`.
-
-    ``credentials`` declares the bearer scheme with the requirement's scopes
-    (so OpenAPI lists them); ``security_scopes`` receives the scopes declared
-    around the dependency with ``Security(..., scopes=[...])``, which the
-    requirement enforces too.
-    """
-    return inspect.Signature(
-        [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
-            inspect.Parameter("security_scopes", inspect.Parameter.KEYWORD_ONLY, annotation=SecurityScopes),
-            inspect.Parameter(
-                "credentials",
-                inspect.Parameter.KEYWORD_ONLY,
-                default=Security(bearer_scheme, scopes=list(requirement.scopes.scopes)),
-                annotation=Any,
-            ),
-        ],
-        return_annotation=Any,
-    )
-
-
-def model_dependency_signature(requirement: Requirement) -> inspect.Signature:
-    """The signature FastAPI sees for ``requirement.model(...)``: the claims come from ``requirement``."""
-    return inspect.Signature(
-        [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
-            inspect.Parameter("claims", inspect.Parameter.KEYWORD_ONLY, default=Security(requirement), annotation=Any),
-        ],
-        return_annotation=Any,
-    )
+#: The OpenAPI security scheme every requirement declares (defined beside
+#: :class:`~tokenguard.requirement.Requirement`, which the core builds).
+bearer_scheme = openapi_bearer_scheme()
 
 
 @dataclass(frozen=True)

@@ -1,46 +1,32 @@
-"""``TokenGuard``: the one object every adapter calls.
+"""``TokenGuard``: the one object every adapter calls (the facade).
 
-Strategy:
+It wires the parts together and holds the hot path; each job lives in its
+own module:
 
-* **Routing.** A token of JWS shape whose unverified ``iss`` names a
-  configured issuer is verified locally with that issuer's keys. Any other
-  token goes to introspection when it is configured (a JWT naming an issuer
-  other than the introspection server's own is refused without a network
-  call); otherwise it is ``invalid_token``. URLs are never taken from tokens.
-* **Caching.** Verdicts live in process under a keyed hash of the token whose
-  key is bound to a fingerprint of this guard's policy (``store.py``), so a
-  verdict is only ever served to a guard configured alike. A hit re-checks
-  the time window (``exp``/``nbf`` with leeway) and, for JWTs, that the key
-  that verified it is still published; otherwise the entry is dropped.
-* **Errors.** Everything below raises :class:`~tokenguard.TokenError`
-  subclasses; :meth:`TokenGuard.error_response` turns one into status,
-  headers and body, which adapters copy onto their framework's response.
-* **Sync and async.** :meth:`verify` and :meth:`verify_sync` share one flow
-  (``_verify_flow``); only the runner that performs HTTP differs.
-* **Two cache levels.** With a shared store (Redis), the in-process cache
-  still answers first; on a miss the flow asks the store (effects, like
-  HTTP) for a *fact* (``facts.py``: an introspection answer, a verified
-  signature, a custom verifier's answer) and re-applies this guard's policy
-  to it. Before an introspection call it takes a short lock so one process
-  calls while the others wait for its answer. Shared values are sealed with
-  their key name and lifetime (``_envelope.py``).
-* **Deadline.** Every upstream call has one total deadline; waiters too.
-* **Protecting the provider.** Every upstream call passes a per-endpoint
-  circuit breaker; introspection also a rate limit and a concurrency cap.
-  Refusals are 503 with ``Retry-After``, never 401.
+* ``routing.py``: which method verifies a token (local JWT, custom
+  verifier, introspection) and the flow that does it;
+* ``results.py``: cache entries and the one rule for serving them;
+  ``store.py``: the two-level result store (verdicts in process, keyed by
+  this guard's policy; facts shared across processes, sealed);
+* ``introspection_route.py``: introspection answers with the store (one
+  call across processes, rate limits); ``userinfo.py``: UserInfo;
+* ``_runner.py``: the only code that performs effects (HTTP, the shared
+  store, the custom verifier), under ``upstream.py``'s policy (breakers,
+  caps, one total deadline, metrics per call);
+* ``stats.py``: counters and the log line of a refused token.
+
+:meth:`TokenGuard.verify` and :meth:`TokenGuard.verify_sync` answer a cached
+token inline (one keyed hash, one dict read, :func:`results.serves` spelled
+out); a miss builds the flow once and runs it with the sync or async runner.
+Errors are :class:`~tokenguard.TokenError` subclasses;
+:meth:`TokenGuard.error_response` turns one into status, headers and body.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import hashlib
 import logging
 import math
-import os
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -48,43 +34,31 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import diagnostics
-from ._config import string_tuple
+from ._clients import HttpClients
+from ._effects import GuardFlow
 from ._envelope import Envelope
-from ._http import (
-    AsyncCoalescer,
-    CallVerifier,
-    GuardFlow,
-    HttpRequest,
-    SyncCoalescer,
-    Upstream,
-    run_async,
-    run_sync,
-)
+from ._policy import guard_fingerprint, shared_hash_key
+from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
-from .cache import CacheBackend, CachedResult, MemoryCache, TokenHasher
-from .claims import TokenClaims, check_not_sender_constrained
-from .errors import ConfigurationError, InvalidToken, ServiceUnavailable, TokenError
-from .facts import (
-    custom_fact,
-    introspection_fact,
-    jwt_fact,
-    read_custom_fact,
-    read_introspection_fact,
-    read_jwt_fact,
-    verifier_identity,
-)
-from .introspection import ClientAuthMethod, Introspection, IntrospectionResult, introspect_flow
+from .builders import discovery_configs, static_keys_config
+from .cache import CacheBackend, CachedResult, MemoryCache
+from .claims import TokenClaims
+from .errors import ConfigurationError, InvalidToken, TokenError
+from .facts import verifier_identity
+from .introspection import ClientAuthMethod, Introspection
+from .introspection_route import IntrospectionRoute
 from .issuer import IssuerRuntime, JWTIssuer
-from .jwt import UnverifiedJWS, algorithms_of, has_lone_surrogate, looks_like_jws, parse_jws, peek_issuer
-from .keys import HMAC_ALGORITHMS, VerificationKey
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics, MetricsSnapshot
-from .scopes import DEFAULT_SCOPE_CLAIMS, ScopeRequirement
+from .routing import Router, jwt_scope
+from .scopes import ScopeRequirement
 from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
-from .store import ResultStore, policy_fingerprint, serves
-from .userinfo import interpret_userinfo
+from .stats import log_rejection, stats_of
+from .store import ResultStore
+from .upstream import Upstream
+from .userinfo import UserinfoLookup
 
 if TYPE_CHECKING:
     from .dpop import DPoPMode, DPoPSettings
@@ -112,11 +86,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 #: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
 #: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
 DEFAULT_DEADLINE = 5.0
-
-#: Longest a verified JWT without ``exp`` stays cached (only when ``require_exp=False``).
-_NO_EXP_CACHE_SECONDS = 300.0
-#: ``valid_from`` of an entry whose token has no ``nbf``.
-_NEVER_BEFORE = float("-inf")
 
 
 class ErrorResponse:
@@ -259,8 +228,6 @@ class TokenGuard:
             raise ConfigurationError(f"hash_key must be bytes (secret.encode()), not {type(hash_key).__name__}")
         if realm is not None and not isinstance(realm, str):
             raise ConfigurationError(f"realm must be a string or None, not {realm!r}")
-        self._verifier = verifier
-        self._verifier_cache_ttl = verifier_cache_ttl
         self.realm = realm
         self.max_token_bytes = max_token_bytes
         self.allow_query_token = allow_query_token
@@ -292,6 +259,8 @@ class TokenGuard:
         # Plain ints on the hot path: a Counter update costs more than the lookup.
         self._hits = 0
         self._misses = 0
+
+        # ---- the two cache levels
         shared: SharedStore | None = None
         if isinstance(cache, str):
             from .redis_cache import RedisCache
@@ -301,6 +270,8 @@ class TokenGuard:
             shared, cache = cache, None
         self._shared = shared
         self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
+
+        # ---- where keys and metadata come from
         self._metadata: dict[str, MetadataSource] = {}
         self._issuers: dict[str, IssuerRuntime] = {}
         for config in issuers:
@@ -310,6 +281,7 @@ class TokenGuard:
             metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
             self._issuers[config.issuer] = IssuerRuntime(config, metadata)
         self._introspection = introspection
+        #: Where RFC 9701 signed introspection answers find their keys (readiness opens its probe's answer with it).
         self._introspection_keys = None
         if introspection is not None and introspection.signed_answers:
             from .sender_config import introspection_keys_flow
@@ -319,14 +291,6 @@ class TokenGuard:
             raise ConfigurationError(
                 "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
             )
-        #: Issuers whose JWTs are verified with no upstream call and no shared
-        #: store: while their keys are at hand, no flow is driven at all.
-        self._at_hand = {
-            name: runtime
-            for name, runtime in self._issuers.items()
-            if not runtime.config.check_revocation and not (shared is not None and shared.share_jwt_results)
-        }
-        self._userinfo_cache_ttl = userinfo_cache_ttl
         self._introspection_metadata: MetadataSource | None = None
         if introspection is not None:
             if introspection.endpoint is not None:
@@ -339,24 +303,29 @@ class TokenGuard:
                     else FetchSettings()
                 )
                 self._introspection_metadata = self._metadata_for(introspection.issuer, fetch, None)
-        self._timeout = httpx.Timeout(timeout)
-        self._own_client = http_client is None
-        self._client = http_client
-        self._client_lock = threading.Lock()
-        self._given_async_client = async_http_client
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+
+        # ---- HTTP clients and the runners' coalescers
+        self._clients = HttpClients(httpx.Timeout(timeout), http_client, async_http_client)
+        self._sync_client = self._clients.sync
+        self._async_client = self._clients.async_
         self._sync_coalescer = SyncCoalescer()
         self._async_coalescer = AsyncCoalescer()
+
+        # ---- the result store, keyed by this guard's policy
         secret_hash_key = hash_key is not None
         if hash_key is None and shared is not None:
-            hash_key, secret_hash_key = self._shared_hash_key()
-        #: The scopes under which shared facts are keyed: who established them.
-        self._jwt_scopes = {name: _jwt_scope(runtime) for name, runtime in self._issuers.items()}
-        self._introspection_scope = _introspection_scope(introspection) if introspection is not None else ""
-        self._verifier_scope = "custom\0" + verifier_identity(verifier) if verifier is not None else ""
-        self._store = ResultStore(self._cache, shared, hash_key=hash_key, policy=self._policy_fingerprint())
+            hash_key, secret_hash_key = shared_hash_key(self._issuers, introspection)
+        verifier_scope = "custom\0" + verifier_identity(verifier) if verifier is not None else ""
+        fingerprint = guard_fingerprint(
+            self._issuers,
+            {name: jwt_scope(runtime) for name, runtime in self._issuers.items()},
+            introspection,
+            verifier,
+            verifier_scope,
+            verifier_cache_ttl,
+            self.proof_of_possession,
+        )
+        self._store = ResultStore(self._cache, shared, hash_key=hash_key, policy=fingerprint)
         self._hasher = self._store.verdicts
         self._hash_inner, self._hash_outer = self._hasher.keyed_states()
         self._cache_get = self._cache.get  # bound once: read on every request
@@ -367,8 +336,9 @@ class TokenGuard:
             for runtime in self._issuers.values():
                 if runtime.jwks is not None:
                     runtime.jwks.shared = policy
+
+        # ---- upstream policy
         limits = introspection_limits or IntrospectionLimits()
-        self._rate = RateLimiter(limits)
         self._breakers = CircuitBreakers(breaker or BreakerSettings())
         caps = {"introspection": ConcurrencyLimit(limits.max_concurrent, limits.max_wait)}
         sealed = None
@@ -389,45 +359,38 @@ class TokenGuard:
             clock=clock,
             deadline=deadline,
         )
+
+        # ---- routing: which method verifies a token
+        introspecting = None
+        if introspection is not None:
+            introspecting = IntrospectionRoute(
+                introspection,
+                self._introspection_metadata,
+                self._store,
+                RateLimiter(limits),
+                self._metrics,
+                self._introspection_keys,
+                deadline,
+            )
+        #: The scope under which this guard's introspection facts are keyed.
+        self._introspection_scope = introspecting.scope if introspecting is not None else ""
+        self._router = Router(
+            issuers=self._issuers,
+            introspection=introspecting,
+            verifier=verifier,
+            verifier_cache_ttl=verifier_cache_ttl,
+            verifier_scope=verifier_scope,
+            store=self._store,
+            events=self._events,
+            proof_of_possession=self.proof_of_possession,
+        )
+        self._userinfo = UserinfoLookup(
+            self._metadata, self._introspection_metadata, self._cache, self._hasher, userinfo_cache_ttl
+        )
         #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
         self._route_scopes: set[str] = set()
         for source in self._metadata.values():
             source.on_first_load = partial(self._check_route_scopes, source.issuer)
-
-    def _shared_hash_key(self) -> tuple[bytes, bool]:
-        # Processes sharing a store must agree on the HMAC key. An explicit key
-        # is best; failing that, one derived from what every worker of this
-        # API is configured with, and secret when a client secret is among it.
-        # Returns the key and whether it is secret.
-        configured = os.environ.get("TOKENGUARD_HASH_KEY")
-        if configured:
-            return configured.encode(), True
-        parts = ["tokenguard shared cache key v1", *sorted(self._issuers)]
-        secret = False
-        if self._introspection is not None:
-            config = self._introspection
-            parts += [config.endpoint or "", config.issuer or "", config.client_id, config.client_secret]
-            secret = bool(config.client_secret)
-        if not secret:
-            logger.info("shared cache: no hash_key or client secret configured; cache keys are not secret")
-        return hashlib.sha256("\0".join(parts).encode()).digest(), secret
-
-    def _policy_fingerprint(self) -> bytes:
-        # Everything that can change a verdict: each issuer's policy (issuer,
-        # audiences, algorithms, types, required claims, leeway, ages, scope
-        # claims), its key source and revocation checking; the introspection
-        # settings (endpoint, client, audiences, leeway, lifetimes...); the
-        # custom verifier (by identity: two verifiers never share verdicts).
-        parts: list[object] = []
-        for name in sorted(self._issuers):
-            runtime = self._issuers[name]
-            parts += [_canonical(runtime.policy), self._jwt_scopes[name], runtime.config.check_revocation]
-        parts.append(_canonical(self._introspection))
-        if self._verifier is not None:
-            parts += [self._verifier_scope, id(self._verifier), self._verifier_cache_ttl]
-        # Whether sender-constrained tokens are admitted as Bearer changes the verdict too.
-        parts.append(("proof_of_possession", self.proof_of_possession))
-        return policy_fingerprint(parts)
 
     def _require_https(self) -> bool:
         return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
@@ -475,37 +438,25 @@ class TokenGuard:
 
         Other keyword arguments are passed to :class:`TokenGuard`.
         """
-        fetch = fetch or FetchSettings()
-        issuer_options: dict[str, Any] = {}
-        if leeway is not None:
-            issuer_options["leeway"] = leeway
-        if scope_claims is not None:
-            scope_claims = issuer_options["scope_claims"] = string_tuple(scope_claims, "scope_claims")
-        jwt_issuer = JWTIssuer(
-            issuer=issuer,
+        jwt_issuer, introspection = discovery_configs(
+            issuer,
             audience=audience,
+            client_id=client_id,
+            client_secret=client_secret,
+            auth_method=auth_method,
+            introspection_endpoint=introspection_endpoint,
             jwks_uri=jwks_uri,
             discovery_url=discovery_url,
             algorithms=algorithms,
             token_types=token_types,
             required_claims=required_claims,
-            fetch=fetch,
+            scope_claims=scope_claims,
+            leeway=leeway,
+            introspection_cache_ttl=introspection_cache_ttl,
             check_revocation=check_revocation,
-            **issuer_options,
+            fetch=fetch,
+            signed_introspection=signed_introspection,
         )
-        introspection = None
-        if client_id is not None:
-            introspection = Introspection(
-                endpoint=introspection_endpoint,
-                client_id=client_id,
-                client_secret=client_secret or "",
-                auth_method=auth_method,
-                issuer=issuer,
-                audience=audience,
-                cache_ttl=introspection_cache_ttl,
-                scope_claims=tuple(scope_claims) if scope_claims is not None else DEFAULT_SCOPE_CLAIMS,
-                signed_answers=signed_introspection,
-            )
         return cls([jwt_issuer], introspection, **options)
 
     @classmethod
@@ -531,99 +482,19 @@ class TokenGuard:
         ``hmac_keys`` shorter than RFC 7518 §3.2 requires, with a WARNING:
         only for a secret a provider issued that you cannot change.
         """
-        if allow_short_hmac_secret and hmac_keys:
-            # Build the HMAC keys here with the opt-in; the issuer config then sees plain keys.
-            hmac_algs = sorted(set(algorithms or HMAC_ALGORITHMS) & HMAC_ALGORITHMS) or ["HS256"]
-            keys = [
-                *keys,
-                *(
-                    VerificationKey.from_secret(secret, kid=kid, algorithms=hmac_algs, allow_short=True)
-                    for kid, secret in hmac_keys.items()
-                ),
-            ]
-            algorithms = sorted(algorithms_of(algorithms) | set(hmac_algs)) if algorithms is None else list(algorithms)
-            hmac_keys = None
-        issuer_fields = set(JWTIssuer.__dataclass_fields__)
-        issuer_options = {k: options.pop(k) for k in list(options) if k in issuer_fields}
-        config = JWTIssuer(
+        config = static_keys_config(
+            options,
             issuer=issuer,
             audience=audience,
             jwks=jwks,
             keys=keys,
             hmac_keys=hmac_keys,
             algorithms=algorithms,
-            **issuer_options,
+            allow_short_hmac_secret=allow_short_hmac_secret,
         )
-        if config.static_keys(config.policy().algorithms) is None:
-            raise ConfigurationError("from_keys needs jwks=, keys= or hmac_keys=")
         return cls([config], **options)
 
     # ------------------------------------------------------------------ verification
-
-    def _miss(self, token: str, now: float, key: bytes | None, entry: CachedResult | None) -> bytes:
-        """After the inlined hit in verify()/verify_sync() failed: the cache key to verify afresh under.
-
-        ``key`` is the cache key and ``entry`` what the cache held for it,
-        both ``None`` when the token is oversized. A cached rejection is
-        raised; a stale entry (expired, out of its window, or its key
-        withdrawn) is dropped.
-
-        Raises:
-            InvalidToken: the token is oversized, or its rejection is cached.
-        """
-        if key is None:
-            raise InvalidToken("token exceeds the maximum size")
-        if entry is not None:
-            if entry.claims is None:
-                if now < entry.cache_until:
-                    raise InvalidToken(entry.reason or "invalid token")
-                self._cache.delete(key)
-            elif not serves(entry, now):
-                self._cache.delete(key)
-        self._misses += 1
-        return key
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``,
-        ``shared_cache_hit`` / ``_miss``, ``upstream_calls``, ``upstream_failures``...
-
-        Approximate under heavy concurrency (hot-path increments are not locked).
-        """
-        snapshot = self.metrics()
-        upstream = snapshot.upstream_calls
-        failures = sum(n for (_, outcome), n in upstream.items() if outcome != "ok")
-        return {
-            "cache_hit": self._hits,
-            "cache_miss": self._misses,
-            **snapshot.events,
-            "upstream_calls": snapshot.upstream_total(),
-            "upstream_failures": failures,
-        }
-
-    def metrics(self) -> MetricsSnapshot:
-        """Every counter, upstream latency histogram and breaker state, copied at once."""
-        return self._metrics.snapshot(self._hits, self._misses, self._breakers.states())
-
-    def _rejected(self, token: str, error: TokenError) -> None:
-        reason = error.description or error.error_code or "no credentials"
-        self._metrics.rejection(error.status_code, reason)
-        level = logging.INFO if isinstance(error, ServiceUnavailable) else logging.DEBUG
-        if logger.isEnabledFor(level):
-            # A fingerprint, never the token: enough to correlate log lines.
-            fingerprint = TokenHasher.fingerprint(self._hasher.cache_key(token[: self.max_token_bytes + 1]))
-            logger.log(
-                level,
-                "token %s refused: %s",
-                fingerprint,
-                reason,
-                extra={
-                    "event": "token_rejected",
-                    "token_fingerprint": fingerprint,
-                    "status": error.status_code,
-                    "reason": reason,
-                },
-            )
 
     def verify_sync(self, token: str, *, client: str | None = None) -> TokenClaims:
         """Verify ``token`` and return its claims (blocking; for WSGI and scripts).
@@ -639,18 +510,18 @@ class TokenGuard:
                 503 and let the client retry after ``retry_after`` seconds.
         """
         now = self.clock()
-        # The hot path, inlined (a call costs ~10 % of a hit) and kept identical
-        # in verify(): keyed hash, dict read, time window, key still trusted.
-        # It is store.serves() spelled out. Anything else (misses, cached rejections,
-        # stale entries) goes to _miss.
-        key = entry = None
+        # The hot path, inlined (a call costs ~10 % of a hit): keyed hash, dict
+        # read, results.serves() spelled out. verify() holds the same lines;
+        # tests/test_results.py pins both to serves(). Anything else (misses,
+        # cached rejections, stale entries) goes to _verify_miss.
+        cache_key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
             outer = self._hash_outer.copy()
             outer.update(inner.digest())
-            key = outer.digest()
-            entry = self._cache_get(key)
+            cache_key = outer.digest()
+            entry = self._cache_get(cache_key)
             if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
                 hit = entry.claims
                 owner = entry.key_owner
@@ -662,12 +533,12 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
+            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
         except TokenError as exc:
-            self._rejected(token, exc)
+            log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
         return self._direct(token, claims) if self._direct_check else claims
 
@@ -684,14 +555,14 @@ class TokenGuard:
         """
         now = self.clock()
         # The hot path, as in verify_sync().
-        key = entry = None
+        cache_key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
             inner.update(token.encode("utf-8", "surrogateescape"))
             outer = self._hash_outer.copy()
             outer.update(inner.digest())
-            key = outer.digest()
-            entry = self._cache_get(key)
+            cache_key = outer.digest()
+            entry = self._cache_get(cache_key)
             if entry is not None and now < entry.cache_until and entry.valid_from <= now < entry.valid_until:
                 hit = entry.claims
                 owner = entry.key_owner
@@ -703,12 +574,12 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_or_flow(token, now, self._miss(token, now, key, entry), client)
+            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
         except TokenError as exc:
-            self._rejected(token, exc)
+            log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
         return self._direct(token, claims) if self._direct_check else claims
 
@@ -720,305 +591,41 @@ class TokenGuard:
         try:
             check_direct_verify(self, claims)
         except TokenError as exc:
-            self._rejected(token, exc)
+            log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
         return claims
 
-    def _verify_or_flow(
-        self, token: str, now: float, key: bytes, client: str | None
+    def _verify_miss(
+        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
     ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
-        """A miss: ``(claims, None)`` when the token could be verified on the
-        spot, else ``(None, the flow that verifies it)``."""
-        jws = self._jws_of(token)
-        if jws is not None:
-            claims = self._verify_at_hand(jws, key, now)
-            if claims is not None:
-                return claims, None
-        return None, self._verify_flow(token, jws, key, now, client)
+        """After the inlined hit failed: ``(claims, None)`` when the token was
+        verified on the spot, else ``(None, the flow that verifies it)``.
 
-    def _jws_of(self, token: str) -> UnverifiedJWS | None:
-        """``token`` parsed as a JWS, or ``None`` when it is not one (an opaque token).
+        ``cache_key`` and ``entry`` are the token's cache key and what the
+        cache held under it, both ``None`` when the token is oversized.
 
         Raises:
-            InvalidToken: it is malformed and nothing but local verification could accept it.
+            InvalidToken: the token is oversized, its rejection is cached, or it is refused now.
         """
-        if not looks_like_jws(token):
-            return None
-        try:
-            return parse_jws(token)
-        except InvalidToken:
-            # Opaque tokens may contain dots; let the custom verifier or
-            # introspection judge it.
-            if self._introspection is None and self._verifier is None:
-                raise
-            return None
+        if cache_key is None:
+            raise InvalidToken("token exceeds the maximum size")
+        if entry is not None:
+            self._router.retire(self._cache, cache_key, entry, now)
+        self._misses += 1
+        return self._router.verify_or_flow(token, now, cache_key, client)
 
-    def _verify_at_hand(self, jws: UnverifiedJWS, key: bytes, now: float) -> TokenClaims | None:
-        """The common case, with no flow to drive: a JWT of an issuer verified
-        with no upstream call, whose keys are at hand. ``None``: anything else,
-        for :meth:`_verify_flow`.
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``,
+        ``shared_cache_hit`` / ``_miss``, ``upstream_calls``, ``upstream_failures``...
+
+        Approximate under heavy concurrency (hot-path increments are not locked).
         """
-        iss = peek_issuer(jws)
-        runtime = self._at_hand.get(iss) if iss is not None else None
-        if runtime is None:
-            return None
-        keys = runtime.keys_at_hand(jws, now)
-        if keys is None:
-            return None
-        self._events["jwt_verified_locally"] += 1
-        claims, thumbprint = runtime.verify_now(jws, keys, now)
-        self._admit(claims)
-        self._store.keep(key, self._jwt_entry(claims, runtime, thumbprint, now, None), now)
-        return claims
+        return stats_of(self.metrics())
 
-    def _admit(self, claims: TokenClaims, *, check_text: bool = False) -> None:
-        """The checks every kind of verified claims passes (JWT, introspection, custom verifier).
-
-        ``check_text``: also refuse lone surrogates (RFC 7493 §2.1), for
-        claims that did not come through the strict JWT parser.
-
-        Raises:
-            InvalidToken: a sender-constrained token presented as Bearer, or
-                a claim that is not Unicode text.
-        """
-        if not self.proof_of_possession and "cnf" in claims:
-            check_not_sender_constrained(claims.get("cnf"))
-        if check_text and has_lone_surrogate(claims.to_dict()):
-            raise InvalidToken("malformed claims")
-
-    def _verify_flow(
-        self, token: str, jws: UnverifiedJWS | None, key: bytes, now: float, client: str | None
-    ) -> GuardFlow[TokenClaims]:
-        runtime = None
-        if jws is not None:
-            iss = peek_issuer(jws)
-            runtime = self._issuers.get(iss) if iss is not None else None
-        store = self._store
-        if runtime is not None:
-            assert jws is not None
-            # A revocation-checking guard verifies the signature itself (cheap)
-            # and shares only the introspection answer: a signature fact from
-            # a guard that does not check revocation must not spare the check.
-            fact_key = None
-            if store.shared is not None and store.shared.share_jwt_results and not runtime.config.check_revocation:
-                fact_key = store.fact_key(self._jwt_scopes[runtime.config.issuer], token)
-                found = yield from self._jwt_from_fact(fact_key, runtime, key, now)
-                if found is not None:
-                    return found
-            self._events["jwt_verified_locally"] += 1
-            claims, thumbprint = yield from runtime.verify_flow(jws, now)
-            self._admit(claims)
-            cache_until = None
-            if runtime.config.check_revocation and self._introspection is not None:
-                result = yield from self._introspect(token, key, now, client)
-                cache_until = now + result.ttl
-            entry = self._jwt_entry(claims, runtime, thumbprint, now, cache_until)
-            store.keep(key, entry, now)
-            if fact_key is not None:
-                yield from store.write_fact(fact_key, jwt_fact(jws.header, claims, thumbprint), entry.cache_until - now)
-            return claims
-        if self._verifier is not None:
-            fact_key = store.fact_key(self._verifier_scope, token) if store.shared is not None else None
-            if fact_key is not None:
-                fact = yield from store.read_fact(fact_key, "custom")
-                shared_answer = read_custom_fact(fact) if fact is not None else None
-                if shared_answer is not None:
-                    self._events["shared_cache_hit"] += 1
-                    return self._keep_custom(key, shared_answer, now)[0]
-                self._events["shared_cache_miss"] += 1
-            answer = yield CallVerifier(self._verifier, token)
-            if answer is not None:
-                claims, until = self._keep_custom(key, answer, now)
-                if fact_key is not None:
-                    assert isinstance(answer, Mapping)
-                    yield from store.write_fact(fact_key, custom_fact(answer), until - now)
-                return claims
-        if jws is not None and not self._may_introspect(peek_issuer(jws)):
-            diagnostics.issuer_unknown(jws.payload.get("iss"), self._trusted_issuers())
-            raise InvalidToken("untrusted issuer")
-        if self._introspection is None:
-            raise InvalidToken("token format not accepted")
-        result = yield from self._introspect(token, key, now, client)
-        opaque_claims = result.claims
-        assert opaque_claims is not None
-        self._admit(opaque_claims, check_text=True)
-        leeway = self._introspection.leeway
-        entry = CachedResult(
-            opaque_claims,
-            now + result.ttl,
-            valid_from=opaque_claims.nbf - leeway if opaque_claims.nbf is not None else _NEVER_BEFORE,
-            valid_until=opaque_claims.exp + leeway if opaque_claims.exp is not None else float("inf"),
-        )
-        store.keep(key, entry, now)
-        return opaque_claims
-
-    def _trusted_issuers(self) -> list[str]:
-        # For diagnostics: every issuer whose tokens this guard would accept.
-        extra = self._introspection.issuer if self._introspection is not None else None
-        return [*self._issuers, *([extra] if extra and extra not in self._issuers else [])]
-
-    def _jwt_from_fact(
-        self, fact_key: str, runtime: IssuerRuntime, key: bytes, now: float
-    ) -> GuardFlow[TokenClaims | None]:
-        """Claims from another process's signature fact, re-checked with this guard's policy.
-
-        ``None`` when there is no usable fact (the caller verifies afresh).
-
-        Raises:
-            InvalidToken: this guard's policy refuses the token.
-        """
-        fact = yield from self._store.read_fact(fact_key, "jwt")
-        if fact is None:
-            self._events["shared_cache_miss"] += 1
-            return None
-        claims, thumbprint = read_jwt_fact(fact, runtime.policy, now)
-        self._admit(claims)
-        entry = self._jwt_entry(claims, runtime, thumbprint, now, None)
-        # Judged against the keys this process trusts: a result signed by a
-        # key since withdrawn here is verified afresh.
-        if not serves(entry, now):
-            self._events["shared_cache_miss"] += 1
-            return None
-        self._events["shared_cache_hit"] += 1
-        self._store.keep(key, entry, now)
-        return claims
-
-    def _introspect(self, token: str, key: bytes, now: float, client: str | None) -> GuardFlow[IntrospectionResult]:
-        """The introspection answer about ``token``: shared by another process,
-        or asked for (one process at a time). An inactive answer is cached
-        briefly and raised.
-
-        Raises:
-            InvalidToken: the answer, re-checked with this guard's settings, refuses the token.
-            ServiceUnavailable: a rate limit refused the call, or the endpoint failed.
-        """
-        config = self._introspection
-        assert config is not None
-        store = self._store
-        fact_key = store.fact_key(self._introspection_scope, token)
-        result = None
-        leader = False
-        if store.shared is not None:
-            result = yield from self._introspection_from_fact(fact_key, now)
-            if result is None:
-                self._events["shared_cache_miss"] += 1
-        if result is None:
-            self._take_rate(client, now)
-            if store.shared is not None:
-                leader, result = yield from self._lead_or_wait(fact_key, now)
-        if result is None:
-            self._events["introspection"] += 1
-            try:
-                result = yield from introspect_flow(
-                    token,
-                    config,
-                    self._introspection_metadata,
-                    now,
-                    coalesce_key="POST introspect " + fact_key,
-                    keys_flow=self._introspection_keys,
-                )
-            except ServiceUnavailable:
-                if leader:
-                    yield from store.release(fact_key)
-                raise
-            except GeneratorExit:
-                # Cancelled mid-call: nothing may be yielded now. The Redis lock
-                # expires by itself; this process must just stop counting it as held.
-                store.forget_lock(fact_key)
-                raise
-            if store.shared is not None and result.answer is not None:
-                yield from store.write_fact(fact_key, introspection_fact(result.answer, now), result.ttl)
-            if leader:
-                yield from store.release(fact_key)
-        else:
-            self._events["shared_cache_hit"] += 1
-        if result.claims is None:
-            if result.ttl > 0:
-                store.keep(key, CachedResult(None, now + result.ttl, reason=result.reason), now)
-            raise InvalidToken(result.reason)
-        return result
-
-    def _introspection_from_fact(self, fact_key: str, now: float) -> GuardFlow[IntrospectionResult | None]:
-        config = self._introspection
-        assert config is not None
-        fact = yield from self._store.read_fact(fact_key, "introspection")
-        return read_introspection_fact(fact, config, now) if fact is not None else None
-
-    def _take_rate(self, client: str | None, now: float) -> None:
-        """Apply the introspection rate limits.
-
-        Raises:
-            ServiceUnavailable: a rate limit refused the call.
-        """
-        if self._rate.active:
-            wait = self._rate.take(client, now)
-            if wait is not None:
-                self._metrics.upstream("introspection", "rate_limited")
-                raise ServiceUnavailable(
-                    "too many introspection calls", retry_after=math.ceil(wait), reason="rate_limited"
-                )
-
-    def _lead_or_wait(self, fact_key: str, now: float) -> GuardFlow[tuple[bool, IntrospectionResult | None]]:
-        """With a shared store, elect one process to introspect ``fact_key``'s token
-        (see :meth:`ResultStore.lead_or_wait`).
-
-        Raises:
-            ServiceUnavailable: the elected process is still calling (the provider is slow).
-        """
-        config = self._introspection
-        assert config is not None
-
-        def accept(fact: dict[str, Any]) -> IntrospectionResult | None:
-            return read_introspection_fact(fact, config, now)
-
-        try:
-            return (yield from self._store.lead_or_wait(fact_key, "introspection", accept, self._upstream.deadline))
-        except ServiceUnavailable:
-            self._metrics.upstream("introspection", "lock_wait")
-            raise
-
-    def _keep_custom(self, key: bytes, answer: object, now: float) -> tuple[TokenClaims, float]:
-        """Claims from a custom verifier's answer (fresh or shared), kept in process; and until when."""
-        if not isinstance(answer, Mapping):
-            raise TypeError("a custom verifier must return a mapping of claims or None")
-        claims = TokenClaims(answer, token_type="custom")
-        self._admit(claims, check_text=True)
-        if claims.exp is not None and now >= claims.exp:
-            raise InvalidToken("token expired")
-        cache_until = now + self._verifier_cache_ttl
-        if claims.exp is not None:
-            cache_until = min(cache_until, claims.exp)
-        self._store.keep(key, CachedResult(claims, cache_until, valid_until=claims.exp or float("inf")), now)
-        return claims, cache_until
-
-    def _may_introspect(self, iss: str | None) -> bool:
-        config = self._introspection
-        if config is None:
-            return False
-        return config.issuer is None or iss is None or iss == config.issuer
-
-    @staticmethod
-    def _jwt_entry(
-        claims: TokenClaims, runtime: IssuerRuntime, thumbprint: str, now: float, cache_until: float | None
-    ) -> CachedResult:
-        """The cache entry of a verified JWT: valid until ``exp`` (and ``max_token_age``) plus leeway."""
-        policy = runtime.policy
-        leeway = policy.leeway
-        exp = claims.exp
-        valid_until = exp + leeway if exp is not None else now + _NO_EXP_CACHE_SECONDS
-        if policy.max_token_age is not None and claims.iat is not None:
-            valid_until = min(valid_until, claims.iat + policy.max_token_age + leeway)
-        nbf = claims.nbf
-        return CachedResult(
-            claims,
-            valid_until if cache_until is None else min(valid_until, cache_until),
-            nbf - leeway if nbf is not None else _NEVER_BEFORE,
-            valid_until,
-            "",
-            policy.issuer,
-            thumbprint,
-            runtime.key_owner,
-        )
+    def metrics(self) -> MetricsSnapshot:
+        """Every counter, upstream latency histogram and breaker state, copied at once."""
+        return self._metrics.snapshot(self._hits, self._misses, self._breakers.states())
 
     # ------------------------------------------------------------------ userinfo
 
@@ -1036,56 +643,21 @@ class TokenGuard:
         """
         claims = self.verify_sync(token)
         now = self.clock()
-        key, cached = self._userinfo_lookup(token, now)
+        cache_key, cached = self._userinfo.cached(token, now)
         if cached is not None:
             return cached
-        return run_sync(
-            self._userinfo_flow(token, claims, key, now), self._sync_client, self._sync_coalescer, self._upstream
-        )
+        flow = self._userinfo.flow(token, claims, cache_key, now)
+        return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
 
     async def userinfo(self, token: str) -> TokenClaims:
         """Async twin of :meth:`userinfo_sync`."""
         claims = await self.verify(token)
         now = self.clock()
-        key, cached = self._userinfo_lookup(token, now)
+        cache_key, cached = self._userinfo.cached(token, now)
         if cached is not None:
             return cached
-        return await run_async(
-            self._userinfo_flow(token, claims, key, now), self._async_client, self._async_coalescer, self._upstream
-        )
-
-    def _userinfo_lookup(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
-        # Its own key space: a hash of the token's verdict key, which no token
-        # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
-        # would then find T's UserInfo answer and take it for a verdict.)
-        key = hashlib.sha256(b"tokenguard userinfo v2\0" + self._hasher.cache_key(token)).digest()
-        entry = self._cache.get(key)
-        if entry is not None and now < entry.cache_until and entry.claims is not None:
-            return key, entry.claims
-        return key, None
-
-    def _userinfo_flow(self, token: str, claims: TokenClaims, key: bytes, now: float) -> GuardFlow[TokenClaims]:
-        metadata = self._metadata.get(claims.issuer or "")
-        if metadata is None and claims.token_type == "opaque":
-            metadata = self._introspection_metadata
-        if metadata is None:
-            raise ConfigurationError("no issuer metadata for this token: userinfo is unavailable")
-        endpoint = yield from metadata.endpoint_flow("userinfo_endpoint", now)
-        if endpoint is None:
-            raise ConfigurationError("the issuer's metadata has no userinfo_endpoint")
-        reply = yield HttpRequest(
-            "GET",
-            endpoint,
-            headers=(("Authorization", f"Bearer {token}"),),
-            coalesce_key="GET userinfo " + key.hex(),
-            purpose="userinfo",
-        )
-        info = interpret_userinfo(reply, claims)
-        cache_until = now + self._userinfo_cache_ttl
-        if claims.exp is not None:
-            cache_until = min(cache_until, claims.exp)
-        self._cache.set(key, CachedResult(info, cache_until))
-        return info
+        flow = self._userinfo.flow(token, claims, cache_key, now)
+        return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
 
     # ------------------------------------------------------------------ requests and scopes
 
@@ -1227,32 +799,11 @@ class TokenGuard:
             headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
         return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
 
-    # ------------------------------------------------------------------ HTTP clients
-
-    def _sync_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
-                client = self._client
-        return client
-
-    def _async_client(self) -> httpx.AsyncClient:
-        if self._given_async_client is not None:
-            return self._given_async_client
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            # One pool per event loop: connections cannot cross loops.
-            client = self._async_clients[loop] = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
-        return client
+    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Close the HTTP clients tokenguard created (sync side), and the shared store's."""
-        if self._own_client and self._client is not None:
-            self._client.close()
-            self._client = None
+        self._clients.close()
         close_store = getattr(self._shared, "close", None)
         if close_store is not None:
             close_store()
@@ -1260,13 +811,7 @@ class TokenGuard:
     async def aclose(self) -> None:
         """Close the HTTP clients tokenguard created, including this loop's async one."""
         self.close()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover - always called from a loop
-            return
-        client = self._async_clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        await self._clients.aclose()
         aclose_store = getattr(self._shared, "aclose", None)
         if aclose_store is not None:
             await aclose_store()
@@ -1286,39 +831,3 @@ class TokenGuard:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._issuers)) or "-"
         return f"TokenGuard(issuers=[{names}], introspection={self._introspection is not None})"
-
-
-def _jwt_scope(runtime: IssuerRuntime) -> str:
-    """Who establishes a JWT signature fact: the issuer and where its keys come from."""
-    config = runtime.config
-    static = ",".join(sorted(runtime.current_thumbprints))
-    return "\0".join(("jwt", config.issuer, config.jwks_uri or "", config.discovery_url or "", static))
-
-
-def _introspection_scope(config: Introspection) -> str:
-    """Who establishes an introspection fact: the endpoint (or its issuer) and the
-    client asking, since an authorization server may answer each client differently;
-    and whether the answer had to be signed (RFC 9701): a plain answer shared by a
-    guard that takes one must not stand in for the signed answer another requires."""
-    signed = "signed" if config.signed_answers else "plain"
-    return "\0".join(("introspection", config.endpoint or "", config.issuer or "", config.client_id, signed))
-
-
-def _canonical(value: object) -> object:
-    """``value`` as nested tuples with sets sorted: a stable input for the policy fingerprint."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (
-            type(value).__qualname__,
-            tuple(
-                (f.name, _canonical(getattr(value, f.name)))
-                for f in dataclasses.fields(value)
-                if f.name != "client_secret"
-            ),
-        )
-    if isinstance(value, frozenset | set):
-        return tuple(sorted(repr(_canonical(v)) for v in value))
-    if isinstance(value, Mapping):
-        return tuple(sorted((repr(k), repr(_canonical(v))) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_canonical(v) for v in value)
-    return value

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote_plus
 
 from . import diagnostics
-from ._http import Flow, HttpReply, HttpRequest
+from ._effects import Flow, HttpReply, HttpRequest
 from .claims import TokenClaims, numeric_date
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .scopes import DEFAULT_SCOPE_CLAIMS

@@ -10,7 +10,7 @@ from typing import Any
 from ._config import string_tuple
 from ._http import Flow
 from ._logtext import loggable
-from ._memo import remember
+from ._memo import HEADER_CHECKS_LIMIT, remember
 from .claims import TokenClaims, verified_jwt_claims
 from .errors import ConfigurationError
 from .jwt import (
@@ -253,4 +253,4 @@ class IssuerRuntime:
 
 
 _MAX_REMEMBERED_HEADER = 512
-_REMEMBERED_HEADERS = 64
+_REMEMBERED_HEADERS = HEADER_CHECKS_LIMIT

@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import diagnostics
-from ._memo import remember
+from ._memo import JOSE_HEADERS_LIMIT, remember
 from .claims import _MAX_EXACT_INT, TokenClaims, numeric_date, verified_jwt_claims
 from .errors import ConfigurationError, InvalidToken
 from .keys import ASYMMETRIC_ALGORITHMS, SUPPORTED_ALGORITHMS, KeySet
@@ -196,7 +196,7 @@ def looks_like_jws(token: str) -> bool:
 # Headers repeat across an issuer's tokens (same alg, kid, typ): keep the last
 # few parsed ones. Keyed by the exact encoded bytes, so a hit is the same parse.
 _HEADER_MEMO: dict[str, Mapping[str, Any]] = {}
-_HEADER_MEMO_SIZE = 64
+_HEADER_MEMO_SIZE = JOSE_HEADERS_LIMIT
 
 
 def _header(header_b64: str) -> Mapping[str, Any]:

@@ -33,7 +33,7 @@ from .errors import ConfigurationError
 from .response import PublicCachePolicy
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
 
 __all__ = ["AdapterOptions", "has_dot_segment", "path_in_app", "resolve_options"]
 

@@ -27,13 +27,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import diagnostics
-from ._http import Flow, run_async, run_sync
+from ._effects import Flow
+from ._runner import run_async, run_sync
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .introspection import build_introspection_request, interpret_introspection
 from .keys import KeySet
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
 
 __all__ = ["NotReady", "ReadinessCheck", "ReadinessReport", "check", "check_sync"]
 

@@ -40,7 +40,7 @@ from .replay import replay_key
 from .sender_config import judged_with_request
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
     from .options import AdapterOptions
 
 __all__ = [

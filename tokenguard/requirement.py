@@ -1,8 +1,11 @@
 """A route's scope requirement bound to a guard: a FastAPI dependency.
 
 FastAPI inspects a dependency's signature to know what to inject. The
-signature is built on first inspection (:attr:`Requirement.__signature__`),
-so this module imports no framework until FastAPI actually looks.
+signature is built on first inspection (:attr:`Requirement.__signature__`,
+:func:`dependency_signature`), so this module imports no framework until
+FastAPI actually looks, and no tokenguard adapter ever: ``guard.requires()``
+returns one without the core reaching into ``tokenguard.fastapi``, which
+re-exports the FastAPI pieces defined here.
 
 Two requirements made with the same arguments on the same guard compare equal
 and hash alike, so ``app.dependency_overrides[guard.requires("read")]`` finds
@@ -22,15 +25,93 @@ from .scopes import ScopeRequirement
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
 
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
     from .route_policy import RoutePolicy
 
-__all__ = ["ModelRequirement", "Requirement"]
+__all__ = [
+    "ModelRequirement",
+    "Requirement",
+    "dependency_signature",
+    "model_dependency_signature",
+    "openapi_bearer_scheme",
+]
 
 #: Where the ASGI middleware leaves the verified claims (``None``: no token).
 SCOPE_KEY = "tokenguard"
 
 M = TypeVar("M")
+
+#: The OpenAPI HTTP Bearer scheme, built on first use (it is a FastAPI object).
+_bearer_scheme: Any = None
+
+
+def openapi_bearer_scheme() -> Any:
+    """The HTTP Bearer scheme every requirement declares, for OpenAPI only.
+
+    tokenguard, not FastAPI, finds the token and renders the RFC 6750 answer,
+    so the scheme reads nothing. It takes an ``HTTPConnection`` (not a
+    ``Request``) so that it resolves on WebSocket routes too. One object per
+    process, built on first use: importing it imports FastAPI.
+    """
+    global _bearer_scheme
+    if _bearer_scheme is None:
+        from fastapi.security import HTTPBearer
+        from starlette.requests import HTTPConnection as Connection
+
+        class _BearerScheme(HTTPBearer):
+            async def __call__(self, connection: Connection) -> None:
+                return None
+
+        # Real objects, not the strings ``from __future__ import annotations``
+        # leaves: FastAPI resolves string annotations in this module's globals.
+        _BearerScheme.__call__.__annotations__ = {"connection": Connection, "return": None}
+        _bearer_scheme = _BearerScheme(
+            scheme_name="BearerToken",
+            description="An OAuth 2.0 access token (RFC 6750). Paste the token without the 'Bearer ' prefix.",
+            auto_error=False,
+        )
+    return _bearer_scheme
+
+
+def dependency_signature(requirement: Requirement) -> inspect.Signature:
+    """The signature FastAPI sees for a :class:`Requirement`.
+
+    ``credentials`` declares the bearer scheme with the requirement's scopes
+    (so OpenAPI lists them); ``security_scopes`` receives the scopes declared
+    around the dependency with ``Security(..., scopes=[...])``, which the
+    requirement enforces too.
+    """
+    from fastapi import Security
+    from fastapi.security import SecurityScopes
+    from starlette.requests import HTTPConnection as Connection
+
+    return inspect.Signature(
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Connection),
+            inspect.Parameter("security_scopes", inspect.Parameter.KEYWORD_ONLY, annotation=SecurityScopes),
+            inspect.Parameter(
+                "credentials",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=Security(openapi_bearer_scheme(), scopes=list(requirement.scopes.scopes)),
+                annotation=Any,
+            ),
+        ],
+        return_annotation=Any,
+    )
+
+
+def model_dependency_signature(requirement: Requirement) -> inspect.Signature:
+    """The signature FastAPI sees for ``requirement.model(...)``: the claims come from ``requirement``."""
+    from fastapi import Security
+    from starlette.requests import HTTPConnection as Connection
+
+    return inspect.Signature(
+        [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Connection),
+            inspect.Parameter("claims", inspect.Parameter.KEYWORD_ONLY, default=Security(requirement), annotation=Any),
+        ],
+        return_annotation=Any,
+    )
 
 
 async def claims_for_connection(guard: TokenGuard, connection: HTTPConnection) -> TokenClaims:
@@ -194,8 +275,6 @@ class Requirement:
 
     @property
     def __signature__(self) -> inspect.Signature:
-        from .fastapi import dependency_signature
-
         return dependency_signature(self)
 
 
@@ -243,6 +322,4 @@ class ModelRequirement(Generic[M]):
     def __signature__(self) -> inspect.Signature:
         # The claims come from the requirement as a sub-dependency, so an
         # override of ``guard.requires(...)`` in tests applies here too.
-        from .fastapi import model_dependency_signature
-
         return model_dependency_signature(self.requirement)

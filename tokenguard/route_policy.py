@@ -17,7 +17,7 @@ from .errors import ConfigurationError, InvalidToken, TokenError
 from .stepup import StepUpRequirement
 
 if TYPE_CHECKING:
-    from .guard import TokenGuard
+    from ._guardlike import GuardLike as TokenGuard
     from .request_auth import RequestVerdict
 
 __all__ = ["RoutePolicy"]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._memo import remember
+from ._memo import SCOPE_STRINGS_LIMIT, remember
 from .errors import ConfigurationError, InsufficientScope
 
 __all__ = [
@@ -34,7 +34,7 @@ DEFAULT_SCOPE_CLAIMS: tuple[str, ...] = ("scope", "scp")
 # cached token. Bounded, and only for strings of ordinary length, so hostile
 # tokens cannot grow it without limit.
 _PARSED: dict[str, frozenset[str]] = {}
-_PARSED_MAX_ENTRIES = 4096
+_PARSED_MAX_ENTRIES = SCOPE_STRINGS_LIMIT
 _PARSED_MAX_LENGTH = 1024
 
 

@@ -19,8 +19,8 @@ from .mtls import MTLSSettings
 from .resource_metadata import ProtectedResourceMetadata
 
 if TYPE_CHECKING:
-    from ._http import Flow
-    from .guard import TokenGuard
+    from ._effects import Flow
+    from ._guardlike import GuardLike as TokenGuard
     from .introspection import Introspection
     from .issuer import IssuerRuntime
     from .keys import KeySet

@@ -2,7 +2,7 @@
 
 Strategy: the flows in ``guard.py`` and ``sources.py`` never call a shared
 store. They *yield* the effects below (``SharedGet``, ``SharedSet``...), as
-they yield HTTP requests, and the runners in ``_http.py`` carry them out with
+they yield HTTP requests, and the runners in ``_runner.py`` carry them out with
 the store's blocking or asyncio methods. So the same flow serves WSGI and
 ASGI, and a guard without a shared store pays nothing: the effects are not
 even yielded.
@@ -37,16 +37,14 @@ strength of each other's checks.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
-import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from ._effects import Flow, HttpReply, SharedAdd, SharedDelete, SharedGet, SharedSet, SharedWait
 from ._envelope import Envelope
-from ._http import Flow, HttpReply, SharedEffect
 from .cache import CachedResult
 from .claims import TokenClaims
 from .errors import ServiceUnavailable
@@ -73,12 +71,9 @@ __all__ = [
     "still_busy",
 ]
 
-#: Poll interval while waiting for another process's result.
-_POLL_SECONDS = 0.02
 #: A waiter whose winner failed within this many seconds of its wait retries
-#: the call itself; later, it answers 503. So a waiter's whole wait stays
-#: within the upstream deadline plus this.
-RETRY_BUDGET = 1.0
+#: the call itself; later, it answers 503 (:attr:`SharedWait.retry_budget`).
+RETRY_BUDGET = SharedWait.retry_budget
 
 
 @runtime_checkable
@@ -198,126 +193,8 @@ def lock_key(key: str) -> str:
 
 
 # ---------------------------------------------------------------------- effects
-
-
-class SharedGet(SharedEffect):
-    """Read ``key``; the flow receives the bytes or ``None``."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def run_sync(self, store: SharedStore) -> bytes | None:
-        return store.get_sync(self.key)
-
-    async def run(self, store: SharedStore) -> bytes | None:
-        return await store.get(self.key)
-
-
-class SharedSet(SharedEffect):
-    """Write ``key`` for ``ttl`` seconds; the flow receives ``None``."""
-
-    __slots__ = ("key", "ttl", "value")
-
-    def __init__(self, key: str, value: bytes, ttl: float) -> None:
-        self.key = key
-        self.value = value
-        self.ttl = ttl
-
-    def run_sync(self, store: SharedStore) -> None:
-        store.set_sync(self.key, self.value, self.ttl)
-
-    async def run(self, store: SharedStore) -> None:
-        await store.set(self.key, self.value, self.ttl)
-
-
-class SharedAdd(SharedEffect):
-    """Write ``key`` only if absent (a lock); the flow receives whether it did."""
-
-    __slots__ = ("key", "ttl")
-    default = True
-
-    def __init__(self, key: str, ttl: float) -> None:
-        self.key = key
-        self.ttl = ttl
-
-    def run_sync(self, store: SharedStore) -> bool:
-        return store.add_sync(self.key, b"1", self.ttl)
-
-    async def run(self, store: SharedStore) -> bool:
-        return await store.add(self.key, b"1", self.ttl)
-
-
-class SharedDelete(SharedEffect):
-    """Remove ``key``; the flow receives ``None``."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def run_sync(self, store: SharedStore) -> None:
-        store.delete_sync(self.key)
-
-    async def run(self, store: SharedStore) -> None:
-        await store.delete(self.key)
-
-
-class SharedWait(SharedEffect):
-    """Poll ``key`` until ``accept(value)`` holds; receive ``(value, False)``, or
-    ``(None, busy)``.
-
-    Used by the processes that lost the lock race while the winner calls the
-    provider and stores its answer under ``key``. Gives up after ``timeout``
-    or as soon as the lock is gone without an acceptable value (the winner
-    failed). ``busy`` says the caller should answer 503 rather than call the
-    provider itself: the winner is still calling, or took more than
-    :data:`RETRY_BUDGET` to fail (the provider is slow; a second call would
-    add load and, bounded by the same deadline, keep this request waiting
-    past it). A winner that failed fast leaves the caller free to retry once.
-    """
-
-    __slots__ = ("accept", "key", "lock", "timeout")
-    default = (None, False)
-
-    def __init__(self, key: str, lock: str, timeout: float, accept: Callable[[bytes], bool] = bool) -> None:
-        self.key = key
-        self.lock = lock
-        self.timeout = timeout
-        self.accept = accept
-
-    def run_sync(self, store: SharedStore) -> tuple[bytes | None, bool]:
-        started = time.monotonic()
-        while True:
-            value = store.get_sync(self.key)
-            if value is not None and self.accept(value):
-                return value, False
-            held = store.get_sync(self.lock) is not None
-            waited = time.monotonic() - started
-            if waited >= self.timeout or not held:
-                # The winner stores its answer, then releases the lock: both may
-                # have happened between the two reads above.
-                value = store.get_sync(self.key)
-                if value is not None and self.accept(value):
-                    return value, False
-                return None, held or waited >= RETRY_BUDGET
-            time.sleep(_POLL_SECONDS)
-
-    async def run(self, store: SharedStore) -> tuple[bytes | None, bool]:
-        started = time.monotonic()
-        while True:
-            value = await store.get(self.key)
-            if value is not None and self.accept(value):
-                return value, False
-            held = await store.get(self.lock) is not None
-            waited = time.monotonic() - started
-            if waited >= self.timeout or not held:
-                value = await store.get(self.key)
-                if value is not None and self.accept(value):
-                    return value, False
-                return None, held or waited >= RETRY_BUDGET
-            await asyncio.sleep(_POLL_SECONDS)
+# SharedGet, SharedSet, SharedAdd, SharedDelete and SharedWait are pure data in
+# ``_effects.py`` (re-exported here); ``_runner.py`` performs them.
 
 
 def still_busy(what: str) -> ServiceUnavailable:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ._http import HttpReply
+from ._effects import HttpReply
 from .errors import InvalidToken, ServiceUnavailable
 from .jwt import parse_jws
 

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import diagnostics
-from ._http import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
+from ._effects import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
@@ -368,6 +368,8 @@ class JWKSSource:
         self.last_error = "signing keys unavailable"
 
     def _needs_fetch(self, kid: str | None, now: float) -> bool:
+        """Whether :meth:`keys_flow` must fetch: the set is stale, or lacks ``kid``
+        and the unknown-kid cooldown allows a refetch. Reads only."""
         state = self.state
         if not state.is_fresh(now):
             return True
@@ -377,10 +379,7 @@ class JWKSSource:
         # cooldown, counted from the last refetch an unknown kid caused, so a
         # key rotated in right after a scheduled fetch is still seen at once.
         last = self._last_kid_refetch
-        if last is not None and now - last < self.settings.kid_refetch_cooldown:
-            return False
-        self._last_kid_refetch = now
-        return True
+        return last is None or now - last >= self.settings.kid_refetch_cooldown
 
     def keys_at_hand(self, kid: str | None, now: float) -> KeySet | None:
         """The key set if it is fresh and holds ``kid``: nothing to fetch or decide.
@@ -400,6 +399,9 @@ class JWKSSource:
             keys: KeySet = self.state.value
             return keys
         state = self.state
+        if state.is_fresh(now):
+            # Fresh, yet without the kid: this fetch is the cooldown's one unknown-kid refetch.
+            self._last_kid_refetch = now
         if not state.may_attempt(now, self.settings):
             if state.is_usable(now, self.settings):
                 keys = state.value

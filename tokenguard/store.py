@@ -28,12 +28,14 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from ._effects import Flow
 from ._hmac import KeyedHMAC
-from ._http import Flow
 from .cache import CacheBackend, CachedResult, TokenHasher
 from .facts import decode_fact
+from .results import capped, serves
 from .shared import SharedAdd, SharedDelete, SharedGet, SharedSet, SharedStore, SharedWait, lock_key, still_busy
 
+#: ``serves`` and ``capped`` live in ``results.py``; re-exported for older imports.
 __all__ = ["ResultStore", "capped", "policy_fingerprint", "serves"]
 
 T = TypeVar("T")
@@ -85,10 +87,10 @@ class ResultStore:
 
     # ------------------------------------------------------------------ in process
 
-    def keep(self, key: bytes, entry: CachedResult, now: float) -> None:
-        """Keep a verdict in process (for at most ``local_ttl`` in front of a shared store)."""
+    def keep(self, cache_key: bytes, entry: CachedResult, now: float) -> None:
+        """Keep a verdict in process under ``cache_key`` (for at most ``local_ttl`` in front of a shared store)."""
         shared = self.shared
-        self.local.set(key, entry if shared is None else capped(entry, now + shared.local_ttl))
+        self.local.set(cache_key, entry if shared is None else capped(entry, now + shared.local_ttl))
 
     # ------------------------------------------------------------------ shared facts
 
@@ -160,34 +162,3 @@ class ResultStore:
         if busy:
             raise still_busy(f"a {kind} call for this token")
         return False, None
-
-
-def serves(entry: CachedResult, now: float) -> bool:
-    """Whether a positive entry may answer now: inside its lifetime and time
-    window, and, for a JWT, its key still trusted (an empty set of trusted
-    fingerprints: this process has not loaded the keys yet, so the entry came
-    from the shared store; local results load them). The hit in
-    :meth:`TokenGuard.verify_sync` and :meth:`TokenGuard.verify` is this,
-    inlined."""
-    if not (now < entry.cache_until and entry.valid_from <= now < entry.valid_until):
-        return False
-    owner = entry.key_owner
-    if owner is None:
-        return entry.key_thumbprint is None  # not a JWT: no key to outlive
-    return entry.key_thumbprint in owner.current_thumbprints or not owner.current_thumbprints
-
-
-def capped(entry: CachedResult, until: float) -> CachedResult:
-    """``entry`` with its cache lifetime cut to ``until`` (the in-process level in front of a shared store)."""
-    if entry.cache_until <= until:
-        return entry
-    return CachedResult(
-        entry.claims,
-        until,
-        valid_from=entry.valid_from,
-        valid_until=entry.valid_until,
-        reason=entry.reason,
-        issuer=entry.issuer,
-        key_thumbprint=entry.key_thumbprint,
-        key_owner=entry.key_owner,
-    )

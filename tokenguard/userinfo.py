@@ -1,6 +1,7 @@
-"""OIDC UserInfo (OpenID Connect Core §5.3): interpreting the answer.
+"""OIDC UserInfo (OpenID Connect Core §5.3): the flow that asks, and interpreting the answer.
 
-No I/O, no framework imports, no clock reads.
+No I/O (the flow yields its request; the runners perform it), no framework
+imports, no clock reads.
 
 The request is a GET with the access token as Bearer credentials, to the
 ``userinfo_endpoint`` of the *configured* issuer that verified the token.
@@ -10,11 +11,89 @@ otherwise the answer must not be used (token substitution).
 
 from __future__ import annotations
 
-from ._http import HttpReply, json_object
-from .claims import TokenClaims
-from .errors import InvalidToken, ServiceUnavailable
+import hashlib
+from collections.abc import Mapping
 
-__all__ = ["interpret_userinfo"]
+from ._effects import GuardFlow, HttpReply, HttpRequest, json_object
+from .cache import CacheBackend, CachedResult, TokenHasher
+from .claims import TokenClaims
+from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
+from .sources import MetadataSource
+
+__all__ = ["UserinfoLookup", "interpret_userinfo"]
+
+
+class UserinfoLookup:
+    """The UserInfo answers of one guard: where to ask, and the answers kept.
+
+    Answers are cached under a hash of the token's keyed hash, a key space no
+    token's verdict reaches, for
+    ``ttl`` seconds, never past the token's ``exp``.
+
+    Args:
+        metadata: the configured issuers' metadata sources, by issuer.
+        introspection_metadata: the introspection issuer's, for opaque tokens.
+        cache: the guard's in-process cache.
+        hasher: the guard's token hasher.
+        ttl: how long an answer is reused.
+    """
+
+    __slots__ = ("cache", "hasher", "introspection_metadata", "metadata", "ttl")
+
+    def __init__(
+        self,
+        metadata: Mapping[str, MetadataSource],
+        introspection_metadata: MetadataSource | None,
+        cache: CacheBackend,
+        hasher: TokenHasher,
+        ttl: float,
+    ) -> None:
+        self.metadata = metadata
+        self.introspection_metadata = introspection_metadata
+        self.cache = cache
+        self.hasher = hasher
+        self.ttl = ttl
+
+    def cached(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
+        """The cache key of ``token``'s answer, and the answer when one is kept."""
+        # Its own key space: a hash of the token's verdict key, which no token
+        # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
+        # would then find T's UserInfo answer and take it for a verdict.)
+        cache_key = hashlib.sha256(b"tokenguard userinfo v2\0" + self.hasher.cache_key(token)).digest()
+        entry = self.cache.get(cache_key)
+        if entry is not None and now < entry.cache_until and entry.claims is not None:
+            return cache_key, entry.claims
+        return cache_key, None
+
+    def flow(self, token: str, claims: TokenClaims, cache_key: bytes, now: float) -> GuardFlow[TokenClaims]:
+        """Ask the token's issuer's ``userinfo_endpoint`` and keep the answer.
+
+        Raises:
+            InvalidToken: the endpoint refused the token, or answered for another subject.
+            ServiceUnavailable: the endpoint failed.
+            ConfigurationError: no metadata (hence no endpoint) for this token's issuer.
+        """
+        metadata = self.metadata.get(claims.issuer or "")
+        if metadata is None and claims.token_type == "opaque":
+            metadata = self.introspection_metadata
+        if metadata is None:
+            raise ConfigurationError("no issuer metadata for this token: userinfo is unavailable")
+        endpoint = yield from metadata.endpoint_flow("userinfo_endpoint", now)
+        if endpoint is None:
+            raise ConfigurationError("the issuer's metadata has no userinfo_endpoint")
+        reply = yield HttpRequest(
+            "GET",
+            endpoint,
+            headers=(("Authorization", f"Bearer {token}"),),
+            coalesce_key="GET userinfo " + cache_key.hex(),
+            purpose="userinfo",
+        )
+        info = interpret_userinfo(reply, claims)
+        cache_until = now + self.ttl
+        if claims.exp is not None:
+            cache_until = min(cache_until, claims.exp)
+        self.cache.set(cache_key, CachedResult(info, cache_until))
+        return info
 
 
 def interpret_userinfo(reply: HttpReply, token_claims: TokenClaims) -> TokenClaims:
