@@ -298,6 +298,33 @@ class ClientCredentialsAuth(httpx.Auth):
             raise self._discovery_failure(exc) from (self._discovery_cause or exc)
         self._metadata(document)
 
+    def _token_request(
+        self, refresh: AccessToken | None, grant: list[tuple[str, str]] | None
+    ) -> tuple[str, dict[str, list[str]], dict[str, str]]:
+        """Endpoint, form and headers of one token request (sync and async send them alike)."""
+        assert self.token_endpoint is not None
+        if grant is None:
+            form, headers = self._form(refresh, self.token_endpoint)
+        else:
+            form, headers = self._authenticate(grant, self.token_endpoint)
+        self.token_requests += 1
+        return self.token_endpoint, dict(_multi(form)), headers
+
+    def _token_answer(self, refresh: AccessToken | None, response: httpx.Response) -> AccessToken:
+        """The token endpoint's answer as an :class:`AccessToken` (refresh and ID tokens carried over)."""
+        assert self.token_endpoint is not None
+        return _carried(
+            refresh,
+            parse_token_response(
+                response.status_code,
+                _lower(response.headers),
+                response.content,
+                self._clock(),
+                no_store=self.no_store,
+                endpoint=self.token_endpoint,
+            ),
+        )
+
     def _request_sync(self, http: httpx.Client, previous: AccessToken | None) -> AccessToken:
         assert self.token_endpoint is not None
         if previous is not None and previous.refresh_token:
@@ -314,25 +341,10 @@ class ClientCredentialsAuth(httpx.Auth):
     def _post_sync(
         self, http: httpx.Client, refresh: AccessToken | None, grant: list[tuple[str, str]] | None = None
     ) -> AccessToken:
-        assert self.token_endpoint is not None
-        if grant is None:
-            form, headers = self._form(refresh, self.token_endpoint)
-        else:
-            form, headers = self._authenticate(grant, self.token_endpoint)
-        self.token_requests += 1
-        with _unreachable(self.token_endpoint):
-            response = http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return _carried(
-            refresh,
-            parse_token_response(
-                response.status_code,
-                _lower(response.headers),
-                response.content,
-                self._clock(),
-                no_store=self.no_store,
-                endpoint=self.token_endpoint,
-            ),
-        )
+        endpoint, data, headers = self._token_request(refresh, grant)
+        with _unreachable(endpoint):
+            response = http.post(endpoint, data=data, headers=headers)
+        return self._token_answer(refresh, response)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self.get_token_sync()
@@ -402,25 +414,10 @@ class ClientCredentialsAuth(httpx.Auth):
     async def _post_async(
         self, http: httpx.AsyncClient, refresh: AccessToken | None, grant: list[tuple[str, str]] | None = None
     ) -> AccessToken:
-        assert self.token_endpoint is not None
-        if grant is None:
-            form, headers = self._form(refresh, self.token_endpoint)
-        else:
-            form, headers = self._authenticate(grant, self.token_endpoint)
-        self.token_requests += 1
-        with _unreachable(self.token_endpoint):
-            response = await http.post(self.token_endpoint, data=dict(_multi(form)), headers=headers)
-        return _carried(
-            refresh,
-            parse_token_response(
-                response.status_code,
-                _lower(response.headers),
-                response.content,
-                self._clock(),
-                no_store=self.no_store,
-                endpoint=self.token_endpoint,
-            ),
-        )
+        endpoint, data, headers = self._token_request(refresh, grant)
+        with _unreachable(endpoint):
+            response = await http.post(endpoint, data=data, headers=headers)
+        return self._token_answer(refresh, response)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = await self.get_token()
