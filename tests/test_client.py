@@ -505,3 +505,24 @@ def test_short_lived_tokens_are_reused_for_half_their_life(issuer: LocalIssuer) 
     assert auth.get_token_sync() is not first
     assert auth.token_requests == 2
     assert not parse_token_response(200, {}, b'{"access_token":"a","token_type":"Bearer"}', 0).needs_refresh(1e12, 30)
+
+
+def test_credentials_in_a_token_endpoint_url_never_reach_a_log_or_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user:password@ or query secret in a configured endpoint URL stays out of tokenguard's log records
+    and error messages (httpx's own INFO line prints request URLs as they are)."""
+    with LocalIssuer(algorithms=("RS256",)) as server:
+        host = server.token_endpoint.split("://", 1)[1]
+        url = f"http://svc:hunter2@{host}?key=hunter2"
+        auth = ClientCredentialsAuth("svc", "wrong-secret", token_endpoint=url)
+        with caplog.at_level("DEBUG"), pytest.raises(TokenEndpointError):
+            auth.get_token_sync()
+    refused = [r for r in caplog.records if getattr(r, "reason", None) == "client_auth_failed"]
+    assert refused, "the 401 is logged as our credentials' fault"
+    ours = [r for r in caplog.records if r.name.startswith("tokenguard")]
+    assert not any("hunter2" in r.getMessage() or "hunter2" in str(r.__dict__) for r in ours)
+    closed = f"http://svc:hunter2@127.0.0.1:{_closed_port()}/token?key=hunter2"
+    with pytest.raises(TokenEndpointUnreachable) as info:
+        ClientCredentialsAuth("svc", "secret", token_endpoint=closed).get_token_sync()
+    assert "hunter2" not in str(info.value)

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenguard._logtext import loggable
+from tokenguard._logtext import loggable, public_url
 
 
 def test_control_characters_are_escaped() -> None:
@@ -27,3 +27,14 @@ def test_output_is_one_printable_ascii_line(text: str) -> None:
     out = loggable(text, limit=50)
     assert out.isascii() and out.isprintable()
     assert len(out) <= 50 * 10 + 20
+
+
+def test_public_url_drops_credentials_and_query() -> None:
+    assert public_url("https://svc:s3cret@idp.example/token?key=s3cret") == "https://idp.example/token"
+    assert public_url("https://idp.example/a@b") == "https://idp.example/a@b"  # an @ in the path is not userinfo
+
+
+@given(st.text(alphabet="abc:@/?=", max_size=40))
+def test_public_url_never_keeps_userinfo_or_query(tail: str) -> None:
+    out = public_url("https://user:pw@host/" + tail)
+    assert "?" not in out and "user:pw" not in out

@@ -9,7 +9,7 @@ Raw tokens and secrets never reach a log line at all, escaped or not.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_LOG_TEXT_LIMIT", "loggable"]
+__all__ = ["DEFAULT_LOG_TEXT_LIMIT", "loggable", "public_url"]
 
 #: Characters of attacker-chosen text kept in one log field; enough to tell
 #: two issuers or paths apart, small enough that a flood cannot fill a disk.
@@ -40,3 +40,18 @@ def _escape_char(char: str) -> str:
     if char.isascii() and char.isprintable():
         return char
     return char.encode("unicode_escape").decode("ascii")
+
+
+def public_url(url: str) -> str:
+    """``url`` without its query and without any ``user:password@``, as logs and telemetry show it.
+
+    A configured endpoint URL may carry credentials in its authority or
+    secrets in its query (some token services take them there); neither may
+    reach a log record, a metric label or an error message.
+    """
+    url = url.split("?", 1)[0]
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if separator and "@" in authority:
+        url = f"{scheme}://{authority.rsplit('@', 1)[1]}{slash}{path}"
+    return url

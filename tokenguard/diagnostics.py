@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._logtext import loggable
+from ._logtext import loggable, public_url
 
 __all__ = [
     "DIAGNOSTIC_INTERVAL",
@@ -240,6 +240,7 @@ def metadata_issuer_mismatch(where: str, configured: str, presented: object) -> 
 
 def client_auth_failed(purpose: str, endpoint: str, status: int) -> None:
     """An introspection or token endpoint refused this API's own client credentials."""
+    endpoint = public_url(endpoint)  # never a user:password@ or query secret in a log record
     _emit(
         logging.ERROR,
         "client_auth_failed",
@@ -259,12 +260,13 @@ def upstream_failed(purpose: str, url: str, error: BaseException | str) -> None:
         if len(_failures) >= _MAX_REASONS:
             _failures.clear()
         _failures[url] = (_clock(), loggable(detail, 200))
+    shown = loggable(public_url(url))  # never a user:password@ or query secret in a log record
     _emit(
         logging.ERROR,
         "upstream_failed",
-        f"{purpose} request to {loggable(url)} failed: {loggable(detail, 200)}",
-        configured=loggable(url),
-        url=loggable(url),
+        f"{purpose} request to {shown} failed: {loggable(detail, 200)}",
+        configured=shown,
+        url=shown,
         error=loggable(detail, 200),
         purpose=purpose,
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import diagnostics
 from ._effects import HttpReply, HttpRequest
+from ._logtext import public_url
 from .errors import ServiceUnavailable
 from .telemetry import upstream_span
 
@@ -120,12 +121,7 @@ def endpoint_of(url: str) -> str:
     # Breakers, span attributes and metric labels go by endpoint: without the
     # query (variable, it would split one upstream into many) and without any
     # user:password@ a configured URL may carry, which must not reach telemetry.
-    url = url.split("?", 1)[0]
-    scheme, separator, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if separator and "@" in authority:
-        url = f"{scheme}://{authority.rsplit('@', 1)[1]}{slash}{path}"
-    return url
+    return public_url(url)
 
 
 class ObservedCall:

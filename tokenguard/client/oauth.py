@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args
 import httpx
 
 from .._http import Flow, HttpRequest, fetch_async, fetch_sync
+from .._logtext import public_url
 from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
 from ..sources import FetchSettings, MetadataSource, check_url
@@ -71,7 +72,7 @@ def _unreachable(endpoint: str) -> Iterator[None]:
     try:
         yield
     except httpx.TransportError as exc:
-        raise TokenEndpointUnreachable(f"{endpoint} could not be reached ({type(exc).__name__})") from exc
+        raise TokenEndpointUnreachable(f"{public_url(endpoint)} could not be reached ({type(exc).__name__})") from exc
 
 
 class ClientCredentialsAuth(httpx.Auth):
