@@ -27,11 +27,20 @@ def server() -> Iterator[LocalIssuer]:
 
 
 def answer(**members: Any) -> bytes:
-    # Built at collection time (parametrize): a day's lifetime, so a whole-suite run longer than a
-    # few minutes does not reach these tests with answers already expired ("token expired").
+    """An introspection answer issued now, with a day's lifetime, ``members`` added."""
     now = int(time.time())
     document = {"active": True, "sub": "user-1", "aud": API, "iat": now, "exp": now + 86400, **members}
     return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
+
+
+def built(body: bytes | dict[str, Any]) -> bytes:
+    """A parameter as the answer's bytes: raw bytes as they are, members through answer().
+
+    Parameters carry members, not finished answers: answers built at collection time would
+    carry the collection's clock in their test ids, and parallel workers collecting at
+    different seconds would disagree on the test list.
+    """
+    return body if isinstance(body, bytes) else answer(**body)
 
 
 def verify(server: LocalIssuer, body: bytes, flavour: str) -> TokenClaims:
@@ -59,32 +68,34 @@ def verify(server: LocalIssuer, body: bytes, flavour: str) -> TokenClaims:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (answer(token_type="refresh_token"), "not an access token"),
-        (answer(token_type="id_token"), "not an access token"),
-        (answer(token_type=["Bearer"]), "not an access token"),
-        (answer(token_use="refresh_token"), "not an access token"),
+        (dict(token_type="refresh_token"), "not an access token"),
+        (dict(token_type="id_token"), "not an access token"),
+        (dict(token_type=["Bearer"]), "not an access token"),
+        (dict(token_use="refresh_token"), "not an access token"),
         (b'{"active": true, "active": false, "sub": "u"}', "malformed introspection answer"),
         (b'{"active": false, "sub": "u", "active": true}', "malformed introspection answer"),
         (b'{"active": true, "sub": "u", "sub": "admin"}', "malformed introspection answer"),
-        (answer(nbf="yesterday"), "malformed nbf"),
-        (answer(iat="2024-01-01"), "malformed iat"),
-        (answer(iat=True), "malformed iat"),
-        (answer(exp="soon"), "malformed exp"),
-        (answer(aud="https://admin.api"), "wrong audience"),
-        (answer(aud=["https://admin.api", "https://other.api"]), "wrong audience"),
-        (answer(aud=[]), "wrong audience"),
-        (answer(aud=42), "wrong audience"),
+        (dict(nbf="yesterday"), "malformed nbf"),
+        (dict(iat="2024-01-01"), "malformed iat"),
+        (dict(iat=True), "malformed iat"),
+        (dict(exp="soon"), "malformed exp"),
+        (dict(aud="https://admin.api"), "wrong audience"),
+        (dict(aud=["https://admin.api", "https://other.api"]), "wrong audience"),
+        (dict(aud=[]), "wrong audience"),
+        (dict(aud=42), "wrong audience"),
         # RFC 9449 §6.2: "DPoP" names a bound token only with its cnf key...
-        (answer(token_type="DPoP"), "not an access token"),
-        (answer(token_type="DPoP", cnf="jkt"), "not an access token"),
+        (dict(token_type="DPoP"), "not an access token"),
+        (dict(token_type="DPoP", cnf="jkt"), "not an access token"),
         # ...and a bound token is still refused by a guard without DPoP (§7.2).
-        (answer(token_type="DPoP", cnf={"jkt": "0" * 43}), "sender-constrained token presented as a bearer"),
+        (dict(token_type="DPoP", cnf={"jkt": "0" * 43}), "sender-constrained token presented as a bearer"),
     ],
 )
-def test_strict_answers_are_refused(server: LocalIssuer, body: bytes, reason: str, flavour: str) -> None:
+def test_strict_answers_are_refused(
+    server: LocalIssuer, body: bytes | dict[str, Any], reason: str, flavour: str
+) -> None:
     """Each hostile or malformed answer is a 401 invalid_token with a clear reason."""
     with pytest.raises(InvalidToken, match=reason) as refused:
-        verify(server, body, flavour)
+        verify(server, built(body), flavour)
     assert refused.value.status_code == 401
 
 
@@ -93,18 +104,18 @@ def test_strict_answers_are_refused(server: LocalIssuer, body: bytes, reason: st
 @pytest.mark.parametrize(
     "body",
     [
-        answer(token_type="Bearer"),
-        answer(token_type="bearer"),
-        answer(token_type="access_token"),
-        answer(token_type="urn:ietf:params:oauth:token-type:access_token"),
-        answer(token_use="access_token"),
-        answer(aud=None),  # RFC 7662: aud is optional
-        answer(aud=["https://other.api", API]),
+        dict(token_type="Bearer"),
+        dict(token_type="bearer"),
+        dict(token_type="access_token"),
+        dict(token_type="urn:ietf:params:oauth:token-type:access_token"),
+        dict(token_use="access_token"),
+        dict(aud=None),  # RFC 7662: aud is optional
+        dict(aud=["https://other.api", API]),
     ],
 )
-def test_access_token_answers_are_accepted(server: LocalIssuer, body: bytes, flavour: str) -> None:
+def test_access_token_answers_are_accepted(server: LocalIssuer, body: dict[str, Any], flavour: str) -> None:
     """Access-token types, and answers without aud, are accepted."""
-    assert verify(server, body, flavour).subject == "user-1"
+    assert verify(server, built(body), flavour).subject == "user-1"
 
 
 @pytest.mark.integration
