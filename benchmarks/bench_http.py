@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.new_tokens, args.rounds = 2, 2000, 1
+        args.seconds, args.new_tokens, args.rounds = 1, 1000, 1
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -243,6 +243,12 @@ def main() -> None:
             rows.append({"stack": stack, "mode": mode, "tokens": tokens_kind, **median, "rps_runs": rps_runs})
     for row in rows:
         bare = next(r for r in rows if r["stack"] == row["stack"] and r["mode"] == "bare")
+        if not (row["rps"] > 0 and bare["rps"] > 0):
+            # A run that completed no request (an overloaded machine, a server
+            # that failed) has no overhead to report; say so instead of dividing by 0.
+            row["overhead_us"] = row["rps_vs_bare"] = float("nan")
+            row["overhead_vs_floor"] = float("nan")
+            continue
         row["overhead_us"] = round(1e6 / row["rps"] - 1e6 / bare["rps"], 1)
         row["rps_vs_bare"] = round(row["rps"] / bare["rps"], 3)
         row["overhead_vs_floor"] = round(row["overhead_us"] / floor, 2)

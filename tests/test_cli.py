@@ -1,8 +1,11 @@
-"""The ``tokenguard`` command, run through its installed entry point against the loopback issuer."""
+"""The ``tokenguard`` command against the loopback issuer: main() in process, and the installed entry point."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -18,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenguard import InvalidToken, TokenGuard
-from tokenguard.cli import inspect_token, relative
+from tokenguard.cli import inspect_token, main, relative
 from tokenguard.testing import LocalIssuer
 
 pytestmark = pytest.mark.integration
@@ -30,16 +33,51 @@ AUDIENCE = "https://api.test"
 def tokenguard(
     *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script."""
+    """Run the command in this process: ``main()`` with its output, errors and environment captured.
+
+    The installed console script and ``python -m tokenguard`` are run as real
+    processes by the tests named after them; the rest call the same ``main()``
+    the script calls, without paying for a new interpreter each time.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args), out=out, stdin=io.StringIO(stdin or ""))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def installed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a process."""
     assert ENTRY_POINT.exists(), "pip install -e . installs the tokenguard console script"
-    return subprocess.run(
-        [str(ENTRY_POINT), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    return subprocess.run([str(ENTRY_POINT), *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_installed_console_script(shared_issuer: LocalIssuer) -> None:
+    """The console script pip installs runs main(): a valid token verifies, exit 0, JSON on stdout."""
+    token = shared_issuer.issue(scope="read", audience=AUDIENCE)
+    result = installed("verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--json", "-", stdin=token)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["valid"] is True
+    refused = installed("inspect", "not-a-jwt-at-all")
+    assert refused.returncode == 1
+    assert "not a JWT" in refused.stdout
+
+
+def test_main_leaves_logging_as_it_found_it() -> None:
+    """main() may run inside another program: the package logger's handlers, level and propagation come back."""
+    logger = logging.getLogger("tokenguard")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    for args in (("inspect", "x.y"), ("-v", "inspect", "x.y")):
+        tokenguard(*args)
+        assert (list(logger.handlers), logger.level, logger.propagate) == before
 
 
 def test_inspect_shows_claims_and_what_looks_wrong(shared_issuer: LocalIssuer) -> None:

@@ -685,13 +685,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
     stdin = stdin or sys.stdin
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command reports what it found itself; log records would repeat it on
+    # stderr, so they are shown only with --verbose. The logger is put back as
+    # it was on the way out: main() may run inside another program.
     package_logger = logging.getLogger("tokenguard")
+    saved = package_logger.propagate, package_logger.level
+    handler: logging.Handler = logging.NullHandler()
     if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    else:
-        # The command reports what it found itself; log records would repeat it on stderr.
-        package_logger.addHandler(logging.NullHandler())
-        package_logger.propagate = False
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(handler)
+    package_logger.propagate = False
     try:
         code: int = args.run(args, out, stdin)
         return code
@@ -703,3 +708,6 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, stdin:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.propagate, package_logger.level = saved
