@@ -1,6 +1,6 @@
 """Circuit breakers for upstream endpoints: stop calling a server that keeps failing.
 
-No I/O and no clock reads: callers pass ``now``. The runners in ``_http.py``
+No I/O and no clock reads: callers pass ``now``. The runners in ``_runner.py``
 ask :meth:`CircuitBreaker.admit` before each upstream call and report the
 outcome with :meth:`~CircuitBreaker.succeeded` / :meth:`~CircuitBreaker.failed`.
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._config import string_tuple
-from ._http import Flow
+from ._effects import Flow
 from ._logtext import loggable
 from ._memo import HEADER_CHECKS_LIMIT, remember
 from .claims import TokenClaims, verified_jwt_claims

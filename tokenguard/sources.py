@@ -4,7 +4,7 @@ Strategy: each fetched document has a :class:`DocumentState`, an immutable
 snapshot replaced on every transition (``fetched``, ``failed``); decisions are
 pure functions of the snapshot and ``now``. The flows (``metadata_flow``,
 ``keys_flow``) yield HTTP requests and apply replies; the runners in
-``_http.py`` coalesce concurrent fetches of the same URL.
+``_runner.py`` coalesce concurrent fetches of the same URL.
 
 * Freshness follows upstream ``Cache-Control: max-age`` (less ``Age``),
   clamped to ``[min_ttl, max_ttl]``; the default applies when none is sent.

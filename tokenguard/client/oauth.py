@@ -29,8 +29,9 @@ from typing import Any, Literal, get_args
 
 import httpx
 
-from .._http import Flow, HttpRequest, fetch_async, fetch_sync
+from .._effects import Flow, HttpRequest
 from .._logtext import public_url
+from .._runner import fetch_async, fetch_sync
 from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
 from ..sources import FetchSettings, MetadataSource, check_url
