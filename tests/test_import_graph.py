@@ -156,3 +156,30 @@ def test_the_core_never_imports_an_adapter() -> None:
         for target in targets & ADAPTERS
     )
     assert not reaching, reaching
+
+
+def test_requires_loads_no_framework_until_fastapi_looks() -> None:
+    """The one deferred user: ``guard.requires()`` loads no framework; FastAPI's own inspection adds none it had not.
+
+    ``requirement`` imports FastAPI's classes inside ``__signature__``, which
+    only FastAPI (already imported then) reads: the import finds modules that
+    are loaded, it never loads a framework the application did not.
+    """
+    import subprocess
+    import sys
+
+    program = """
+import inspect, sys
+from tokenguard import TokenGuard
+frameworks = lambda: {m for m in sys.modules if m.split(".")[0] in FRAMEWORKS}
+guard = TokenGuard.from_keys(issuer="https://issuer.example", audience="api", hmac_keys={None: "k" * 32})
+requirement = guard.requires("read")
+assert not frameworks(), sorted(frameworks())
+import fastapi
+loaded = {m.split(".")[0] for m in frameworks()}
+inspect.signature(requirement)
+assert {m.split(".")[0] for m in frameworks()} == loaded == {"fastapi", "starlette"}, sorted(frameworks())
+print("ok")
+""".replace("FRAMEWORKS", repr(tuple(sorted(FRAMEWORKS))))
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
