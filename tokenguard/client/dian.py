@@ -330,6 +330,23 @@ class _DianProtocol:
 
 _UNREACHABLE = "DIAN could not be reached"
 
+#: The largest DIAN answer read: its token answers are a few KiB.
+MAX_ANSWER_BYTES = 256 * 1024
+
+
+def _bounded(response: httpx.Response, body: bytes) -> httpx.Response:
+    """``response`` with ``body`` as its content, read no further than :data:`MAX_ANSWER_BYTES`."""
+    return httpx.Response(response.status_code, headers=response.headers, content=body, request=response.request)
+
+
+def _too_large(response: httpx.Response) -> DianError:
+    return DianError(f"DIAN answer larger than {MAX_ANSWER_BYTES} bytes", status=response.status_code)
+
+
+def _declared_too_large(response: httpx.Response) -> bool:
+    declared = response.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > MAX_ANSWER_BYTES
+
 
 class DianClient(_DianProtocol):
     """Login, refresh and revoke against the DIAN identity service.
@@ -403,9 +420,17 @@ class DianClient(_DianProtocol):
             request = build()
             _guard_logs()
             try:
-                response = self._http.request(
+                with self._http.stream(
                     request.method, request.url, params=request.params, headers=request.headers, content=b""
-                )
+                ) as streamed:
+                    if _declared_too_large(streamed):
+                        raise _too_large(streamed)
+                    body = bytearray()
+                    for chunk in streamed.iter_bytes():
+                        body += chunk
+                        if len(body) > MAX_ANSWER_BYTES:
+                            raise _too_large(streamed)
+                response = _bounded(streamed, bytes(body))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
             answer, wait = self._outcome(response, attempt)
@@ -503,9 +528,17 @@ class AsyncDianClient(_DianProtocol):
             request = build()
             _guard_logs()
             try:
-                response = await self._http.request(
+                async with self._http.stream(
                     request.method, request.url, params=request.params, headers=request.headers, content=b""
-                )
+                ) as streamed:
+                    if _declared_too_large(streamed):
+                        raise _too_large(streamed)
+                    body = bytearray()
+                    async for chunk in streamed.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_ANSWER_BYTES:
+                            raise _too_large(streamed)
+                response = _bounded(streamed, bytes(body))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
             answer, wait = self._outcome(response, attempt)

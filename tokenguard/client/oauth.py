@@ -76,6 +76,56 @@ def _unreachable(endpoint: str) -> Iterator[None]:
         raise TokenEndpointUnreachable(f"{public_url(endpoint)} could not be reached ({type(exc).__name__})") from exc
 
 
+#: The largest token endpoint answer read: a token answer is a few KiB (a JWT
+#: access token with its claims); a server streaming more is refused before it
+#: fills this process's memory.
+MAX_TOKEN_ANSWER_BYTES = 256 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _declared_too_large(response: httpx.Response) -> bool:
+    declared = response.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > MAX_TOKEN_ANSWER_BYTES
+
+
+def _too_large(response: httpx.Response) -> TokenEndpointError:
+    return TokenEndpointError(
+        "invalid_response", f"token answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes", status=response.status_code
+    )
+
+
+def _post_bounded_sync(http: httpx.Client, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
+    """POST the token request; read at most :data:`MAX_TOKEN_ANSWER_BYTES` of the answer."""
+    with http.stream("POST", endpoint, data=data, headers=headers) as response:
+        if _declared_too_large(response):
+            raise _too_large(response)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_ANSWER_BYTES:
+                raise _too_large(response)
+        return _Answer(response.status_code, _lower(response.headers), bytes(body))
+
+
+async def _post_bounded_async(http: httpx.AsyncClient, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
+    """Async twin of :func:`_post_bounded_sync`."""
+    async with http.stream("POST", endpoint, data=data, headers=headers) as response:
+        if _declared_too_large(response):
+            raise _too_large(response)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_TOKEN_ANSWER_BYTES:
+                raise _too_large(response)
+        return _Answer(response.status_code, _lower(response.headers), bytes(body))
+
+
 class ClientCredentialsAuth(httpx.Auth):
     """Bearer tokens for outgoing calls, managed for you.
 
@@ -312,15 +362,15 @@ class ClientCredentialsAuth(httpx.Auth):
         self.token_requests += 1
         return self.token_endpoint, dict(_multi(form)), headers
 
-    def _token_answer(self, refresh: AccessToken | None, response: httpx.Response) -> AccessToken:
+    def _token_answer(self, refresh: AccessToken | None, answer: _Answer) -> AccessToken:
         """The token endpoint's answer as an :class:`AccessToken` (refresh and ID tokens carried over)."""
         assert self.token_endpoint is not None
         return _carried(
             refresh,
             parse_token_response(
-                response.status_code,
-                _lower(response.headers),
-                response.content,
+                answer.status,
+                answer.headers,
+                answer.body,
                 self._clock(),
                 no_store=self.no_store,
                 endpoint=self.token_endpoint,
@@ -345,8 +395,8 @@ class ClientCredentialsAuth(httpx.Auth):
     ) -> AccessToken:
         endpoint, data, headers = self._token_request(refresh, grant)
         with _unreachable(endpoint):
-            response = http.post(endpoint, data=data, headers=headers)
-        return self._token_answer(refresh, response)
+            answer = _post_bounded_sync(http, endpoint, data, headers)
+        return self._token_answer(refresh, answer)
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self.get_token_sync()
@@ -369,7 +419,9 @@ class ClientCredentialsAuth(httpx.Auth):
         )
         try:
             with httpx.Client(timeout=self._timeout, follow_redirects=False) as http:
-                http.post(self.revocation_endpoint, data=dict(_multi(form)), headers=headers)
+                # The answer is not read: whatever the endpoint says, the token is forgotten.
+                with http.stream("POST", self.revocation_endpoint, data=dict(_multi(form)), headers=headers):
+                    pass
         except httpx.HTTPError:
             pass
 
@@ -418,8 +470,8 @@ class ClientCredentialsAuth(httpx.Auth):
     ) -> AccessToken:
         endpoint, data, headers = self._token_request(refresh, grant)
         with _unreachable(endpoint):
-            response = await http.post(endpoint, data=data, headers=headers)
-        return self._token_answer(refresh, response)
+            answer = await _post_bounded_async(http, endpoint, data, headers)
+        return self._token_answer(refresh, answer)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = await self.get_token()

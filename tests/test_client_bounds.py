@@ -1,0 +1,128 @@
+"""The token clients read bounded answers: a token endpoint streaming without end is refused, not buffered."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tokenguard.client import ClientCredentialsAuth, DianClient, DianError, TokenEndpointError
+from tokenguard.client.dian import MAX_ANSWER_BYTES
+from tokenguard.client.oauth import MAX_TOKEN_ANSWER_BYTES
+
+from .test_client import KEY
+
+pytestmark = pytest.mark.integration
+
+#: How much a hostile endpoint offers: far past either bound.
+OFFERED = 8 * 1024 * 1024
+CHUNK = 64 * 1024
+
+
+class Endless:
+    """A loopback server answering every request with a huge 200, declared or chunked; counts bytes sent."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sent = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", "no-store")
+                if server.mode == "declared":
+                    self.send_header("Content-Length", str(OFFERED))
+                else:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = b" " * CHUNK
+                try:
+                    while server.sent < OFFERED:
+                        if server.mode == "declared":
+                            self.wfile.write(block)
+                        else:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                        server.sent += len(block)
+                except OSError:
+                    return  # the client hung up: what a bounded reader does
+                if server.mode == "chunked":
+                    self.wfile.write(b"0\r\n\r\n")
+
+            do_GET = do_POST = _serve  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> Endless:
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(params=["declared", "chunked"])
+def endless(request: pytest.FixtureRequest) -> Iterator[Endless]:
+    with Endless(request.param) as server:
+        yield server
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_token_client_refuses_an_answer_past_its_bound(endless: Endless, flavour: str) -> None:
+    """An endless token answer is a TokenEndpointError naming the bound; far less than offered was read."""
+    auth = ClientCredentialsAuth("api", "secret", token_endpoint=f"{endless.url}/token")
+    with pytest.raises(TokenEndpointError, match=f"larger than {MAX_TOKEN_ANSWER_BYTES} bytes") as refused:
+        if flavour == "sync":
+            auth.get_token_sync()
+        else:
+            asyncio.run(auth.get_token())
+    assert refused.value.error == "invalid_response"
+    assert endless.sent < OFFERED  # the client hung up instead of reading it all
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_dian_client_refuses_an_answer_past_its_bound(endless: Endless, flavour: str) -> None:
+    """The DIAN client reads at most MAX_ANSWER_BYTES of any answer too."""
+    options: dict[str, Any] = {
+        "client_id": "my-client",
+        "client_secret": "client-secret",
+        "encryption_key": KEY,
+        "tipo_documento": "US",
+        "nro_documento": "1234567890",
+        "nit": "900123456",
+        "password": "pw",
+    }
+    if flavour == "sync":
+        client = DianClient(endless.url, sleep=lambda s: None, **options)
+        with pytest.raises(DianError, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
+            client.login()
+        client.close()
+    else:
+        from tokenguard.client import AsyncDianClient
+
+        async def run() -> None:
+            async def no_sleep(seconds: float) -> None:
+                return None
+
+            client = AsyncDianClient(endless.url, sleep=no_sleep, **options)
+            try:
+                with pytest.raises(DianError, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
+                    await client.login()
+            finally:
+                await client.aclose()
+
+        asyncio.run(run())
+    assert endless.sent < OFFERED
