@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from . import diagnostics
 from ._effects import DEFAULT_MAX_RESPONSE_BYTES, Flow, HttpReply, HttpRequest, json_object
+from ._urlredact import keep_out_of_logs
 from .cachecontrol import document_ttl
 from .errors import ConfigurationError, ServiceUnavailable
 from .keys import KeySet, parse_jwks
@@ -77,6 +78,9 @@ def check_url(
 ) -> str:
     """Validate a configured or discovered URL; return it unchanged.
 
+    A URL carrying credentials (``user:password@``, a query) is registered
+    so that httpx's request log lines show it without them.
+
     ``opt_out`` is how the caller's user turns the https rule off, named in
     the error exactly as they must write it (the token client's
     ``require_https=False``, the command's ``--allow-http``).
@@ -92,6 +96,7 @@ def check_url(
         raise ConfigurationError(f"{what} must use https (pass {opt_out} only for trusted test networks)")
     if parts.fragment:
         raise ConfigurationError(f"{what} must not have a fragment")
+    keep_out_of_logs(url)  # a user:password@ or a query secret stays out of httpx's log lines
     return url
 
 
