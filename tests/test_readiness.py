@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tokenguard import FetchSettings, NotReady, ReadinessReport, TokenGuard, diagnostics
+from tokenguard import ConfigurationError, FetchSettings, NotReady, ReadinessReport, TokenGuard, diagnostics
 from tokenguard.testing import Fault, LocalIssuer
 
 pytestmark = pytest.mark.integration
@@ -171,13 +172,53 @@ def test_readiness_endpoint_under_uvicorn(issuer: LocalIssuer) -> None:
 
     app = FastAPI()
     app.add_route("/ready", readiness_endpoint(issuer.guard()))
-    app.add_route("/broken", readiness_endpoint(issuer.guard(client_secret="wrong")))
+    app.add_route("/broken", readiness_endpoint(issuer.guard(client_secret="wrong"), details=True))
     with UvicornServer(app) as server:
         ready = httpx.get(server.url + "/ready")
         broken = httpx.get(server.url + "/broken")
-    assert ready.status_code == 200 and ready.json()["ok"] is True
+    assert ready.status_code == 200 and ready.json() == {"ok": True}  # no details unless asked
+    assert ready.headers["cache-control"] == "no-store"
     assert broken.status_code == 503
     assert [c["status"] for c in broken.json()["checks"]] == ["ok", "ok", "failed"]
+
+
+def test_readiness_endpoint_checks_once_per_interval_however_often_polled(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fifty concurrent polls and fifty more: one introspection probe upstream; the failure is logged once."""
+    from starlette.applications import Starlette
+
+    from tokenguard.starlette import readiness_endpoint
+
+    app = Starlette()
+    app.add_route("/broken", readiness_endpoint(issuer.guard(client_secret="wrong"), interval=60))
+    before = issuer.requests["/introspect"]
+
+    async def poll() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            first = await asyncio.gather(*(client.get("/broken") for _ in range(50)))
+            return [*first, *[await client.get("/broken") for _ in range(50)]]
+
+    with caplog.at_level(logging.ERROR, logger="tokenguard"):
+        answers = asyncio.run(poll())
+    assert {a.status_code for a in answers} == {503}
+    assert {tuple(a.json()) for a in answers} == {("ok",)}  # the causes stay in the logs
+    assert issuer.requests["/introspect"] - before == 1
+    not_ready = [r for r in caplog.records if "not ready" in r.getMessage()]
+    assert len(not_ready) == 1 and "introspection" in not_ready[0].getMessage()
+
+
+@pytest.mark.parametrize("interval", [0, -1, "10", float("nan"), float("inf"), True])
+def test_readiness_interval_is_validated(interval: Any) -> None:
+    """A probe interval that is not a positive number of seconds is refused at construction, by name."""
+    from tokenguard.starlette import readiness_endpoint
+
+    guard = TokenGuard.from_keys(issuer="https://issuer.example", audience="api", hmac_keys={None: "k" * 32})
+    with pytest.raises(ConfigurationError, match="interval must be a positive number of seconds"):
+        readiness_endpoint(guard, interval=interval)
+    with pytest.raises(ConfigurationError, match="details must be True or False"):
+        readiness_endpoint(guard, details="yes")  # type: ignore[arg-type]
 
 
 def test_flask_command_and_startup_check(issuer: LocalIssuer) -> None:

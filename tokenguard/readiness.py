@@ -36,7 +36,7 @@ from .keys import KeySet
 if TYPE_CHECKING:
     from ._guardlike import GuardLike as TokenGuard
 
-__all__ = ["NotReady", "ReadinessCheck", "ReadinessReport", "check", "check_sync"]
+__all__ = ["NotReady", "ReadinessCheck", "ReadinessProbe", "ReadinessReport", "check", "check_sync"]
 
 Status = Literal["ok", "warning", "failed"]
 
@@ -286,3 +286,77 @@ async def check(guard: TokenGuard) -> ReadinessReport:
             status, detail = _failed(exc, urls(), since)
         checks.append(ReadinessCheck(name, target, status, detail, time.perf_counter() - started))
     return ReadinessReport((*checks, *_scope_checks(guard)))
+
+
+class ReadinessProbe:
+    """The guard's readiness for a probe endpoint: checked at most every ``interval`` seconds.
+
+    A readiness path is polled by orchestrators and is often reachable by
+    anyone. Each :func:`check` sends a request to the introspection endpoint
+    (and refetches stale documents), so answering every poll with a new
+    check would let a flood of probes become a flood on the authorization
+    server. The probe keeps its last report for ``interval`` seconds, and
+    concurrent polls of a stale report wait for one check together.
+
+    A report that changes (ready to not ready, or another failure) is logged
+    once: at ERROR with every check when not ready, at INFO when ready again,
+    so the causes are in the logs even where the endpoint shows only ``ok``.
+
+    Args:
+        guard: the guard to check.
+        interval: seconds a report is reused (default 10).
+        clock: monotonic seconds, for tests.
+
+    Raises:
+        ConfigurationError: ``interval`` is not a positive number.
+    """
+
+    def __init__(
+        self, guard: TokenGuard, *, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 < interval < float("inf"):
+            raise ConfigurationError(f"interval must be a positive number of seconds, not {interval!r}")
+        self.guard = guard
+        self.interval = float(interval)
+        self._clock = clock
+        self._report: ReadinessReport | None = None
+        self._checked_at = 0.0
+        self._locks: dict[int, Any] = {}
+        #: How many checks were run (a poll answered from the last report runs none).
+        self.checks_run = 0
+
+    def _fresh(self) -> ReadinessReport | None:
+        report = self._report
+        if report is not None and self._clock() - self._checked_at < self.interval:
+            return report
+        return None
+
+    async def report(self) -> ReadinessReport:
+        """The last report while fresh, else a new one (one check for every caller waiting)."""
+        import asyncio
+
+        report = self._fresh()
+        if report is not None:
+            return report
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(id(loop))
+        if lock is None:
+            # One lock per event loop (an application may run several, one per thread).
+            lock = self._locks[id(loop)] = asyncio.Lock()
+        async with lock:
+            report = self._fresh()
+            if report is not None:
+                return report
+            report = await check(self.guard)
+            self.checks_run += 1
+            self._remember(report)
+            return report
+
+    def _remember(self, report: ReadinessReport) -> None:
+        previous, self._report, self._checked_at = self._report, report, self._clock()
+        if previous is not None and str(previous) == str(report) and previous.ok == report.ok:
+            return
+        if not report.ok:
+            diagnostics.logger.error("tokenguard is not ready:\n%s", report)
+        elif previous is not None:
+            diagnostics.logger.info("tokenguard is ready again")

@@ -513,17 +513,39 @@ def readiness_lifespan(
     return run
 
 
-def readiness_endpoint(guard: TokenGuard) -> Callable[[Any], Awaitable[Response]]:
+def readiness_endpoint(
+    guard: TokenGuard, *, interval: float = 10.0, details: bool = False
+) -> Callable[[Any], Awaitable[Response]]:
     """A Starlette endpoint answering 200 when :meth:`TokenGuard.check` passes, else 503.
 
-    The body is the report as JSON (``{"ok": ..., "checks": [...]}``). Fresh
-    documents are not refetched, so polling it is cheap. Mount it on a public
-    path: ``Route("/ready", readiness_endpoint(guard))``, or with FastAPI
-    ``app.add_route("/ready", readiness_endpoint(guard))``.
+    Mount it on the probe's path: ``Route("/ready", readiness_endpoint(guard))``,
+    or with FastAPI ``app.add_route("/ready", readiness_endpoint(guard))``.
+
+    Args:
+        guard: the application's guard.
+        interval: seconds a report is reused
+            (:class:`~tokenguard.readiness.ReadinessProbe`): however often the
+            path is polled, the issuer and the introspection endpoint see at
+            most one check per interval.
+        details: answer with the whole report (``{"ok": ..., "checks": [...]}``:
+            issuer and endpoint URLs, causes of failures). The default answers
+            ``{"ok": true|false}`` only, as readiness paths are often public;
+            the causes of a failure are logged at ERROR either way.
+
+    Raises:
+        ConfigurationError: ``interval`` is not a positive number, or
+            ``details`` not a bool.
     """
+    from .errors import ConfigurationError
+    from .readiness import ReadinessProbe
+
+    if not isinstance(details, bool):
+        raise ConfigurationError(f"details must be True or False, not {details!r}")
+    probe = ReadinessProbe(guard, interval=interval)
 
     async def endpoint(request: Any) -> Response:
-        report = await guard.check()
-        return JSONResponse(report.to_dict(), status_code=200 if report.ok else 503)
+        report = await probe.report()
+        body = report.to_dict() if details else {"ok": report.ok}
+        return JSONResponse(body, status_code=200 if report.ok else 503, headers={"Cache-Control": "no-store"})
 
     return endpoint
