@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tokenguard import InvalidToken
+from tokenguard import ConfigurationError, InvalidToken
 from tokenguard.dpop import access_token_hash, jwk_thumbprint
 from tokenguard.request_auth import RequestContext, verify_request, verify_request_sync
 from tokenguard.testing import LocalIssuer
@@ -366,3 +366,35 @@ def test_insufficient_scope_answers_on_the_dpop_scheme_flask(shared_issuer: Loca
     assert challenges["DPoP"].error == "insufficient_scope"
     assert challenges["Bearer"].error is None
     guard.close()
+
+
+def test_flask_route_rules_are_checked_against_a_guard_built_later() -> None:
+    """Views decorated before init_app builds the guard from app.config: their DPoP mode and scopes are
+    checked against that guard at init_app, as they would be against a guard given up front."""
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard
+
+    def configured() -> Flask:
+        app = Flask("late")
+        app.config.update(TOKENGUARD_ISSUER="https://issuer.example", TOKENGUARD_AUDIENCE="https://api.example")
+        return app
+
+    needs_dpop = FlaskTokenGuard()
+
+    @needs_dpop.requires("read", dpop="required")
+    def bound() -> str:
+        return "never served"
+
+    with pytest.raises(ConfigurationError, match="needs DPoP enabled on the guard"):
+        needs_dpop.init_app(configured())
+
+    fine = FlaskTokenGuard()
+
+    @fine.requires("books:read")
+    def books() -> str:
+        return "ok"
+
+    app = configured()
+    fine.init_app(app)
+    assert fine.guard is not None and "books:read" in fine.guard.route_scopes  # declared for RFC 9728

@@ -50,7 +50,7 @@ from .guard import TokenGuard
 from .options import AdapterOptions, _checked_paths, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy, has_merged_fields
-from .route_policy import check_route, on_scheme_used, route_policy
+from .route_policy import RoutePolicy, check_route, on_scheme_used, route_policy
 from .scopes import ScopeRequirement
 from .sender_config import is_sender_constrained, metadata_for_path
 from .wsgi import CLAIMS_KEY, common_token, find_token, parameter_tokens_of
@@ -112,6 +112,10 @@ class FlaskTokenGuard:
     ) -> None:
         self.guard = guard
         self._guard_given = guard
+        #: Every route rule decorated so far (scopes and route policy), checked
+        #: against each app's guard in init_app: a guard built from app.config
+        #: is not known when views are decorated.
+        self._route_rules: list[tuple[tuple[str, ...], dict[str, Any]]] = []
         if protect_all is not None and not isinstance(protect_all, bool):
             # Checked here so the error names the keyword the user wrote, not AdapterOptions' "protect".
             raise ConfigurationError(f"protect_all must be True or False, not {protect_all!r}")
@@ -143,7 +147,8 @@ class FlaskTokenGuard:
         """Register hooks and error rendering on ``app``.
 
         Raises:
-            ConfigurationError: an invalid ``TOKENGUARD_*`` value in ``app.config``.
+            ConfigurationError: an invalid ``TOKENGUARD_*`` value in ``app.config``,
+                or a route decorated with a DPoP mode this app's guard cannot serve.
         """
         # One extension may serve several apps (application factory): each app
         # keeps the options and guard its own config gave (app.extensions), so
@@ -153,6 +158,8 @@ class FlaskTokenGuard:
             options = AdapterOptions(**{**_options_from_config(app.config), **self._given})
         guard = self._guard_given if self._guard_given is not None else self._guard_from_config(app)
         policy = ResponsePolicy(public_cache_policy=options.public_cache_policy)
+        for scopes, rule in self._route_rules:
+            _check_rule(guard, scopes, rule)
         app.extensions[_APP_STATE] = (options, policy, guard)
         # The attributes show the last app initialised, as before.
         self.options, self.policy, self.guard = options, policy, guard
@@ -298,8 +305,12 @@ class FlaskTokenGuard:
         """
         ScopeRequirement(tuple(scopes), any_of)  # validate scope names at decoration time
         policy = route_policy(acr_values, max_age, dpop)
+        rule = {"acr_values": acr_values, "max_age": max_age, "dpop": dpop}
         if self.guard is not None:
-            self.guard.declare_scopes(*scopes)  # for the RFC 9728 document
+            # Known now: a DPoP mode the guard cannot serve is refused here, and
+            # the scopes are declared (RFC 9728 document, scopes_supported check).
+            _check_rule(self.guard, scopes, rule)
+        self._route_rules.append((scopes, rule))
 
         def check() -> None:
             claims = self.require_token(*scopes, any_of=any_of)
@@ -327,6 +338,17 @@ class FlaskTokenGuard:
     def requires_any(self, *scopes: str) -> Callable[[F], F]:
         """Decorate a view: any one of ``scopes`` suffices."""
         return self.requires(*scopes, any_of=True)
+
+
+def _check_rule(guard: TokenGuard, scopes: tuple[str, ...], rule: dict[str, Any]) -> None:
+    """Check a decorated route's rule against ``guard`` and declare its scopes.
+
+    Raises:
+        ConfigurationError: the route's DPoP mode needs DPoP on the guard, or
+            relaxes the guard's ``dpop="required"`` (as :meth:`TokenGuard.requires`).
+    """
+    RoutePolicy.of(guard, **rule)
+    guard.declare_scopes(*scopes)
 
 
 def _options_from_config(config: Any) -> dict[str, Any]:
