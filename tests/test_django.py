@@ -380,3 +380,29 @@ def test_middleware_serves_the_protected_resource_metadata(
         assert document.status_code == 200
         assert document.json()["resource"] == "https://api.example.com/books"
         assert client.post("/.well-known/oauth-protected-resource/books").status_code == 401
+
+
+def test_cors_preflight_with_django_cors_headers(guard: TokenGuard, tokenguard_token: TokenFactory) -> None:
+    """django-cors-headers above the middleware (as its docs ask) answers preflights; below it, the preflight
+    needs TOKENGUARD_CORS_PREFLIGHT; either way a request without a token is 401 with the CORS headers."""
+    origin = "https://spa.example"
+    preflight = {"HTTP_ORIGIN": origin, "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "GET"}
+    cors = {"CORS_ALLOWED_ORIGINS": [origin], "CORS_EXPOSE_HEADERS": ["WWW-Authenticate"]}
+    above = ["corsheaders.middleware.CorsMiddleware", *MIDDLEWARE]
+    below = [*MIDDLEWARE, "corsheaders.middleware.CorsMiddleware"]
+    with project(MIDDLEWARE=above, **cors):
+        answered = Client().options("/open", **preflight)
+        assert answered.status_code == 200 and answered["Access-Control-Allow-Origin"] == origin
+        refused = Client().get("/open", HTTP_ORIGIN=origin)
+        assert refused.status_code == 401
+        assert refused["Access-Control-Allow-Origin"] == origin
+        assert "www-authenticate" in refused["Access-Control-Expose-Headers"].lower()
+    with project(MIDDLEWARE=below, **cors):
+        assert Client().options("/open", **preflight).status_code == 401
+    with project(MIDDLEWARE=below, TOKENGUARD_CORS_PREFLIGHT=True, **cors):
+        answered = Client().options("/open", **preflight)
+        assert answered.status_code == 200 and answered["Access-Control-Allow-Origin"] == origin
+        assert Client().options("/open").status_code == 401  # only preflights pass
+    with project(TOKENGUARD_CORS_PREFLIGHT="yes"):
+        with pytest.raises(ConfigurationError, match="TOKENGUARD_CORS_PREFLIGHT must be True or False"):
+            TokenGuardMiddleware(lambda request: JsonResponse({}))

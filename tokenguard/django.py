@@ -48,7 +48,7 @@ from django.utils.module_loading import import_string
 from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
-from .options import has_dot_segment
+from .options import has_dot_segment, is_cors_preflight
 from .request_auth import VERDICT_KEY, response_header_pairs, verify_wsgi
 from .response import secure_headers
 from .scopes import ScopeRequirement
@@ -328,7 +328,11 @@ class TokenGuardMiddleware:
     required on every path that is not public; ``False``: a token is verified
     when sent, and views decide with :func:`requires`),
     ``TOKENGUARD_PUBLIC_PATHS`` and ``TOKENGUARD_PUBLIC_PREFIXES`` (default
-    none), ``TOKENGUARD_PUBLIC_CACHE_POLICY`` (see :mod:`tokenguard.response`).
+    none), ``TOKENGUARD_PUBLIC_CACHE_POLICY`` (see :mod:`tokenguard.response`),
+    ``TOKENGUARD_CORS_PREFLIGHT`` (default ``False``; see
+    :class:`~tokenguard.options.AdapterOptions` ``cors_preflight``: with
+    django-cors-headers placed above this middleware, as its documentation
+    asks, preflights never reach it).
 
     The claims are at ``request.tokenguard``; ``request.user`` becomes a
     :class:`TokenUser` when no other middleware set an authenticated user.
@@ -343,6 +347,10 @@ class TokenGuardMiddleware:
         if not isinstance(protect, bool):
             raise ConfigurationError(f"TOKENGUARD_PROTECT must be True or False, got {protect!r}")
         self.protect = protect
+        cors_preflight = getattr(settings, "TOKENGUARD_CORS_PREFLIGHT", False)
+        if not isinstance(cors_preflight, bool):
+            raise ConfigurationError(f"TOKENGUARD_CORS_PREFLIGHT must be True or False, got {cors_preflight!r}")
+        self.cors_preflight = cors_preflight
         self.rules = PathRules(
             getattr(settings, "TOKENGUARD_PUBLIC_PATHS", ()), getattr(settings, "TOKENGUARD_PUBLIC_PREFIXES", ())
         )
@@ -369,7 +377,11 @@ class TokenGuardMiddleware:
             return self.get_response(request)
         try:
             claims = _authenticate(guard, request)
-            if claims is None and self.protect:
+            if (
+                claims is None
+                and self.protect
+                and not (self.cors_preflight and is_cors_preflight(request.method or "", request.headers.get))
+            ):
                 raise MissingToken()
         except TokenError as error:
             return error_response(guard, error)

@@ -22,7 +22,8 @@ and nothing is public by default. Keywords win over ``app.config``, which is
 read as follows (only ``app.config``: environment variables are not read; load
 them with e.g. ``app.config.from_prefixed_env()`` or ``app.config.update(...)``):
 
-``TOKENGUARD_PROTECT_ALL``, ``TOKENGUARD_ALLOW_QUERY_TOKEN``, ``TOKENGUARD_ALLOW_FORM_TOKEN``
+``TOKENGUARD_PROTECT_ALL``, ``TOKENGUARD_ALLOW_QUERY_TOKEN``, ``TOKENGUARD_ALLOW_FORM_TOKEN``,
+``TOKENGUARD_CORS_PREFLIGHT``
     booleans: ``True``/``False``, or the strings ``true/false``, ``1/0``,
     ``yes/no``, ``on/off``; anything else is a :class:`ConfigurationError`.
 ``TOKENGUARD_PUBLIC_PATHS``, ``TOKENGUARD_PUBLIC_PREFIXES``
@@ -47,7 +48,7 @@ from ._config import parse_bool
 from .claims import TokenClaims
 from .errors import ConfigurationError, MissingToken, TokenError
 from .guard import TokenGuard
-from .options import AdapterOptions, _checked_paths, resolve_options
+from .options import AdapterOptions, _checked_paths, is_cors_preflight, resolve_options
 from .request_auth import VERDICT_KEY, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy, has_merged_fields
 from .route_policy import RoutePolicy, check_route, on_scheme_used, route_policy
@@ -109,6 +110,7 @@ class FlaskTokenGuard:
         allow_query_token: bool | None = None,
         allow_form_token: bool | None = None,
         public_cache_policy: PublicCachePolicy | None = None,
+        cors_preflight: bool | None = None,
     ) -> None:
         self.guard = guard
         self._guard_given = guard
@@ -126,6 +128,7 @@ class FlaskTokenGuard:
             "allow_query_token": allow_query_token,
             "allow_form_token": allow_form_token,
             "public_cache_policy": public_cache_policy,
+            "cors_preflight": cors_preflight,
         }
         self.options = resolve_options(options, self._given)
         self._given = {name: value for name, value in self._given.items() if value is not None}
@@ -250,6 +253,8 @@ class FlaskTokenGuard:
         if not options.protect or options.is_public(request.path):
             return
         if self._verify_request() is None:
+            if options.cors_preflight and is_cors_preflight(request.method, request.headers.get):
+                return  # for Flask-CORS (an after_request hook) to answer
             raise MissingToken()
 
     def _after_request(self, response: Response) -> Response:
@@ -358,6 +363,7 @@ def _options_from_config(config: Any) -> dict[str, Any]:
         ("TOKENGUARD_PROTECT_ALL", "protect"),
         ("TOKENGUARD_ALLOW_QUERY_TOKEN", "allow_query_token"),
         ("TOKENGUARD_ALLOW_FORM_TOKEN", "allow_form_token"),
+        ("TOKENGUARD_CORS_PREFLIGHT", "cors_preflight"),
     ):
         if config.get(key) is not None:
             found[name] = parse_bool(config[key], key)

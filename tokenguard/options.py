@@ -23,7 +23,7 @@ Public paths are the edge's most dangerous knob, so:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -35,7 +35,7 @@ from .response import PublicCachePolicy
 if TYPE_CHECKING:
     from ._guardlike import GuardLike as TokenGuard
 
-__all__ = ["AdapterOptions", "has_dot_segment", "path_in_app", "resolve_options"]
+__all__ = ["AdapterOptions", "has_dot_segment", "is_cors_preflight", "path_in_app", "resolve_options"]
 
 
 def has_dot_segment(path: str) -> bool:
@@ -101,6 +101,15 @@ class AdapterOptions:
             and ``Referer`` headers (RFC 6750 §5.3).
         public_cache_policy: what to do with ``Cache-Control: public`` on an
             authenticated response (see :mod:`tokenguard.response`).
+        cors_preflight: pass CORS preflight requests (``OPTIONS`` with
+            ``Origin`` and ``Access-Control-Request-Method``, and no
+            credentials: browsers never send any on a preflight) to the
+            application without a token, for a CORS layer *inside* this one
+            to answer (Flask-CORS under :class:`~tokenguard.flask.FlaskTokenGuard`).
+            Default ``False``: a CORS middleware *outside* answers preflights
+            itself and needs nothing here, while an application that answers
+            every method alike (a plain WSGI app, a Django function view)
+            would serve a preflight its content.
 
     Raises:
         ConfigurationError: a bare string for ``public_paths`` or
@@ -115,6 +124,7 @@ class AdapterOptions:
     allow_query_token: bool | None
     allow_form_token: bool | None
     public_cache_policy: PublicCachePolicy
+    cors_preflight: bool
 
     def __init__(
         self,
@@ -126,8 +136,9 @@ class AdapterOptions:
         allow_query_token: bool | None = None,
         allow_form_token: bool | None = None,
         public_cache_policy: PublicCachePolicy = "private",
+        cors_preflight: bool = False,
     ) -> None:
-        for name, flag in (("protect", protect), ("public_docs", public_docs)):
+        for name, flag in (("protect", protect), ("public_docs", public_docs), ("cors_preflight", cors_preflight)):
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, not {flag!r}")
         for name, maybe in (("allow_query_token", allow_query_token), ("allow_form_token", allow_form_token)):
@@ -146,6 +157,7 @@ class AdapterOptions:
         set_field(self, "allow_query_token", allow_query_token)
         set_field(self, "allow_form_token", allow_form_token)
         set_field(self, "public_cache_policy", public_cache_policy)
+        set_field(self, "cors_preflight", cors_preflight)
 
     def is_public(self, path: str, extra_public: frozenset[str] = frozenset()) -> bool:
         """Whether ``path`` (relative to the application's mount) is served without a token check.
@@ -190,6 +202,12 @@ class AdapterOptions:
             allow_form=self.form_tokens_allowed(guard),
             max_token_bytes=guard.max_token_bytes,
         )
+
+
+def is_cors_preflight(method: str, header: Callable[[str], str | None]) -> bool:
+    """Whether a request is a CORS preflight (Fetch standard): ``OPTIONS`` with
+    ``Origin`` and ``Access-Control-Request-Method``; ``header`` reads one request header by lower-case name."""
+    return method == "OPTIONS" and bool(header("origin")) and bool(header("access-control-request-method"))
 
 
 def resolve_options(options: AdapterOptions | None, keywords: Mapping[str, Any]) -> AdapterOptions:

@@ -33,7 +33,7 @@ from .bearer import bearer_token_bytes, parameter_tokens
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
-from .options import AdapterOptions, path_in_app, resolve_options
+from .options import AdapterOptions, is_cors_preflight, path_in_app, resolve_options
 from .request_auth import VERDICT_KEY, verify_asgi
 from .requirement import SCOPE_KEY, claims_for_connection
 from .response import PublicCachePolicy, ResponsePolicy
@@ -110,6 +110,14 @@ def _attach(scope: Scope, claims: TokenClaims | None, scopes: Sequence[str] | No
         scope["auth"] = AuthCredentials(sorted(claims.scopes) if scopes is None else scopes)
 
 
+def _is_preflight(scope: Scope) -> bool:
+    """Whether an HTTP scope is a CORS preflight (``options.is_cors_preflight``)."""
+    if scope["type"] != "http" or scope.get("method") != "OPTIONS":
+        return False
+    headers = dict(scope["headers"])
+    return is_cors_preflight("OPTIONS", lambda name: headers.get(name.encode(), b"").decode("latin-1"))
+
+
 class TokenGuardMiddleware:
     """Verify Bearer tokens for an ASGI app.
 
@@ -119,7 +127,7 @@ class TokenGuardMiddleware:
         options: an :class:`~tokenguard.options.AdapterOptions`; or give its
             fields as keywords (``protect``, ``public_paths``,
             ``public_prefixes``, ``public_docs``, ``allow_query_token``,
-            ``allow_form_token``, ``public_cache_policy``), not both.
+            ``allow_form_token``, ``public_cache_policy``, ``cors_preflight``), not both.
             Nothing is public by default; on a FastAPI application, the docs
             URLs it serves are (``public_docs``).
 
@@ -140,6 +148,7 @@ class TokenGuardMiddleware:
         allow_query_token: bool | None = None,
         allow_form_token: bool | None = None,
         public_cache_policy: PublicCachePolicy | None = None,
+        cors_preflight: bool | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
@@ -153,6 +162,7 @@ class TokenGuardMiddleware:
                 "allow_query_token": allow_query_token,
                 "allow_form_token": allow_form_token,
                 "public_cache_policy": public_cache_policy,
+                "cors_preflight": cors_preflight,
             },
         )
         self.protect = self.options.protect
@@ -225,7 +235,7 @@ class TokenGuardMiddleware:
             await self._reject(scope, receive, send, error)
             return
         if claims is None:
-            if self.protect:
+            if self.protect and not (self.options.cors_preflight and _is_preflight(scope)):
                 await self._reject(scope, receive, send, MissingToken())
                 return
             _attach(scope, None)

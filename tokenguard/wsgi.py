@@ -29,7 +29,7 @@ from .bearer import bearer_token_bytes, parameter_tokens, query_may_hold_token
 from .claims import TokenClaims
 from .errors import MissingToken, TokenError
 from .guard import TokenGuard
-from .options import AdapterOptions, resolve_options
+from .options import AdapterOptions, is_cors_preflight, resolve_options
 from .request_auth import VERDICT_KEY, RequestVerdict, verify_wsgi
 from .response import PublicCachePolicy, ResponsePolicy
 from .sender_config import is_sender_constrained, metadata_for_path
@@ -171,7 +171,7 @@ class TokenGuardWSGIMiddleware:
         options: an :class:`~tokenguard.options.AdapterOptions`; or give its
             fields as keywords (``protect``, ``public_paths``,
             ``public_prefixes``, ``allow_query_token``, ``allow_form_token``,
-            ``public_cache_policy``), not both. Nothing is public by default.
+            ``public_cache_policy``, ``cors_preflight``), not both. Nothing is public by default.
 
     Raises:
         ConfigurationError: invalid options, or ``options`` and keywords together.
@@ -189,6 +189,7 @@ class TokenGuardWSGIMiddleware:
         allow_query_token: bool | None = None,
         allow_form_token: bool | None = None,
         public_cache_policy: PublicCachePolicy | None = None,
+        cors_preflight: bool | None = None,
     ) -> None:
         self.app = app
         self.guard = guard
@@ -201,6 +202,7 @@ class TokenGuardWSGIMiddleware:
                 "allow_query_token": allow_query_token,
                 "allow_form_token": allow_form_token,
                 "public_cache_policy": public_cache_policy,
+                "cors_preflight": cors_preflight,
             },
         )
         self.protect = self.options.protect
@@ -228,7 +230,7 @@ class TokenGuardWSGIMiddleware:
                 query_tokens, form_tokens = parameter_tokens_of(guard, request, self.options)
                 verdict = verify_wsgi(guard, environ, query_tokens, form_tokens, self.options)
                 claims = verdict.claims if verdict is not None else None
-                if claims is None and self.protect:
+                if claims is None and self.protect and not (self.options.cors_preflight and _is_preflight(environ)):
                     raise MissingToken()
             else:
                 token = common_token(guard, environ, self.options)
@@ -236,7 +238,7 @@ class TokenGuardWSGIMiddleware:
                     token = find_token(guard, Request(environ, shallow=True), self.options)
                 if token is not None:
                     claims = guard.verify_sync(token, client=environ.get("REMOTE_ADDR"))
-                elif self.protect:
+                elif self.protect and not (self.options.cors_preflight and _is_preflight(environ)):
                     raise MissingToken()
         except TokenError as error:
             status, headers, body = error_wsgi_response(self.guard, error)
@@ -259,6 +261,14 @@ class TokenGuardWSGIMiddleware:
             return start_response(status, secured, exc_info)
 
         return self.app(environ, secured_start_response)
+
+
+def _is_preflight(environ: WSGIEnvironment) -> bool:
+    """Whether a WSGI request is a CORS preflight (``options.is_cors_preflight``)."""
+    return is_cors_preflight(
+        environ.get("REQUEST_METHOD", ""),
+        lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")),
+    )
 
 
 def _path(environ: WSGIEnvironment) -> str:
