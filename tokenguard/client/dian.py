@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import ConfigurationError
 from ..sources import check_url
+from ._bounded import read_async, read_sync
 
 __all__ = [
     "DIAN_PRODUCTION",
@@ -335,17 +336,12 @@ MAX_ANSWER_BYTES = 256 * 1024
 
 
 def _bounded(response: httpx.Response, body: bytes) -> httpx.Response:
-    """``response`` with ``body`` as its content, read no further than :data:`MAX_ANSWER_BYTES`."""
+    """``response`` with ``body`` (read no further than :data:`MAX_ANSWER_BYTES`) as its content."""
     return httpx.Response(response.status_code, headers=response.headers, content=body, request=response.request)
 
 
 def _too_large(response: httpx.Response) -> DianError:
     return DianError(f"DIAN answer larger than {MAX_ANSWER_BYTES} bytes", status=response.status_code)
-
-
-def _declared_too_large(response: httpx.Response) -> bool:
-    declared = response.headers.get("content-length", "")
-    return declared.isdigit() and int(declared) > MAX_ANSWER_BYTES
 
 
 class DianClient(_DianProtocol):
@@ -423,14 +419,7 @@ class DianClient(_DianProtocol):
                 with self._http.stream(
                     request.method, request.url, params=request.params, headers=request.headers, content=b""
                 ) as streamed:
-                    if _declared_too_large(streamed):
-                        raise _too_large(streamed)
-                    body = bytearray()
-                    for chunk in streamed.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_ANSWER_BYTES:
-                            raise _too_large(streamed)
-                response = _bounded(streamed, bytes(body))
+                    response = _bounded(streamed, read_sync(streamed, MAX_ANSWER_BYTES, _too_large))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
             answer, wait = self._outcome(response, attempt)
@@ -531,14 +520,7 @@ class AsyncDianClient(_DianProtocol):
                 async with self._http.stream(
                     request.method, request.url, params=request.params, headers=request.headers, content=b""
                 ) as streamed:
-                    if _declared_too_large(streamed):
-                        raise _too_large(streamed)
-                    body = bytearray()
-                    async for chunk in streamed.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_ANSWER_BYTES:
-                            raise _too_large(streamed)
-                response = _bounded(streamed, bytes(body))
+                    response = _bounded(streamed, await read_async(streamed, MAX_ANSWER_BYTES, _too_large))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
             answer, wait = self._outcome(response, attempt)

@@ -35,6 +35,7 @@ from .._runner import fetch_async, fetch_sync
 from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
 from ..sources import FetchSettings, MetadataSource, check_url
+from ._bounded import read_async, read_sync
 from .tokens import (
     AccessToken,
     NoStorePolicy,
@@ -89,11 +90,6 @@ class _Answer:
     body: bytes
 
 
-def _declared_too_large(response: httpx.Response) -> bool:
-    declared = response.headers.get("content-length", "")
-    return declared.isdigit() and int(declared) > MAX_TOKEN_ANSWER_BYTES
-
-
 def _too_large(response: httpx.Response) -> TokenEndpointError:
     return TokenEndpointError(
         "invalid_response", f"token answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes", status=response.status_code
@@ -103,27 +99,15 @@ def _too_large(response: httpx.Response) -> TokenEndpointError:
 def _post_bounded_sync(http: httpx.Client, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
     """POST the token request; read at most :data:`MAX_TOKEN_ANSWER_BYTES` of the answer."""
     with http.stream("POST", endpoint, data=data, headers=headers) as response:
-        if _declared_too_large(response):
-            raise _too_large(response)
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > MAX_TOKEN_ANSWER_BYTES:
-                raise _too_large(response)
-        return _Answer(response.status_code, _lower(response.headers), bytes(body))
+        body = read_sync(response, MAX_TOKEN_ANSWER_BYTES, _too_large)
+        return _Answer(response.status_code, _lower(response.headers), body)
 
 
 async def _post_bounded_async(http: httpx.AsyncClient, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
     """Async twin of :func:`_post_bounded_sync`."""
     async with http.stream("POST", endpoint, data=data, headers=headers) as response:
-        if _declared_too_large(response):
-            raise _too_large(response)
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_TOKEN_ANSWER_BYTES:
-                raise _too_large(response)
-        return _Answer(response.status_code, _lower(response.headers), bytes(body))
+        body = await read_async(response, MAX_TOKEN_ANSWER_BYTES, _too_large)
+        return _Answer(response.status_code, _lower(response.headers), body)
 
 
 class ClientCredentialsAuth(httpx.Auth):
