@@ -28,16 +28,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import diagnostics
 from ._clients import HttpClients
 from ._effects import GuardFlow
 from ._envelope import Envelope
 from ._policy import guard_fingerprint, shared_hash_key
+from ._route_scopes import RouteScopes
 from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
@@ -388,9 +387,7 @@ class TokenGuard:
             self._metadata, self._introspection_metadata, self._cache, self._hasher, userinfo_cache_ttl
         )
         #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
-        self._route_scopes: set[str] = set()
-        for source in self._metadata.values():
-            source.on_first_load = partial(self._check_route_scopes, source.issuer)
+        self._route_scopes = RouteScopes(self._metadata)
 
     def _require_https(self) -> bool:
         return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
@@ -739,22 +736,12 @@ class TokenGuard:
             ConfigurationError: a scope is not a valid scope name (RFC 6749
                 §3.3), checked before anything is declared.
         """
-        ScopeRequirement(tuple(scopes))  # validates the names: a list or a bad name is refused here
-        new = set(scopes) - self._route_scopes
-        if not new:
-            return
-        self._route_scopes.update(new)
-        for source in self._metadata.values():
-            if source.state.value is not None:
-                diagnostics.check_route_scopes(source.issuer, new, source.state.value)
+        self._route_scopes.declare(scopes)
 
     @property
     def route_scopes(self) -> frozenset[str]:
         """Every scope the routes declared (:meth:`declare_scopes`), for the RFC 9728 document."""
-        return frozenset(self._route_scopes)
-
-    def _check_route_scopes(self, issuer: str, document: dict[str, Any]) -> None:
-        diagnostics.check_route_scopes(issuer, self._route_scopes, document)
+        return self._route_scopes.declared
 
     # ------------------------------------------------------------------ readiness
 
