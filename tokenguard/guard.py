@@ -35,6 +35,7 @@ import httpx
 from ._clients import HttpClients
 from ._effects import GuardFlow
 from ._envelope import Envelope
+from ._error_response import ErrorResponse, render_error
 from ._policy import guard_fingerprint, shared_hash_key
 from ._route_scopes import RouteScopes
 from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
@@ -85,17 +86,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 #: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
 #: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
 DEFAULT_DEADLINE = 5.0
-
-
-class ErrorResponse:
-    """Status, headers and JSON body for a failed request; adapters render it as is."""
-
-    __slots__ = ("body", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: list[tuple[str, str]], body: dict[str, str]) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
 
 
 class TokenGuard:
@@ -772,19 +762,14 @@ class TokenGuard:
 
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""
-        extra: tuple[tuple[str, str], ...] = ()
         self._events[f"rejected_{error.status_code}"] += 1
-        if self.resource_metadata and error.status_code in (401, 403):
-            extra = (("resource_metadata", self.resource_metadata),)
-        if self.dpop is not None and self.dpop.enabled:
-            from .request_auth import challenge_headers
-
-            headers = challenge_headers(
-                error, self.dpop, self.realm, include_description=self.include_error_details, extra=extra
-            )
-        else:
-            headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
-        return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
+        return render_error(
+            error,
+            realm=self.realm,
+            include_description=self.include_error_details,
+            resource_metadata=self.resource_metadata,
+            dpop=self.dpop,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
