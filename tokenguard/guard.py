@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._clients import HttpClients
-from ._effects import GuardFlow
 from ._envelope import Envelope
 from ._error_response import ErrorResponse, render_error
 from ._policy import guard_fingerprint, shared_hash_key
@@ -42,9 +41,9 @@ from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
 from .breaker import BreakerSettings, CircuitBreakers
 from .builders import discovery_configs, static_keys_config
-from .cache import CacheBackend, CachedResult, MemoryCache
+from .cache import CacheBackend, MemoryCache
 from .claims import TokenClaims
-from .errors import ConfigurationError, InvalidToken, TokenError
+from .errors import ConfigurationError, TokenError
 from .facts import verifier_identity
 from .introspection import ClientAuthMethod, Introspection
 from .introspection_route import IntrospectionRoute
@@ -247,7 +246,6 @@ class TokenGuard:
         self._events = self._metrics.events
         # Plain ints on the hot path: a Counter update costs more than the lookup.
         self._hits = 0
-        self._misses = 0
 
         # ---- the two cache levels
         shared: SharedStore | None = None
@@ -500,7 +498,7 @@ class TokenGuard:
         # The hot path, inlined (a call costs ~10 % of a hit): keyed hash, dict
         # read, results.serves() spelled out. verify() holds the same lines;
         # tests/test_results.py pins both to serves(). Anything else (misses,
-        # cached rejections, stale entries) goes to _verify_miss.
+        # cached rejections, stale entries) goes to Router.verify_miss.
         cache_key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
@@ -520,7 +518,7 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
+            claims, flow = self._router.verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
@@ -561,7 +559,7 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
+            claims, flow = self._router.verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
@@ -582,25 +580,6 @@ class TokenGuard:
             raise
         return claims
 
-    def _verify_miss(
-        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
-    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
-        """After the inlined hit failed: ``(claims, None)`` when the token was
-        verified on the spot, else ``(None, the flow that verifies it)``.
-
-        ``cache_key`` and ``entry`` are the token's cache key and what the
-        cache held under it, both ``None`` when the token is oversized.
-
-        Raises:
-            InvalidToken: the token is oversized, its rejection is cached, or it is refused now.
-        """
-        if cache_key is None:
-            raise InvalidToken("token exceeds the maximum size")
-        if entry is not None:
-            self._router.retire(self._cache, cache_key, entry, now)
-        self._misses += 1
-        return self._router.verify_or_flow(token, now, cache_key, client)
-
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``cache_hit``, ``cache_miss``, ``jwt_verified_locally``, ``introspection``,
@@ -612,7 +591,7 @@ class TokenGuard:
 
     def metrics(self) -> MetricsSnapshot:
         """Every counter, upstream latency histogram and breaker state, copied at once."""
-        return self._metrics.snapshot(self._hits, self._misses, self._breakers.states())
+        return self._metrics.snapshot(self._hits, self._router.misses, self._breakers.states())
 
     # ------------------------------------------------------------------ userinfo
 

@@ -85,8 +85,29 @@ class Router:
         }
         #: The scopes under which shared signature facts are keyed: who established them.
         self.jwt_scopes = {name: jwt_scope(runtime) for name, runtime in issuers.items()}
+        #: Tokens the guard's inlined hit did not answer (a plain int, as the guard's hits).
+        self.misses = 0
 
     # ------------------------------------------------------------------ a miss, before any flow
+
+    def verify_miss(
+        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
+    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
+        """After the guard's inlined hit failed: ``(claims, None)`` when the
+        token was verified on the spot, else ``(None, the flow that verifies it)``.
+
+        ``cache_key`` and ``entry`` are the token's cache key and what the
+        cache held under it, both ``None`` when the token is oversized.
+
+        Raises:
+            InvalidToken: the token is oversized, its rejection is cached, or it is refused now.
+        """
+        if cache_key is None:
+            raise InvalidToken("token exceeds the maximum size")
+        if entry is not None:
+            self.retire(self.store.local, cache_key, entry, now)
+        self.misses += 1
+        return self.verify_or_flow(token, now, cache_key, client)
 
     @staticmethod
     def retire(cache: CacheBackend, cache_key: bytes, entry: CachedResult, now: float) -> None:
