@@ -608,22 +608,18 @@ class TokenGuard:
             ConfigurationError: no metadata (hence no endpoint) for this token's issuer.
         """
         claims = self.verify_sync(token)
-        now = self.clock()
-        cache_key, cached = self._userinfo.cached(token, now)
-        if cached is not None:
-            return cached
-        flow = self._userinfo.flow(token, claims, cache_key, now)
-        return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
+        found = self._userinfo.lookup(token, claims, self.clock())
+        if isinstance(found, TokenClaims):
+            return found
+        return run_sync(found, self._sync_client, self._sync_coalescer, self._upstream)
 
     async def userinfo(self, token: str) -> TokenClaims:
         """Async twin of :meth:`userinfo_sync`."""
         claims = await self.verify(token)
-        now = self.clock()
-        cache_key, cached = self._userinfo.cached(token, now)
-        if cached is not None:
-            return cached
-        flow = self._userinfo.flow(token, claims, cache_key, now)
-        return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
+        found = self._userinfo.lookup(token, claims, self.clock())
+        if isinstance(found, TokenClaims):
+            return found
+        return await run_async(found, self._async_client, self._async_coalescer, self._upstream)
 
     # ------------------------------------------------------------------ requests and scopes
 
