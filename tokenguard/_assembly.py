@@ -44,7 +44,7 @@ from .introspection_route import IntrospectionRoute
 from .issuer import IssuerRuntime, JWTIssuer
 from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
 from .metrics import Metrics
-from .routing import Router, jwt_scope
+from .routing import CustomVerifier, Router, jwt_scope
 from .sender_config import introspection_keys_flow, is_sender_constrained, sender_settings
 from .shared import SealedStore, SharedPolicy, SharedStore
 from .sources import FetchSettings, MetadataSource, check_url
@@ -93,7 +93,7 @@ class Assembly:
         http_client: httpx.Client | None,
         async_http_client: httpx.AsyncClient | None,
         clock: Callable[[], float],
-        verifier: Callable[[str], object] | None,
+        verifier: CustomVerifier | None,
         verifier_cache_ttl: float,
         userinfo_cache_ttl: float,
         breaker: BreakerSettings | None,

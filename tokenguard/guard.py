@@ -29,12 +29,13 @@ Errors are :class:`~tokenguard.TokenError` subclasses;
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ._assembly import Assembly
+from ._clients import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._error_response import ErrorResponse, render_error
 from ._runner import run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
@@ -44,9 +45,11 @@ from .errors import TokenError
 from .introspection import ClientAuthMethod, Introspection
 from .issuer import JWTIssuer
 from .metrics import MetricsSnapshot
+from .routing import CustomVerifier
 from .scopes import ScopeRequirement
 from .sources import FetchSettings
 from .stats import log_rejection, stats_of
+from .upstream import DEFAULT_DEADLINE as DEFAULT_DEADLINE
 
 if TYPE_CHECKING:
     from .breaker import BreakerSettings
@@ -60,23 +63,6 @@ if TYPE_CHECKING:
     from .shared import SharedStore
 
 __all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
-
-
-#: A user-supplied verifier for tokens no standard method covers: returns the
-#: token's claims, ``None`` when the token is not one it knows, or raises
-#: :class:`~tokenguard.InvalidToken`. May be sync or async (async ones serve
-#: only ``verify()``).
-CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
-
-#: Upstream timeouts: a provider that has not connected in 2 s is down for
-#: practical purposes (Spring's NimbusJwtDecoder: 5 s for both; Duende: 100 s,
-#: HttpClient's default, which keeps requests hanging through an outage).
-DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
-
-#: The total time one upstream call may take (connect + headers + body), and
-#: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
-#: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
-DEFAULT_DEADLINE = 5.0
 
 
 class TokenGuard(Assembly):

@@ -17,7 +17,7 @@ Every outcome is kept in the result store (``store.py``) as an entry built by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import diagnostics
@@ -32,7 +32,13 @@ from .jwt import UnverifiedJWS, has_lone_surrogate, looks_like_jws, parse_jws, p
 from .results import custom_entry, introspection_entry, jwt_entry, serves
 from .store import ResultStore
 
-__all__ = ["Router", "jwt_scope"]
+__all__ = ["CustomVerifier", "Router", "jwt_scope"]
+
+#: A user-supplied verifier for tokens no standard method covers: returns the
+#: token's claims, ``None`` when the token is not one it knows, or raises
+#: :class:`~tokenguard.InvalidToken`. May be sync or async (async ones serve
+#: only ``verify()``).
+CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 
 
 def jwt_scope(runtime: IssuerRuntime) -> str:
@@ -59,7 +65,7 @@ class Router:
         *,
         issuers: Mapping[str, IssuerRuntime],
         introspection: IntrospectionRoute | None,
-        verifier: Callable[[str], object] | None,
+        verifier: CustomVerifier | None,
         verifier_cache_ttl: float,
         verifier_scope: str,
         store: ResultStore,
