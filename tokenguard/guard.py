@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from . import readiness
 from ._assembly import Assembly
 from ._clients import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from ._error_response import ErrorResponse, render_error
@@ -47,6 +48,7 @@ from .issuer import JWTIssuer
 from .metrics import MetricsSnapshot
 from .routing import CustomVerifier
 from .scopes import ScopeRequirement
+from .sender_config import check_direct_verify, metadata_document
 from .sources import FetchSettings
 from .stats import log_rejection, stats_of
 from .upstream import DEFAULT_DEADLINE as DEFAULT_DEADLINE
@@ -58,7 +60,6 @@ if TYPE_CHECKING:
     from .forwarded import TrustedProxies
     from .limits import IntrospectionLimits
     from .mtls import MTLSSettings
-    from .readiness import ReadinessReport
     from .requirement import Requirement
     from .shared import SharedStore
 
@@ -385,8 +386,6 @@ class TokenGuard(Assembly):
     def _direct(self, token: str, claims: TokenClaims) -> TokenClaims:
         # DPoP/mTLS configured: a call outside request_auth has no proof and
         # no certificate; judge the token as plain Bearer (RFC 9449 §7.2).
-        from .sender_config import check_direct_verify
-
         try:
             check_direct_verify(self, claims)
         except TokenError as exc:
@@ -524,20 +523,16 @@ class TokenGuard(Assembly):
 
     # ------------------------------------------------------------------ readiness
 
-    async def check(self) -> ReadinessReport:
+    async def check(self) -> readiness.ReadinessReport:
         """Fetch every issuer's metadata and keys and test the introspection credentials.
 
         For start-up and readiness probes: see :func:`tokenguard.readiness.check`.
         """
-        from .readiness import check
+        return await readiness.check(self)
 
-        return await check(self)
-
-    def check_sync(self) -> ReadinessReport:
+    def check_sync(self) -> readiness.ReadinessReport:
         """Blocking twin of :meth:`check` (see :func:`tokenguard.readiness.check_sync`)."""
-        from .readiness import check_sync
-
-        return check_sync(self)
+        return readiness.check_sync(self)
 
     def protected_resource_metadata(self) -> dict[str, Any]:
         """This API's RFC 9728 protected-resource metadata document.
@@ -545,8 +540,6 @@ class TokenGuard(Assembly):
         Raises:
             ConfigurationError: the guard has no ``resource``.
         """
-        from .sender_config import metadata_document
-
         return metadata_document(self)
 
     def error_response(self, error: TokenError) -> ErrorResponse:
