@@ -76,7 +76,7 @@ def stages(guard: TokenGuard, tokens: list[str]) -> tuple[dict[str, Callable[[],
             outer.update(inner.digest())
             key = outer.digest()
             entry = cache_get(key)
-            if entry is not None:  # what TokenGuard._verify_miss does before routing
+            if entry is not None:  # what Router.verify_miss does before routing
                 router.retire(guard._cache, key, entry, now)
 
     def split_and_header() -> None:

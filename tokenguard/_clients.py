@@ -12,7 +12,12 @@ import weakref
 
 import httpx
 
-__all__ = ["HttpClients"]
+__all__ = ["DEFAULT_TIMEOUT", "HttpClients"]
+
+#: Upstream timeouts: a provider that has not connected in 2 s is down for
+#: practical purposes (Spring's NimbusJwtDecoder: 5 s for both; Duende: 100 s,
+#: HttpClient's default, which keeps requests hanging through an outage).
+DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
 class HttpClients:

@@ -53,7 +53,6 @@ class GuardLike(Protocol):
     _introspection_metadata: MetadataSource | None
     _introspection_keys: Callable[[str | None, float], Flow[KeySet]] | None
     _metadata: dict[str, MetadataSource]
-    _route_scopes: set[str]
     _upstream: Upstream
     _sync_coalescer: SyncCoalescer
     _async_coalescer: AsyncCoalescer

@@ -1,10 +1,12 @@
 """``TokenGuard``: the one object every adapter calls (the facade).
 
-It wires the parts together and holds the hot path; each job lives in its
-own module:
+Strategy: a guard is built once, then only answers. Building is
+``_assembly.py``'s job (``Assembly`` checks every option and wires the
+parts; ``TokenGuard`` inherits them); this module holds the public API and
+the hot path, and hands the rest to the part whose job it is:
 
-* ``routing.py``: which method verifies a token (local JWT, custom
-  verifier, introspection) and the flow that does it;
+* ``routing.py``: a miss (``Router.verify_miss``): which method verifies a
+  token (local JWT, custom verifier, introspection) and the flow that does it;
 * ``results.py``: cache entries and the one rule for serving them;
   ``store.py``: the two-level result store (verdicts in process, keyed by
   this guard's policy; facts shared across processes, sealed);
@@ -13,7 +15,9 @@ own module:
 * ``_runner.py``: the only code that performs effects (HTTP, the shared
   store, the custom verifier), under ``upstream.py``'s policy (breakers,
   caps, one total deadline, metrics per call);
-* ``stats.py``: counters and the log line of a refused token.
+* ``_route_scopes.py``: the scopes routes declare, checked against each
+  issuer's ``scopes_supported``; ``_error_response.py``: what a refused
+  request is answered; ``stats.py``: counters and the log line of a refusal.
 
 :meth:`TokenGuard.verify` and :meth:`TokenGuard.verify_sync` answer a cached
 token inline (one keyed hash, one dict read, :func:`results.serves` spelled
@@ -24,82 +28,45 @@ Errors are :class:`~tokenguard.TokenError` subclasses;
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from . import diagnostics
-from ._clients import HttpClients
-from ._effects import GuardFlow
-from ._envelope import Envelope
-from ._policy import guard_fingerprint, shared_hash_key
-from ._runner import AsyncCoalescer, SyncCoalescer, run_async, run_sync
+from . import readiness
+from ._assembly import Assembly
+from ._clients import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._error_response import ErrorResponse, render_error
+from ._runner import run_async, run_sync
 from .bearer import DEFAULT_MAX_TOKEN_BYTES, extract_token
-from .breaker import BreakerSettings, CircuitBreakers
 from .builders import discovery_configs, static_keys_config
-from .cache import CacheBackend, CachedResult, MemoryCache
 from .claims import TokenClaims
-from .errors import ConfigurationError, InvalidToken, TokenError
-from .facts import verifier_identity
+from .errors import TokenError
 from .introspection import ClientAuthMethod, Introspection
-from .introspection_route import IntrospectionRoute
-from .issuer import IssuerRuntime, JWTIssuer
-from .limits import ConcurrencyLimit, IntrospectionLimits, RateLimiter
-from .metrics import Metrics, MetricsSnapshot
-from .routing import Router, jwt_scope
+from .issuer import JWTIssuer
+from .metrics import MetricsSnapshot
+from .routing import CustomVerifier
 from .scopes import ScopeRequirement
-from .shared import SealedStore, SharedPolicy, SharedStore
-from .sources import FetchSettings, MetadataSource, check_url
+from .sender_config import check_direct_verify, metadata_document
+from .sources import FetchSettings
 from .stats import log_rejection, stats_of
-from .store import ResultStore
-from .upstream import Upstream
-from .userinfo import UserinfoLookup
+from .upstream import DEFAULT_DEADLINE as DEFAULT_DEADLINE
 
 if TYPE_CHECKING:
+    from .breaker import BreakerSettings
+    from .cache import CacheBackend
     from .dpop import DPoPMode, DPoPSettings
     from .forwarded import TrustedProxies
+    from .limits import IntrospectionLimits
     from .mtls import MTLSSettings
-    from .readiness import ReadinessReport
     from .requirement import Requirement
+    from .shared import SharedStore
 
 __all__ = ["CustomVerifier", "ErrorResponse", "TokenGuard"]
 
-#: A user-supplied verifier for tokens no standard method covers: returns the
-#: token's claims, ``None`` when the token is not one it knows, or raises
-#: :class:`~tokenguard.InvalidToken`. May be sync or async (async ones serve
-#: only ``verify()``).
-CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 
-logger = logging.getLogger("tokenguard")
-
-#: Upstream timeouts: a provider that has not connected in 2 s is down for
-#: practical purposes (Spring's NimbusJwtDecoder: 5 s for both; Duende: 100 s,
-#: HttpClient's default, which keeps requests hanging through an outage).
-DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
-
-#: The total time one upstream call may take (connect + headers + body), and
-#: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
-#: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
-DEFAULT_DEADLINE = 5.0
-
-
-class ErrorResponse:
-    """Status, headers and JSON body for a failed request; adapters render it as is."""
-
-    __slots__ = ("body", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: list[tuple[str, str]], body: dict[str, str]) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
-
-
-class TokenGuard:
+class TokenGuard(Assembly):
     """Verifies Bearer tokens and enforces scopes, for any framework.
 
     Build one per application and share it: it holds the key and result
@@ -206,201 +173,34 @@ class TokenGuard:
         resource: str | None = None,
         resource_name: str | None = None,
     ) -> None:
-        if isinstance(issuers, JWTIssuer | str) or not all(isinstance(i, JWTIssuer) for i in issuers):
-            raise ConfigurationError("issuers must be a sequence of JWTIssuer (write issuers=[issuer])")
-        for name, flag in (
-            ("allow_query_token", allow_query_token),
-            ("allow_form_token", allow_form_token),
-            ("include_error_details", include_error_details),
-            ("proof_of_possession", proof_of_possession),
-        ):
-            if not isinstance(flag, bool):
-                raise ConfigurationError(f"{name} must be True or False, not {flag!r}")
-        self.proof_of_possession = proof_of_possession
-        if not issuers and introspection is None and verifier is None:
-            raise ConfigurationError("TokenGuard needs issuers=, introspection= or verifier=")
-        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline < math.inf:
-            raise ConfigurationError(f"deadline must be a positive number of seconds, not {deadline!r}")
-        if isinstance(max_token_bytes, bool) or not isinstance(max_token_bytes, int) or max_token_bytes < 1:
-            # Else a string fails on the first request, inside parse_authorization.
-            raise ConfigurationError(f"max_token_bytes must be a positive integer, not {max_token_bytes!r}")
-        if hash_key is not None and not isinstance(hash_key, bytes):
-            raise ConfigurationError(f"hash_key must be bytes (secret.encode()), not {type(hash_key).__name__}")
-        if realm is not None and not isinstance(realm, str):
-            raise ConfigurationError(f"realm must be a string or None, not {realm!r}")
-        self.realm = realm
-        self.max_token_bytes = max_token_bytes
-        self.allow_query_token = allow_query_token
-        self.allow_form_token = allow_form_token
-        self.include_error_details = include_error_details
-        self.resource_metadata = resource_metadata
-        self.clock = clock
-        from .sender_config import is_sender_constrained, sender_settings
-
-        self.dpop, self.mtls, self.trusted_proxies = sender_settings(dpop, mtls, trusted_proxies)
-        # verify() called outside request_auth judges tokens as plain Bearer
-        # (sender_config.check_direct_verify), unless the application said it
-        # checks the binding itself (proof_of_possession=True).
-        self._direct_check = is_sender_constrained(self) and not proof_of_possession
-        if is_sender_constrained(self):
-            # The adapters judge each request whole (request_auth.py): a bound
-            # token must come with its proof there, so verify() itself admits
-            # tokens carrying cnf, and request_auth refuses a bound token sent
-            # as Bearer (RFC 9449 §7.2 downgrade).
-            self.proof_of_possession = True
-        self.resource = resource
-        self.resource_name = resource_name
-        if resource is not None and resource_metadata is None:
-            from .resource_metadata import metadata_url
-
-            self.resource_metadata = metadata_url(resource)
-        self._metrics = Metrics()
-        self._events = self._metrics.events
-        # Plain ints on the hot path: a Counter update costs more than the lookup.
-        self._hits = 0
-        self._misses = 0
-
-        # ---- the two cache levels
-        shared: SharedStore | None = None
-        if isinstance(cache, str):
-            from .redis_cache import RedisCache
-
-            shared, cache = RedisCache(cache), None
-        elif isinstance(cache, SharedStore):
-            shared, cache = cache, None
-        self._shared = shared
-        self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
-
-        # ---- where keys and metadata come from
-        self._metadata: dict[str, MetadataSource] = {}
-        self._issuers: dict[str, IssuerRuntime] = {}
-        for config in issuers:
-            if config.issuer in self._issuers:
-                raise ConfigurationError(f"issuer {config.issuer!r} configured twice")
-            needs_metadata = not (config.keys or config.jwks or config.hmac_keys or config.jwks_uri)
-            metadata = self._metadata_for(config.issuer, config.fetch, config.discovery_url) if needs_metadata else None
-            self._issuers[config.issuer] = IssuerRuntime(config, metadata)
-        self._introspection = introspection
-        #: Where RFC 9701 signed introspection answers find their keys (readiness opens its probe's answer with it).
-        self._introspection_keys = None
-        if introspection is not None and introspection.signed_answers:
-            from .sender_config import introspection_keys_flow
-
-            self._introspection_keys = introspection_keys_flow(introspection, self._issuers)
-        if introspection is None and any(r.config.check_revocation for r in self._issuers.values()):
-            raise ConfigurationError(
-                "check_revocation=True needs introspection: client_id= or introspection=Introspection(...)"
-            )
-        self._introspection_metadata: MetadataSource | None = None
-        if introspection is not None:
-            if introspection.endpoint is not None:
-                check_url(introspection.endpoint, require_https=self._require_https(), what="introspection_endpoint")
-            else:
-                assert introspection.issuer is not None
-                fetch = (
-                    self._issuers[introspection.issuer].config.fetch
-                    if introspection.issuer in self._issuers
-                    else FetchSettings()
-                )
-                self._introspection_metadata = self._metadata_for(introspection.issuer, fetch, None)
-
-        # ---- HTTP clients and the runners' coalescers
-        self._clients = HttpClients(httpx.Timeout(timeout), http_client, async_http_client)
-        self._sync_client = self._clients.sync
-        self._async_client = self._clients.async_
-        self._sync_coalescer = SyncCoalescer()
-        self._async_coalescer = AsyncCoalescer()
-
-        # ---- the result store, keyed by this guard's policy
-        secret_hash_key = hash_key is not None
-        if hash_key is None and shared is not None:
-            hash_key, secret_hash_key = shared_hash_key(self._issuers, introspection)
-        verifier_scope = "custom\0" + verifier_identity(verifier) if verifier is not None else ""
-        fingerprint = guard_fingerprint(
-            self._issuers,
-            {name: jwt_scope(runtime) for name, runtime in self._issuers.items()},
+        super().__init__(
+            issuers,
             introspection,
-            verifier,
-            verifier_scope,
-            verifier_cache_ttl,
-            self.proof_of_possession,
-        )
-        self._store = ResultStore(self._cache, shared, hash_key=hash_key, policy=fingerprint)
-        self._hasher = self._store.verdicts
-        self._hash_inner, self._hash_outer = self._hasher.keyed_states()
-        self._cache_get = self._cache.get  # bound once: read on every request
-        if shared is not None:
-            policy = SharedPolicy(shared.lock_ttl, min(shared.lock_wait, deadline))
-            for source in self._metadata.values():
-                source.shared = policy
-            for runtime in self._issuers.values():
-                if runtime.jwks is not None:
-                    runtime.jwks.shared = policy
-
-        # ---- upstream policy
-        limits = introspection_limits or IntrospectionLimits()
-        self._breakers = CircuitBreakers(breaker or BreakerSettings())
-        caps = {"introspection": ConcurrencyLimit(limits.max_concurrent, limits.max_wait)}
-        sealed = None
-        if shared is not None:
-            aead_keys = tuple(getattr(shared, "encryption_keys", ()))
-            if not aead_keys and not secret_hash_key:
-                logger.warning(
-                    "shared cache: values are authenticated with a key derived from public configuration;"
-                    " set hash_key (or TOKENGUARD_HASH_KEY) or an encryption_key, or whoever can write to"
-                    " the store can forge entries"
-                )
-            sealed = SealedStore(shared, Envelope(aead_keys=aead_keys, mac_key=self._store.mac_key), clock)
-        self._upstream = Upstream(
-            breakers=self._breakers,
-            metrics=self._metrics,
-            limits=caps if limits.max_concurrent > 0 else None,
-            shared=sealed,
-            clock=clock,
+            realm=realm,
+            cache=cache,
+            hash_key=hash_key,
+            max_token_bytes=max_token_bytes,
+            allow_query_token=allow_query_token,
+            allow_form_token=allow_form_token,
+            include_error_details=include_error_details,
+            resource_metadata=resource_metadata,
+            timeout=timeout,
             deadline=deadline,
-        )
-
-        # ---- routing: which method verifies a token
-        introspecting = None
-        if introspection is not None:
-            introspecting = IntrospectionRoute(
-                introspection,
-                self._introspection_metadata,
-                self._store,
-                RateLimiter(limits),
-                self._metrics,
-                self._introspection_keys,
-                deadline,
-            )
-        #: The scope under which this guard's introspection facts are keyed.
-        self._introspection_scope = introspecting.scope if introspecting is not None else ""
-        self._router = Router(
-            issuers=self._issuers,
-            introspection=introspecting,
+            http_client=http_client,
+            async_http_client=async_http_client,
+            clock=clock,
             verifier=verifier,
             verifier_cache_ttl=verifier_cache_ttl,
-            verifier_scope=verifier_scope,
-            store=self._store,
-            events=self._events,
-            proof_of_possession=self.proof_of_possession,
+            userinfo_cache_ttl=userinfo_cache_ttl,
+            breaker=breaker,
+            introspection_limits=introspection_limits,
+            proof_of_possession=proof_of_possession,
+            dpop=dpop,
+            mtls=mtls,
+            trusted_proxies=trusted_proxies,
+            resource=resource,
+            resource_name=resource_name,
         )
-        self._userinfo = UserinfoLookup(
-            self._metadata, self._introspection_metadata, self._cache, self._hasher, userinfo_cache_ttl
-        )
-        #: Scopes routes require (``requires()``, ``declare_scopes()``), checked against ``scopes_supported``.
-        self._route_scopes: set[str] = set()
-        for source in self._metadata.values():
-            source.on_first_load = partial(self._check_route_scopes, source.issuer)
-
-    def _require_https(self) -> bool:
-        return all(runtime.config.fetch.require_https for runtime in self._issuers.values()) if self._issuers else True
-
-    def _metadata_for(self, issuer: str, fetch: FetchSettings, discovery_url: str | None) -> MetadataSource:
-        source = self._metadata.get(issuer)
-        if source is None:
-            check_url(issuer, require_https=fetch.require_https, what="issuer")
-            source = self._metadata[issuer] = MetadataSource(issuer, fetch, discovery_url=discovery_url)
-        return source
 
     # ------------------------------------------------------------------ builders
 
@@ -513,7 +313,7 @@ class TokenGuard:
         # The hot path, inlined (a call costs ~10 % of a hit): keyed hash, dict
         # read, results.serves() spelled out. verify() holds the same lines;
         # tests/test_results.py pins both to serves(). Anything else (misses,
-        # cached rejections, stale entries) goes to _verify_miss.
+        # cached rejections, stale entries) goes to Router.verify_miss.
         cache_key = entry = None
         if len(token) <= self.max_token_bytes:
             inner = self._hash_inner.copy()
@@ -533,7 +333,7 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
+            claims, flow = self._router.verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
@@ -574,7 +374,7 @@ class TokenGuard:
                     self._hits += 1
                     return self._direct(token, hit) if self._direct_check else hit
         try:
-            claims, flow = self._verify_miss(token, now, cache_key, entry, client)
+            claims, flow = self._router.verify_miss(token, now, cache_key, entry, client)
             if claims is None:
                 assert flow is not None
                 claims = await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
@@ -586,33 +386,12 @@ class TokenGuard:
     def _direct(self, token: str, claims: TokenClaims) -> TokenClaims:
         # DPoP/mTLS configured: a call outside request_auth has no proof and
         # no certificate; judge the token as plain Bearer (RFC 9449 §7.2).
-        from .sender_config import check_direct_verify
-
         try:
             check_direct_verify(self, claims)
         except TokenError as exc:
             log_rejection(self._metrics, self._hasher, self.max_token_bytes, token, exc)
             raise
         return claims
-
-    def _verify_miss(
-        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
-    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
-        """After the inlined hit failed: ``(claims, None)`` when the token was
-        verified on the spot, else ``(None, the flow that verifies it)``.
-
-        ``cache_key`` and ``entry`` are the token's cache key and what the
-        cache held under it, both ``None`` when the token is oversized.
-
-        Raises:
-            InvalidToken: the token is oversized, its rejection is cached, or it is refused now.
-        """
-        if cache_key is None:
-            raise InvalidToken("token exceeds the maximum size")
-        if entry is not None:
-            self._router.retire(self._cache, cache_key, entry, now)
-        self._misses += 1
-        return self._router.verify_or_flow(token, now, cache_key, client)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -625,7 +404,7 @@ class TokenGuard:
 
     def metrics(self) -> MetricsSnapshot:
         """Every counter, upstream latency histogram and breaker state, copied at once."""
-        return self._metrics.snapshot(self._hits, self._misses, self._breakers.states())
+        return self._metrics.snapshot(self._hits, self._router.misses, self._breakers.states())
 
     # ------------------------------------------------------------------ userinfo
 
@@ -642,22 +421,18 @@ class TokenGuard:
             ConfigurationError: no metadata (hence no endpoint) for this token's issuer.
         """
         claims = self.verify_sync(token)
-        now = self.clock()
-        cache_key, cached = self._userinfo.cached(token, now)
-        if cached is not None:
-            return cached
-        flow = self._userinfo.flow(token, claims, cache_key, now)
-        return run_sync(flow, self._sync_client, self._sync_coalescer, self._upstream)
+        found = self._userinfo.lookup(token, claims, self.clock())
+        if isinstance(found, TokenClaims):
+            return found
+        return run_sync(found, self._sync_client, self._sync_coalescer, self._upstream)
 
     async def userinfo(self, token: str) -> TokenClaims:
         """Async twin of :meth:`userinfo_sync`."""
         claims = await self.verify(token)
-        now = self.clock()
-        cache_key, cached = self._userinfo.cached(token, now)
-        if cached is not None:
-            return cached
-        flow = self._userinfo.flow(token, claims, cache_key, now)
-        return await run_async(flow, self._async_client, self._async_coalescer, self._upstream)
+        found = self._userinfo.lookup(token, claims, self.clock())
+        if isinstance(found, TokenClaims):
+            return found
+        return await run_async(found, self._async_client, self._async_coalescer, self._upstream)
 
     # ------------------------------------------------------------------ requests and scopes
 
@@ -739,39 +514,25 @@ class TokenGuard:
             ConfigurationError: a scope is not a valid scope name (RFC 6749
                 §3.3), checked before anything is declared.
         """
-        ScopeRequirement(tuple(scopes))  # validates the names: a list or a bad name is refused here
-        new = set(scopes) - self._route_scopes
-        if not new:
-            return
-        self._route_scopes.update(new)
-        for source in self._metadata.values():
-            if source.state.value is not None:
-                diagnostics.check_route_scopes(source.issuer, new, source.state.value)
+        self._route_scopes.declare(scopes)
 
     @property
     def route_scopes(self) -> frozenset[str]:
         """Every scope the routes declared (:meth:`declare_scopes`), for the RFC 9728 document."""
-        return frozenset(self._route_scopes)
-
-    def _check_route_scopes(self, issuer: str, document: dict[str, Any]) -> None:
-        diagnostics.check_route_scopes(issuer, self._route_scopes, document)
+        return self._route_scopes.declared
 
     # ------------------------------------------------------------------ readiness
 
-    async def check(self) -> ReadinessReport:
+    async def check(self) -> readiness.ReadinessReport:
         """Fetch every issuer's metadata and keys and test the introspection credentials.
 
         For start-up and readiness probes: see :func:`tokenguard.readiness.check`.
         """
-        from .readiness import check
+        return await readiness.check(self)
 
-        return await check(self)
-
-    def check_sync(self) -> ReadinessReport:
+    def check_sync(self) -> readiness.ReadinessReport:
         """Blocking twin of :meth:`check` (see :func:`tokenguard.readiness.check_sync`)."""
-        from .readiness import check_sync
-
-        return check_sync(self)
+        return readiness.check_sync(self)
 
     def protected_resource_metadata(self) -> dict[str, Any]:
         """This API's RFC 9728 protected-resource metadata document.
@@ -779,25 +540,18 @@ class TokenGuard:
         Raises:
             ConfigurationError: the guard has no ``resource``.
         """
-        from .sender_config import metadata_document
-
         return metadata_document(self)
 
     def error_response(self, error: TokenError) -> ErrorResponse:
         """Status, headers and body to send for ``error``."""
-        extra: tuple[tuple[str, str], ...] = ()
         self._events[f"rejected_{error.status_code}"] += 1
-        if self.resource_metadata and error.status_code in (401, 403):
-            extra = (("resource_metadata", self.resource_metadata),)
-        if self.dpop is not None and self.dpop.enabled:
-            from .request_auth import challenge_headers
-
-            headers = challenge_headers(
-                error, self.dpop, self.realm, include_description=self.include_error_details, extra=extra
-            )
-        else:
-            headers = error.headers(self.realm, include_description=self.include_error_details, extra=extra)
-        return ErrorResponse(error.status_code, headers, error.body(include_description=self.include_error_details))
+        return render_error(
+            error,
+            realm=self.realm,
+            include_description=self.include_error_details,
+            resource_metadata=self.resource_metadata,
+            dpop=self.dpop,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -235,11 +235,12 @@ def _failed(exc: Exception, urls: list[str], since: float) -> tuple[Status, str]
 
 def _scope_checks(guard: TokenGuard) -> list[ReadinessCheck]:
     checks = []
+    scopes = guard.route_scopes
     for source in guard._metadata.values():
         document = source.state.value
-        if document is None or not guard._route_scopes:
+        if document is None or not scopes:
             continue
-        missing = diagnostics.check_route_scopes(source.issuer, guard._route_scopes, document)
+        missing = diagnostics.check_route_scopes(source.issuer, scopes, document)
         if missing:
             checks.append(
                 ReadinessCheck(

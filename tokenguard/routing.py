@@ -17,7 +17,7 @@ Every outcome is kept in the result store (``store.py``) as an entry built by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import diagnostics
@@ -32,7 +32,13 @@ from .jwt import UnverifiedJWS, has_lone_surrogate, looks_like_jws, parse_jws, p
 from .results import custom_entry, introspection_entry, jwt_entry, serves
 from .store import ResultStore
 
-__all__ = ["Router", "jwt_scope"]
+__all__ = ["CustomVerifier", "Router", "jwt_scope"]
+
+#: A user-supplied verifier for tokens no standard method covers: returns the
+#: token's claims, ``None`` when the token is not one it knows, or raises
+#: :class:`~tokenguard.InvalidToken`. May be sync or async (async ones serve
+#: only ``verify()``).
+CustomVerifier = Callable[[str], "Mapping[str, Any] | None | Awaitable[Mapping[str, Any] | None]"]
 
 
 def jwt_scope(runtime: IssuerRuntime) -> str:
@@ -59,7 +65,7 @@ class Router:
         *,
         issuers: Mapping[str, IssuerRuntime],
         introspection: IntrospectionRoute | None,
-        verifier: Callable[[str], object] | None,
+        verifier: CustomVerifier | None,
         verifier_cache_ttl: float,
         verifier_scope: str,
         store: ResultStore,
@@ -85,8 +91,29 @@ class Router:
         }
         #: The scopes under which shared signature facts are keyed: who established them.
         self.jwt_scopes = {name: jwt_scope(runtime) for name, runtime in issuers.items()}
+        #: Tokens the guard's inlined hit did not answer (a plain int, as the guard's hits).
+        self.misses = 0
 
     # ------------------------------------------------------------------ a miss, before any flow
+
+    def verify_miss(
+        self, token: str, now: float, cache_key: bytes | None, entry: CachedResult | None, client: str | None
+    ) -> tuple[TokenClaims, None] | tuple[None, GuardFlow[TokenClaims]]:
+        """After the guard's inlined hit failed: ``(claims, None)`` when the
+        token was verified on the spot, else ``(None, the flow that verifies it)``.
+
+        ``cache_key`` and ``entry`` are the token's cache key and what the
+        cache held under it, both ``None`` when the token is oversized.
+
+        Raises:
+            InvalidToken: the token is oversized, its rejection is cached, or it is refused now.
+        """
+        if cache_key is None:
+            raise InvalidToken("token exceeds the maximum size")
+        if entry is not None:
+            self.retire(self.store.local, cache_key, entry, now)
+        self.misses += 1
+        return self.verify_or_flow(token, now, cache_key, client)
 
     @staticmethod
     def retire(cache: CacheBackend, cache_key: bytes, entry: CachedResult, now: float) -> None:

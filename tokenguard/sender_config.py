@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .claims import TokenClaims, check_not_sender_constrained
 from .dpop import DPoPSettings
@@ -57,7 +57,17 @@ def sender_settings(
     return dpop_settings, mtls_settings, trusted_proxies
 
 
-def is_sender_constrained(guard: TokenGuard) -> bool:
+class _SenderSettings(Protocol):
+    """What :func:`is_sender_constrained` reads: a guard's, or its assembly's while it is built."""
+
+    @property
+    def dpop(self) -> DPoPSettings | None: ...
+
+    @property
+    def mtls(self) -> MTLSSettings | None: ...
+
+
+def is_sender_constrained(guard: _SenderSettings) -> bool:
     """Whether requests must be judged as a whole (DPoP or mTLS configured), not by the token alone."""
     return (guard.dpop is not None and guard.dpop.enabled) or guard.mtls is not None
 

@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .shared import SharedStore
 
-__all__ = ["CLIENT_AUTH_PURPOSES", "ObservedCall", "Upstream", "endpoint_of", "missed_deadline"]
+__all__ = ["CLIENT_AUTH_PURPOSES", "DEFAULT_DEADLINE", "ObservedCall", "Upstream", "endpoint_of", "missed_deadline"]
+
+#: The total time one upstream call may take (connect + headers + body), and
+#: the longest a coalesced waiter waits for it. Precedents: jose and Auth0 5 s
+#: for a JWKS fetch (as a per-request timeout); Envoy's remote JWKS 1 s.
+DEFAULT_DEADLINE = 5.0
 
 #: Upstreams that authenticate this API: a 401/403 there is outcome ``client_auth_failed``, a failure.
 CLIENT_AUTH_PURPOSES = frozenset({"introspection", "token"})
@@ -53,7 +58,7 @@ class Upstream:
         limits: Mapping[str, ConcurrencyLimit] | None = None,
         shared: SharedStore | None = None,
         clock: Callable[[], float] = time.monotonic,
-        deadline: float = 5.0,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.breakers = breakers
         self.metrics = metrics

@@ -54,16 +54,16 @@ class UserinfoLookup:
         self.hasher = hasher
         self.ttl = ttl
 
-    def cached(self, token: str, now: float) -> tuple[bytes, TokenClaims | None]:
-        """The cache key of ``token``'s answer, and the answer when one is kept."""
+    def lookup(self, token: str, claims: TokenClaims, now: float) -> TokenClaims | GuardFlow[TokenClaims]:
+        """The answer kept for ``token`` (whose verified claims are ``claims``), else the :meth:`flow` that asks."""
         # Its own key space: a hash of the token's verdict key, which no token
         # hashes to. (A prefixed token would not do: verify("\0userinfo\0" + T)
         # would then find T's UserInfo answer and take it for a verdict.)
         cache_key = hashlib.sha256(b"tokenguard userinfo v2\0" + self.hasher.cache_key(token)).digest()
         entry = self.cache.get(cache_key)
         if entry is not None and now < entry.cache_until and entry.claims is not None:
-            return cache_key, entry.claims
-        return cache_key, None
+            return entry.claims
+        return self.flow(token, claims, cache_key, now)
 
     def flow(self, token: str, claims: TokenClaims, cache_key: bytes, now: float) -> GuardFlow[TokenClaims]:
         """Ask the token's issuer's ``userinfo_endpoint`` and keep the answer.
