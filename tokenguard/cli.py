@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from ._clients import DEFAULT_TIMEOUT
 from ._logtext import loggable
 from ._runner import run_sync
 from .cachecontrol import document_ttl
@@ -465,7 +466,7 @@ def discover(issuer: str, args: argparse.Namespace) -> dict[str, Any]:
     check_url(issuer, require_https=not args.allow_http, what="issuer", opt_out="--allow-http")
     result: dict[str, Any] = {"issuer": issuer, "metadata": [], "jwks": None, "readiness": None}
     metadata: dict[str, Any] | None = None
-    with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0), follow_redirects=False) as client:
+    with httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False) as client:
         for url in discovery_urls(issuer):
             entry = _get(client, url)
             document = entry.pop("document", None)
