@@ -279,3 +279,36 @@ def test_introspection_answering_active_in_any_shape_fails(issuer: LocalIssuer, 
         assert check.status == "failed", check
         assert "answered active: false" not in check.detail
         assert not result.ok
+
+
+def test_readiness_report_and_its_log_line_never_show_endpoint_credentials(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An introspection endpoint configured with user:password@ and a query secret: the report (logged at
+    ERROR by the probe, raised in NotReady, served with details=True) names it as public_url shows it."""
+    from tokenguard import Introspection
+    from tokenguard.readiness import ReadinessProbe
+
+    host = issuer.introspection_endpoint.split("://", 1)[1]
+    # httpx sends a URL's user:password@ as Basic credentials of its own: the second endpoint has the query only.
+    endpoints = {
+        "wrong": f"http://svc:pa55word@{host}?api_key=pa55word",
+        issuer.client_secret: f"http://{host}?k=pa55word",
+    }
+    for secret, endpoint in endpoints.items():
+        introspection = Introspection(endpoint=endpoint, client_id=issuer.client_id, client_secret=secret)
+        guard = TokenGuard(introspection=introspection)
+
+        async def run(guard: TokenGuard = guard) -> ReadinessReport:
+            try:
+                return await ReadinessProbe(guard).report()
+            finally:
+                await guard.aclose()
+
+        with caplog.at_level(logging.INFO, logger="tokenguard"):
+            report = asyncio.run(run())
+        assert report.ok is (secret != "wrong"), str(report)
+        assert "/introspect" in str(report)
+        assert "pa55word" not in str(report) and "pa55word" not in str(report.to_dict())
+    assert any("not ready" in r.getMessage() for r in caplog.records)
+    assert not any("pa55word" in r.getMessage() for r in caplog.records)
