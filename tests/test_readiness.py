@@ -312,3 +312,32 @@ def test_readiness_report_and_its_log_line_never_show_endpoint_credentials(
         assert "pa55word" not in str(report) and "pa55word" not in str(report.to_dict())
     assert any("not ready" in r.getMessage() for r in caplog.records)
     assert not any("pa55word" in r.getMessage() for r in caplog.records)
+
+
+def test_probe_keeps_no_closed_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe polled from many event loops in turn (asyncio.run per poll, one loop per thread) keeps no
+    lock or loop of those that are closed: memory stays flat however many loops came and went."""
+    import gc
+    import weakref
+
+    from tokenguard import readiness
+
+    async def slow_check(guard: object) -> ReadinessReport:
+        await asyncio.sleep(0.001)  # concurrent polls wait on the probe's lock meanwhile
+        return ReadinessReport(())
+
+    monkeypatch.setattr(readiness, "check", slow_check)
+    now = [0.0]
+    probe = readiness.ReadinessProbe(object(), interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def poll() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await asyncio.gather(probe.report(), probe.report())
+
+    for _ in range(20):
+        now[0] += 2  # stale: every loop runs a check
+        asyncio.run(poll())
+    gc.collect()
+    assert probe.checks_run == 20
+    assert sum(ref() is not None for ref in loops) <= 1  # the last loop at most, until another one checks

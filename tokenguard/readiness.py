@@ -323,7 +323,8 @@ class ReadinessProbe:
         self._clock = clock
         self._report: ReadinessReport | None = None
         self._checked_at = 0.0
-        self._locks: dict[int, Any] = {}
+        #: One lock per running event loop; those of closed loops are dropped (see report()).
+        self._locks: dict[Any, Any] = {}
         #: How many checks were run (a poll answered from the last report runs none).
         self.checks_run = 0
 
@@ -341,10 +342,14 @@ class ReadinessProbe:
         if report is not None:
             return report
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(id(loop))
+        lock = self._locks.get(loop)
         if lock is None:
-            # One lock per event loop (an application may run several, one per thread).
-            lock = self._locks[id(loop)] = asyncio.Lock()
+            # One lock per event loop (an application may run several, one per thread,
+            # or asyncio.run() per poll): a lock holds its loop, so those of closed
+            # loops go, or every loop that ever polled would stay in memory.
+            for old in [old for old in list(self._locks) if old.is_closed()]:
+                self._locks.pop(old, None)
+            lock = self._locks[loop] = asyncio.Lock()
         async with lock:
             report = self._fresh()
             if report is not None:
