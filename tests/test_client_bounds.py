@@ -213,3 +213,57 @@ def test_a_compressed_token_answer_is_read(coding: str) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_dian_reads_a_gzip_answer(flavour: str) -> None:
+    """A DIAN answer sent gzipped is read once: the bounded body, already inflated, is not inflated again
+    (the rebuilt response kept Content-Encoding: gzip, and httpx.DecodingError escaped instead of a DToken)."""
+    answer = b'{"accessToken": "dian-at", "refreshToken": "rt", "expireIn": 3600, "clientId": "my-client "}'
+    body = gzip.compress(answer)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def _serve(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _serve  # noqa: N815
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        if flavour == "sync":
+            client = DianClient(url, sleep=lambda s: None, **DIAN_OPTIONS)
+            try:
+                token = client.login()
+            finally:
+                client.close()
+        else:
+            from tokenguard.client import AsyncDianClient
+
+            async def run() -> Any:
+                async def no_sleep(seconds: float) -> None:
+                    return None
+
+                client = AsyncDianClient(url, sleep=no_sleep, **DIAN_OPTIONS)
+                try:
+                    return await client.login()
+                finally:
+                    await client.aclose()
+
+            token = asyncio.run(run())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert token.access_token == "dian-at" and token.client_id == "my-client"
