@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,21 @@ pytestmark = pytest.mark.integration
 #: How much a hostile endpoint offers: far past either bound.
 OFFERED = 8 * 1024 * 1024
 CHUNK = 64 * 1024
+DIAN_OPTIONS: dict[str, Any] = {
+    "client_id": "my-client",
+    "client_secret": "client-secret",
+    "encryption_key": KEY,
+    "tipo_documento": "US",
+    "nro_documento": "1234567890",
+    "nit": "900123456",
+    "password": "pw",
+}
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """64 MiB of JSON whitespace, gzipped: about 64 KiB on the wire, well under either declared bound."""
+    return gzip.compress(b" " * (64 * 1024 * 1024), 9)
 
 
 class Endless:
@@ -42,6 +59,16 @@ class Endless:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", "no-store")
+                if server.mode == "gzip":
+                    bomb = gzip_bomb()
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(bomb)))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(bomb)
+                    except OSError:
+                        pass
+                    return
                 if server.mode == "declared":
                     self.send_header("Content-Length", str(OFFERED))
                 else:
@@ -96,15 +123,7 @@ def test_token_client_refuses_an_answer_past_its_bound(endless: Endless, flavour
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_dian_client_refuses_an_answer_past_its_bound(endless: Endless, flavour: str) -> None:
     """The DIAN client reads at most MAX_ANSWER_BYTES of any answer too."""
-    options: dict[str, Any] = {
-        "client_id": "my-client",
-        "client_secret": "client-secret",
-        "encryption_key": KEY,
-        "tipo_documento": "US",
-        "nro_documento": "1234567890",
-        "nit": "900123456",
-        "password": "pw",
-    }
+    options = DIAN_OPTIONS
     if flavour == "sync":
         client = DianClient(endless.url, sleep=lambda s: None, **options)
         with pytest.raises(DianError, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
@@ -126,3 +145,125 @@ def test_dian_client_refuses_an_answer_past_its_bound(endless: Endless, flavour:
 
         asyncio.run(run())
     assert endless.sent < OFFERED
+
+
+@pytest.mark.parametrize("client", ["token-sync", "token-async", "dian-sync"])
+def test_a_compressed_answer_is_bounded_as_it_is_inflated(client: str) -> None:
+    """A gzip bomb (64 KiB on the wire, 64 MiB inflated) is refused at the bound without being inflated
+    whole: httpx inflates each 64 KiB read at once, so a bound checked per decoded chunk held ~64 MiB."""
+    import tracemalloc
+
+    gzip_bomb()  # compressed before memory is traced
+    with Endless("gzip") as server:
+        tracemalloc.start()
+        try:
+            if client == "dian-sync":
+                dian = DianClient(server.url, sleep=lambda s: None, **DIAN_OPTIONS)
+                with pytest.raises(DianError, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
+                    dian.login()
+                dian.close()
+            else:
+                auth = ClientCredentialsAuth("api", "secret", token_endpoint=f"{server.url}/token")
+                with pytest.raises(TokenEndpointError, match=f"larger than {MAX_TOKEN_ANSWER_BYTES} bytes"):
+                    if client == "token-sync":
+                        auth.get_token_sync()
+                    else:
+                        asyncio.run(auth.get_token())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * MAX_TOKEN_ANSWER_BYTES, f"{peak / 2**20:.1f} MiB held for a {MAX_TOKEN_ANSWER_BYTES} byte bound"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "identity"])
+def test_a_compressed_token_answer_is_read(coding: str) -> None:
+    """Token endpoints that compress their answers (gzip; deflate with or without its zlib wrapper) still work."""
+    import zlib
+
+    answer = b'{"access_token": "abc", "token_type": "Bearer", "expires_in": 300}'
+    body = {
+        "gzip": gzip.compress(answer),
+        "deflate": zlib.compress(answer),
+        "raw-deflate": zlib.compress(answer)[2:-4],
+        "identity": answer,
+    }[coding]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", coding.replace("raw-", ""))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/token"
+        assert ClientCredentialsAuth("api", "secret", token_endpoint=url).get_token_sync().access_token == "abc"
+        token = asyncio.run(ClientCredentialsAuth("api", "secret", token_endpoint=url).get_token())
+        assert token.access_token == "abc"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_dian_reads_a_gzip_answer(flavour: str) -> None:
+    """A DIAN answer sent gzipped is read once: the bounded body, already inflated, is not inflated again
+    (the rebuilt response kept Content-Encoding: gzip, and httpx.DecodingError escaped instead of a DToken)."""
+    answer = b'{"accessToken": "dian-at", "refreshToken": "rt", "expireIn": 3600, "clientId": "my-client "}'
+    body = gzip.compress(answer)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+        def _serve(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _serve  # noqa: N815
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        if flavour == "sync":
+            client = DianClient(url, sleep=lambda s: None, **DIAN_OPTIONS)
+            try:
+                token = client.login()
+            finally:
+                client.close()
+        else:
+            from tokenguard.client import AsyncDianClient
+
+            async def run() -> Any:
+                async def no_sleep(seconds: float) -> None:
+                    return None
+
+                client = AsyncDianClient(url, sleep=no_sleep, **DIAN_OPTIONS)
+                try:
+                    return await client.login()
+                finally:
+                    await client.aclose()
+
+            token = asyncio.run(run())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert token.access_token == "dian-at" and token.client_id == "my-client"

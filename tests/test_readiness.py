@@ -279,3 +279,65 @@ def test_introspection_answering_active_in_any_shape_fails(issuer: LocalIssuer, 
         assert check.status == "failed", check
         assert "answered active: false" not in check.detail
         assert not result.ok
+
+
+def test_readiness_report_and_its_log_line_never_show_endpoint_credentials(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An introspection endpoint configured with user:password@ and a query secret: the report (logged at
+    ERROR by the probe, raised in NotReady, served with details=True) names it as public_url shows it."""
+    from tokenguard import Introspection
+    from tokenguard.readiness import ReadinessProbe
+
+    host = issuer.introspection_endpoint.split("://", 1)[1]
+    # httpx sends a URL's user:password@ as Basic credentials of its own: the second endpoint has the query only.
+    endpoints = {
+        "wrong": f"http://svc:pa55word@{host}?api_key=pa55word",
+        issuer.client_secret: f"http://{host}?k=pa55word",
+    }
+    for secret, endpoint in endpoints.items():
+        introspection = Introspection(endpoint=endpoint, client_id=issuer.client_id, client_secret=secret)
+        guard = TokenGuard(introspection=introspection)
+
+        async def run(guard: TokenGuard = guard) -> ReadinessReport:
+            try:
+                return await ReadinessProbe(guard).report()
+            finally:
+                await guard.aclose()
+
+        with caplog.at_level(logging.INFO, logger="tokenguard"):
+            report = asyncio.run(run())
+        assert report.ok is (secret != "wrong"), str(report)
+        assert "/introspect" in str(report)
+        assert "pa55word" not in str(report) and "pa55word" not in str(report.to_dict())
+    assert any("not ready" in r.getMessage() for r in caplog.records)
+    assert not any("pa55word" in r.getMessage() for r in caplog.records)
+
+
+def test_probe_keeps_no_closed_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe polled from many event loops in turn (asyncio.run per poll, one loop per thread) keeps no
+    lock or loop of those that are closed: memory stays flat however many loops came and went."""
+    import gc
+    import weakref
+
+    from tokenguard import readiness
+
+    async def slow_check(guard: object) -> ReadinessReport:
+        await asyncio.sleep(0.001)  # concurrent polls wait on the probe's lock meanwhile
+        return ReadinessReport(())
+
+    monkeypatch.setattr(readiness, "check", slow_check)
+    now = [0.0]
+    probe = readiness.ReadinessProbe(object(), interval=1, clock=lambda: now[0])  # type: ignore[arg-type]
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def poll() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        await asyncio.gather(probe.report(), probe.report())
+
+    for _ in range(20):
+        now[0] += 2  # stale: every loop runs a check
+        asyncio.run(poll())
+    gc.collect()
+    assert probe.checks_run == 20
+    assert sum(ref() is not None for ref in loops) <= 1  # the last loop at most, until another one checks

@@ -57,3 +57,31 @@ def test_key_never_raises(text: str) -> None:
     """Any text (URLs come from configuration and discovery documents) gives a key."""
     assert isinstance(_key(text), str)
 
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "userinfo_and_path",
+    [
+        ("svc:hunter2@x", "/token?key=hunter2"),  # an unencoded @ in the password: httpx writes %40
+        ("svc:hunter 2", "/token?key=hunter2"),  # a space: httpx writes %20
+        ("svc:hunter2-ü", "/token?key=hunter2"),  # non-ASCII: httpx percent-encodes it
+        ("svc:hunter2", "/x/../token?key=hunter2"),  # a dot segment: httpx removes it
+    ],
+)
+def test_urls_httpx_rewrites_stay_redacted(
+    userinfo_and_path: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx prints the URL it normalised (percent-encoding, dot segments), not the one configured:
+    the registered URL must still match, or the password reaches httpx's INFO line."""
+    from tokenguard.client import ClientCredentialsAuth, TokenEndpointError
+
+    userinfo, path = userinfo_and_path
+    with LocalIssuer(algorithms=("ES256",)) as server:
+        host = server.token_endpoint.split("://", 1)[1].split("/", 1)[0]
+        url = f"http://{userinfo}@{host}{path}"
+        auth = ClientCredentialsAuth("svc", "wrong-secret", token_endpoint=url)
+        with caplog.at_level(logging.INFO), pytest.raises(TokenEndpointError):
+            auth.get_token_sync()
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert any("/token" in line for line in lines), lines
+    assert not any("hunter" in line for line in lines), lines

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 
+import httpx
+
 from ._logtext import public_url
 
 __all__ = ["keep_out_of_logs"]
@@ -48,10 +50,17 @@ class _Redactor(logging.Filter):
         self._lock = threading.Lock()
 
     def register(self, url: str) -> bool:
+        keys = {_key(url)}
+        try:
+            # httpx logs the URL as it normalised it (percent-encoding of the
+            # userinfo and path, IDNA host, dot segments, empty port): that form too.
+            keys.add(_key(str(httpx.URL(url))))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            pass
         with self._lock:
             if len(self._keys) >= MAX_REGISTERED:
                 return False
-            self._keys.add(_key(url))
+            self._keys |= keys
             return True
 
     def _redacted(self, value: object) -> object:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import diagnostics
 from ._effects import Flow
+from ._logtext import public_url
 from ._runner import run_async, run_sync
 from .errors import ConfigurationError, InvalidToken, ServiceUnavailable
 from .introspection import build_introspection_request, interpret_introspection
@@ -186,13 +187,13 @@ def _plans(guard: TokenGuard) -> list[_Plan]:
                     reply = open_signed_answer(reply, keys, issuer=config.issuer, client_id=config.client_id, now=now)
                 result = interpret_introspection(reply, config, now)
             except InvalidToken as exc:  # a repeated "active" member, a forged signed answer: nothing to trust
-                return "failed", f"{endpoint} answered the probe ambiguously ({exc.description})"
+                return "failed", f"{public_url(endpoint)} answered the probe ambiguously ({exc.description})"
             answer = result.answer or {}
             if result.claims is not None or answer.get("active") is not False:
                 # Only {"active": false} proves the endpoint checks tokens (RFC 7662 §2.2); an active
                 # answer the guard refuses for its iss, exp or token_type is still a server saying yes.
-                return "failed", f"{endpoint} called an unknown token active: it is not checking tokens"
-            return "ok", f"{endpoint} accepted client {config.client_id!r} and answered active: false"
+                return "failed", f"{public_url(endpoint)} called an unknown token active: it is not checking tokens"
+            return "ok", f"{public_url(endpoint)} accepted client {config.client_id!r} and answered active: false"
 
         def introspection_urls() -> list[str]:
             urls = [config.endpoint] if config.endpoint else []
@@ -203,7 +204,8 @@ def _plans(guard: TokenGuard) -> list[_Plan]:
                     urls.append(uri)
             return urls
 
-        target = config.endpoint or config.issuer or ""
+        # Reports are logged and may be served: never a user:password@ or query secret in them.
+        target = public_url(config.endpoint or config.issuer or "")
         plans.append(("introspection", target, introspection_urls, introspection_flow))
     return plans
 
@@ -228,7 +230,7 @@ def _failed(exc: Exception, urls: list[str], since: float) -> tuple[Status, str]
     for url in dict.fromkeys(urls):
         cause = diagnostics.failure_since(url, since)
         if cause is not None:
-            detail += f" ({url}: {cause})"
+            detail += f" ({public_url(url)}: {cause})"
             break
     return "failed", detail
 
@@ -322,7 +324,8 @@ class ReadinessProbe:
         self._clock = clock
         self._report: ReadinessReport | None = None
         self._checked_at = 0.0
-        self._locks: dict[int, Any] = {}
+        #: One lock per running event loop; those of closed loops are dropped (see report()).
+        self._locks: dict[Any, Any] = {}
         #: How many checks were run (a poll answered from the last report runs none).
         self.checks_run = 0
 
@@ -340,10 +343,14 @@ class ReadinessProbe:
         if report is not None:
             return report
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(id(loop))
+        lock = self._locks.get(loop)
         if lock is None:
-            # One lock per event loop (an application may run several, one per thread).
-            lock = self._locks[id(loop)] = asyncio.Lock()
+            # One lock per event loop (an application may run several, one per thread,
+            # or asyncio.run() per poll): a lock holds its loop, so those of closed
+            # loops go, or every loop that ever polled would stay in memory.
+            for old in [old for old in list(self._locks) if old.is_closed()]:
+                self._locks.pop(old, None)
+            lock = self._locks[loop] = asyncio.Lock()
         async with lock:
             report = self._fresh()
             if report is not None:

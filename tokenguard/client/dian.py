@@ -336,8 +336,16 @@ MAX_ANSWER_BYTES = 256 * 1024
 
 
 def _bounded(response: httpx.Response, body: bytes) -> httpx.Response:
-    """``response`` with ``body`` (read no further than :data:`MAX_ANSWER_BYTES`) as its content."""
-    return httpx.Response(response.status_code, headers=response.headers, content=body, request=response.request)
+    """``response`` with ``body`` (read no further than :data:`MAX_ANSWER_BYTES`) as its content.
+
+    ``body`` is already decoded: the rebuilt response drops ``Content-Encoding``
+    (httpx would inflate it again) and the ``Content-Length`` of what was sent.
+    """
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DECODED_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
+
+
+_DECODED_HEADERS = frozenset({"content-encoding", "content-length"})
 
 
 def _too_large(response: httpx.Response) -> DianError:
