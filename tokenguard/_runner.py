@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from . import diagnostics
+from ._bounded_read import ACCEPT_ENCODING, read_async, read_sync
 from ._effects import (
     CallVerifier,
     GuardFlow,
@@ -76,7 +77,7 @@ USER_AGENT = "tokenguard/0.1"
 
 
 def _headers(request: HttpRequest) -> dict[str, str]:
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT}
     headers.update(request.headers)
     return headers
 
@@ -128,19 +129,12 @@ def fetch_sync(client: httpx.Client, request: HttpRequest, deadline_at: float | 
             follow_redirects=False,
             **extra,
         ) as response:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > request.max_bytes:
-                raise _oversized(request)
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > request.max_bytes:
-                    raise _oversized(request)
+            def in_time() -> None:
                 if deadline_at is not None and time.monotonic() >= deadline_at:
                     raise ServiceUnavailable(f"{request.purpose} request missed its deadline", reason="deadline")
-                chunks.append(chunk)
-            return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
+
+            body = read_sync(response, request.max_bytes, lambda _: _oversized(request), in_time)
+            return HttpReply(response.status_code, _lower(response.headers), body)
     except httpx.HTTPError as exc:
         if deadline_at is not None and time.monotonic() >= deadline_at:
             # The socket was cut at the deadline (or a read ran into it).
@@ -202,17 +196,8 @@ async def fetch_async(client: httpx.AsyncClient, request: HttpRequest) -> HttpRe
             data=dict(request.form) if request.form is not None else None,
             follow_redirects=False,
         ) as response:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > request.max_bytes:
-                raise _oversized(request)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > request.max_bytes:
-                    raise _oversized(request)
-                chunks.append(chunk)
-            return HttpReply(response.status_code, _lower(response.headers), b"".join(chunks))
+            body = await read_async(response, request.max_bytes, lambda _: _oversized(request))
+            return HttpReply(response.status_code, _lower(response.headers), body)
     except httpx.HTTPError as exc:
         raise _transport_failure(request, exc) from exc
 

@@ -41,9 +41,9 @@ import httpx
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from .._bounded_read import ACCEPT_ENCODING, read_async, read_sync
 from ..errors import ConfigurationError
 from ..sources import check_url
-from ._bounded import read_async, read_sync
 
 __all__ = [
     "DIAN_PRODUCTION",
@@ -425,11 +425,17 @@ class DianClient(_DianProtocol):
             _guard_logs()
             try:
                 with self._http.stream(
-                    request.method, request.url, params=request.params, headers=request.headers, content=b""
+                    request.method,
+                    request.url,
+                    params=request.params,
+                    headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
+                    content=b"",
                 ) as streamed:
                     response = _bounded(streamed, read_sync(streamed, MAX_ANSWER_BYTES, _too_large))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
+            except httpx.DecodingError as exc:
+                raise DianError("DIAN answer could not be decoded", status=0) from exc
             answer, wait = self._outcome(response, attempt)
             if wait is None:
                 return answer
@@ -526,11 +532,17 @@ class AsyncDianClient(_DianProtocol):
             _guard_logs()
             try:
                 async with self._http.stream(
-                    request.method, request.url, params=request.params, headers=request.headers, content=b""
+                    request.method,
+                    request.url,
+                    params=request.params,
+                    headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
+                    content=b"",
                 ) as streamed:
                     response = _bounded(streamed, await read_async(streamed, MAX_ANSWER_BYTES, _too_large))
             except httpx.TransportError as exc:
                 raise DianError(_UNREACHABLE, status=0) from exc
+            except httpx.DecodingError as exc:
+                raise DianError("DIAN answer could not be decoded", status=0) from exc
             answer, wait = self._outcome(response, attempt)
             if wait is None:
                 return answer

@@ -29,13 +29,13 @@ from typing import Any, Literal, get_args
 
 import httpx
 
+from .._bounded_read import ACCEPT_ENCODING, read_async, read_sync
 from .._effects import Flow, HttpRequest
 from .._logtext import public_url
 from .._runner import fetch_async, fetch_sync
 from ..errors import ConfigurationError, ServiceUnavailable
 from ..introspection import basic_credentials
 from ..sources import FetchSettings, MetadataSource, check_url
-from ._bounded import read_async, read_sync
 from .tokens import (
     AccessToken,
     NoStorePolicy,
@@ -96,17 +96,34 @@ def _too_large(response: httpx.Response) -> TokenEndpointError:
     )
 
 
+def _offering(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` offering only the content-codings the bounded reader inflates itself."""
+    return {**headers, "Accept-Encoding": ACCEPT_ENCODING}
+
+
+@contextlib.contextmanager
+def _undecodable(response: httpx.Response) -> Iterator[None]:
+    """A coding not offered, or a corrupt compressed body: the endpoint's fault, said as such."""
+    try:
+        yield
+    except httpx.DecodingError as exc:
+        raise TokenEndpointError(
+            "invalid_response", "token answer could not be decoded", status=response.status_code
+        ) from exc
+
+
 def _post_bounded_sync(http: httpx.Client, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
     """POST the token request; read at most :data:`MAX_TOKEN_ANSWER_BYTES` of the answer."""
-    with http.stream("POST", endpoint, data=data, headers=headers) as response:
+    with http.stream("POST", endpoint, data=data, headers=_offering(headers)) as response, _undecodable(response):
         body = read_sync(response, MAX_TOKEN_ANSWER_BYTES, _too_large)
         return _Answer(response.status_code, _lower(response.headers), body)
 
 
 async def _post_bounded_async(http: httpx.AsyncClient, endpoint: str, data: Any, headers: dict[str, str]) -> _Answer:
     """Async twin of :func:`_post_bounded_sync`."""
-    async with http.stream("POST", endpoint, data=data, headers=headers) as response:
-        body = await read_async(response, MAX_TOKEN_ANSWER_BYTES, _too_large)
+    async with http.stream("POST", endpoint, data=data, headers=_offering(headers)) as response:
+        with _undecodable(response):
+            body = await read_async(response, MAX_TOKEN_ANSWER_BYTES, _too_large)
         return _Answer(response.status_code, _lower(response.headers), body)
 
 

@@ -1,14 +1,16 @@
-"""Reading an answer no larger than a bound, for the token clients.
+"""Reading an upstream answer no larger than a bound: metadata, keys, introspection, tokens.
 
-A token endpoint answers a few KiB. One that declares or streams more is
+Every upstream document is small (a JWK Set, an introspection answer, a token
+answer: a few KiB). One that declares or streams more than its bound is
 refused at the bound, and the connection dropped, before it fills memory.
 
 The bound holds for the answer as sent and as inflated: httpx inflates each
 read from the socket (up to 64 KiB) at once, so a gzip answer of 64 KiB
 would become one 64 MiB chunk before any check could see it. A ``gzip`` or
 ``deflate`` answer is therefore read raw and inflated here, never past the
-bound. Other codings (``br``, ``zstd``: decoded by httpx only when their
-optional packages are installed) are left to httpx.
+bound. Requests offer only those codings (:data:`ACCEPT_ENCODING`), not the
+``br``/``zstd`` httpx offers when their packages are installed; an answer in
+any other coding is refused as undecodable.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from collections.abc import Callable
 
 import httpx
 
-__all__ = ["read_async", "read_sync"]
+from ._logtext import loggable
+
+__all__ = ["ACCEPT_ENCODING", "read_async", "read_sync"]
+
+#: The codings upstream requests offer: those inflated here, under the bound.
+ACCEPT_ENCODING = "gzip, deflate"
 
 #: Content-codings inflated here, with their zlib window bits.
 _INFLATED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
@@ -29,12 +36,19 @@ def _declared_over(response: httpx.Response, limit: int) -> bool:
     return declared.isdigit() and int(declared) > limit
 
 
-def _coding(response: httpx.Response) -> str | None:
-    """``identity``, a coding of :data:`_INFLATED`, or ``None``: httpx decodes it."""
-    coding = response.headers.get("content-encoding", "").strip().lower()
+def _coding(response: httpx.Response) -> str:
+    """``identity`` or a coding of :data:`_INFLATED`.
+
+    Raises:
+        httpx.DecodingError: any other coding (one not offered, or several stacked).
+    """
+    coding: str = response.headers.get("content-encoding", "").strip().lower()
     if coding in ("", "identity"):
         return "identity"
-    return coding if coding in _INFLATED else None
+    if coding not in _INFLATED:
+        shown = loggable(coding, 40)  # the server's text: it may reach a log line
+        raise httpx.DecodingError(f"answer in content-coding {shown}, which was not offered", request=response.request)
+    return coding
 
 
 class _Inflater:
@@ -86,37 +100,53 @@ class _Inflater:
         return bytes(self.body)
 
 
-def read_sync(response: httpx.Response, limit: int, too_large: Callable[[httpx.Response], Exception]) -> bytes:
-    """The body of a streamed ``response``; raises ``too_large(response)`` past ``limit`` bytes."""
+def read_sync(
+    response: httpx.Response,
+    limit: int,
+    too_large: Callable[[httpx.Response], Exception],
+    each_chunk: Callable[[], None] | None = None,
+) -> bytes:
+    """The body of a streamed ``response``, inflated; raises ``too_large(response)`` past ``limit`` bytes.
+
+    ``each_chunk`` is called after every chunk read (a deadline check may raise there).
+
+    Raises:
+        httpx.DecodingError: a coding not offered, or a corrupt compressed body.
+    """
     if _declared_over(response, limit):
         raise too_large(response)
     coding = _coding(response)
-    if coding is not None and not response.is_stream_consumed:  # consumed: a transport gave it whole
-        inflater = _Inflater(response, coding, limit, too_large)
-        for chunk in response.iter_raw():
-            inflater.feed(chunk)
-        return inflater.finish()
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise too_large(response)
-    return bytes(body)
+    if response.is_stream_consumed:  # a transport (a test's) gave the body whole, decoded
+        return _whole(response, limit, too_large)
+    inflater = _Inflater(response, coding, limit, too_large)
+    for chunk in response.iter_raw():
+        inflater.feed(chunk)
+        if each_chunk is not None:
+            each_chunk()
+    return inflater.finish()
 
 
-async def read_async(response: httpx.Response, limit: int, too_large: Callable[[httpx.Response], Exception]) -> bytes:
+async def read_async(
+    response: httpx.Response,
+    limit: int,
+    too_large: Callable[[httpx.Response], Exception],
+    each_chunk: Callable[[], None] | None = None,
+) -> bytes:
     """Async twin of :func:`read_sync`."""
     if _declared_over(response, limit):
         raise too_large(response)
     coding = _coding(response)
-    if coding is not None and not response.is_stream_consumed:  # consumed: a transport gave it whole
-        inflater = _Inflater(response, coding, limit, too_large)
-        async for chunk in response.aiter_raw():
-            inflater.feed(chunk)
-        return inflater.finish()
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            raise too_large(response)
-    return bytes(body)
+    if response.is_stream_consumed:
+        return _whole(response, limit, too_large)
+    inflater = _Inflater(response, coding, limit, too_large)
+    async for chunk in response.aiter_raw():
+        inflater.feed(chunk)
+        if each_chunk is not None:
+            each_chunk()
+    return inflater.finish()
+
+
+def _whole(response: httpx.Response, limit: int, too_large: Callable[[httpx.Response], Exception]) -> bytes:
+    if len(response.content) > limit:
+        raise too_large(response)
+    return response.content

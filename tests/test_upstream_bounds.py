@@ -1,0 +1,175 @@
+"""The guard's own upstream reads are bounded as sent and as inflated: a gzip bomb from a JWKS or an
+introspection endpoint is a 503, never a 64 MiB buffer; only the codings the reader inflates are offered."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import tracemalloc
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from tokenguard import FetchSettings, Introspection, JWTIssuer, ServiceUnavailable, TokenGuard
+from tokenguard._effects import DEFAULT_MAX_RESPONSE_BYTES
+from tokenguard.testing import LocalIssuer
+
+from .test_client_bounds import Endless, gzip_bomb
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = FetchSettings(require_https=False)
+
+
+@pytest.fixture
+def bomb() -> Iterator[Endless]:
+    gzip_bomb()  # compressed before any memory is traced
+    with Endless("gzip") as server:
+        yield server
+
+
+def verify(guard: TokenGuard, token: str, flavour: str) -> Any:
+    if flavour == "sync":
+        return guard.verify_sync(token)
+
+    async def run() -> Any:
+        try:
+            return await guard.verify(token)
+        finally:
+            await guard.aclose()
+
+    return asyncio.run(run())
+
+
+def peak_while(call: Any) -> int:
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_gzip_bomb_of_keys_is_a_503_without_inflating_it(
+    shared_issuer: LocalIssuer, bomb: Endless, flavour: str
+) -> None:
+    """JWKS answered with 64 KiB of gzip that inflates to 64 MiB: refused at the bound, memory stays small."""
+    issuer = JWTIssuer(shared_issuer.issuer, audience="https://api.test", jwks_uri=f"{bomb.url}/jwks", fetch=LOOPBACK)
+    token = shared_issuer.issue(audience="https://api.test")
+    with TokenGuard([issuer]) as guard:
+
+        def call() -> None:
+            with pytest.raises(ServiceUnavailable):
+                verify(guard, token, flavour)
+
+        peak = peak_while(call)
+    assert peak < 8 * DEFAULT_MAX_RESPONSE_BYTES, f"{peak / 2**20:.1f} MiB held"
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_gzip_bomb_of_an_introspection_answer_is_a_503(bomb: Endless, flavour: str) -> None:
+    """The same from the introspection endpoint."""
+    introspection = Introspection(endpoint=f"{bomb.url}/introspect", client_id="api", client_secret="secret")
+    with TokenGuard(introspection=introspection) as guard:
+
+        def call() -> None:
+            with pytest.raises(ServiceUnavailable):
+                verify(guard, "an-opaque-token", flavour)
+
+        peak = peak_while(call)
+    assert peak < 8 * DEFAULT_MAX_RESPONSE_BYTES, f"{peak / 2**20:.1f} MiB held"
+
+
+class Coded:
+    """A loopback JWKS/introspection server answering in a given content-coding; records Accept-Encoding."""
+
+    def __init__(self, coding: str, document: bytes) -> None:
+        from http.server import ThreadingHTTPServer
+
+        self.offered: list[str] = []
+        server = self
+        body = {
+            "gzip": gzip.compress(document),
+            "deflate": zlib.compress(document),
+            "br": document,  # not brotli at all: it must be refused before anyone tries to read it
+        }.get(coding, document)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.offered.append(self.headers.get("Accept-Encoding", ""))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if coding != "identity":
+                    # "identity-gzip": the body as given, labelled gzip (a corrupt gzip answer).
+                    self.send_header("Content-Encoding", coding.removeprefix("identity-"))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _serve  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> Coded:
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "identity"])
+def test_compressed_introspection_answers_are_read(coding: str) -> None:
+    """Introspection answers in the codings offered are inflated and used; only gzip and deflate are offered."""
+    answer = b'{"active": true, "sub": "user-1", "scope": "read", "exp": 4102444800}'
+    with Coded(coding, answer) as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard:
+            assert guard.verify_sync("opaque-token").subject == "user-1"
+    assert server.offered == ["gzip, deflate"]
+
+
+def test_an_answer_in_a_coding_not_offered_is_a_503() -> None:
+    """An upstream answering in br (not offered) is refused, not handed to a decoder httpx may or may not have."""
+    with Coded("br", b'{"active": true, "sub": "u"}') as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard, pytest.raises(ServiceUnavailable):
+            guard.verify_sync("opaque-token")
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+def test_token_clients_say_an_undecodable_answer_is_the_endpoints_fault(coding: str) -> None:
+    """A token answer in a coding not offered, or corrupt gzip, is a TokenEndpointError / DianError
+    (invalid_response), not a raw httpx.DecodingError; the clients offer only gzip and deflate."""
+    from tokenguard.client import ClientCredentialsAuth, DianClient, DianError, TokenEndpointError
+
+    from .test_client_bounds import DIAN_OPTIONS
+
+    corrupt = b"\x1f\x8b\x08\x00not really gzip"
+    server = Coded(coding, b"{}")
+    if coding == "gzip":
+        server = Coded("identity-gzip", corrupt)
+    with server:
+        auth = ClientCredentialsAuth("api", "secret", token_endpoint=f"{server.url}/token")
+        with pytest.raises(TokenEndpointError, match="could not be decoded") as refused:
+            auth.get_token_sync()
+        assert refused.value.error == "invalid_response"
+        dian = DianClient(server.url, sleep=lambda s: None, **DIAN_OPTIONS)
+        with pytest.raises(DianError, match="could not be decoded"):
+            dian.login()
+        dian.close()
+    assert server.offered and set(server.offered) == {"gzip, deflate"}
