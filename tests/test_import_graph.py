@@ -183,3 +183,46 @@ print("ok")
 """.replace("FRAMEWORKS", repr(tuple(sorted(FRAMEWORKS))))
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+#: The pure helpers of docs/architecture.md's map: no I/O, no clock, tested without a network.
+PURE_HELPERS = frozenset(
+    "tokenguard." + name
+    for name in (
+        "bearer",
+        "challenge",
+        "cachecontrol",
+        "response",
+        "_abnf",
+        "scopes",
+        "claims",
+        "errors",
+        "_config",
+        "_logtext",
+        "_hmac",
+        "_memo",
+        "_effects",
+    )
+)
+#: Modules whose import means I/O, threads or a clock of its own.
+IO_MODULES = frozenset({"httpx", "socket", "ssl", "asyncio", "threading", "time", "redis", "urllib.request", "os"})
+
+
+def test_the_pure_helpers_stand_alone() -> None:
+    """Data flows down: the pure helpers import only each other, and nothing that performs I/O."""
+    graph = import_graph()
+    reaching = sorted(f"{name} -> {target}" for name in PURE_HELPERS for target in graph[name] - PURE_HELPERS)
+    assert not reaching, reaching
+    io = []
+    for name in sorted(PURE_HELPERS):
+        tree = ast.parse(modules()[name].read_text())
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and not node.level and node.module
+                else []
+            )
+            io += [f"{name} imports {found}" for found in names if found in IO_MODULES]
+    assert not io, io
