@@ -398,3 +398,25 @@ def test_flask_route_rules_are_checked_against_a_guard_built_later() -> None:
     app = configured()
     fine.init_app(app)
     assert fine.guard is not None and "books:read" in fine.guard.route_scopes  # declared for RFC 9728
+
+
+
+def test_flask_route_decorated_after_two_apps_is_checked_against_both_guards() -> None:
+    """One extension, two apps whose guards come from their configs (application factory): a route decorated
+    after both init_app calls is checked against each app's guard and declares its scopes to both, not only to
+    the last app initialised."""
+    from flask import Flask
+
+    from tokenguard.flask import FlaskTokenGuard
+
+    extension = FlaskTokenGuard()
+    guards = []
+    for name in ("first", "second"):
+        app = Flask(name)
+        app.config.update(TOKENGUARD_ISSUER=f"https://{name}.example", TOKENGUARD_AUDIENCE="https://api.example")
+        extension.init_app(app)
+        guards.append(extension.guard)
+    extension.requires("books:read")
+    assert all(guard is not None and "books:read" in guard.route_scopes for guard in guards)
+    with pytest.raises(ConfigurationError, match="needs DPoP enabled on the guard"):
+        extension.requires("read", dpop="required")

@@ -118,6 +118,9 @@ class FlaskTokenGuard:
         #: against each app's guard in init_app: a guard built from app.config
         #: is not known when views are decorated.
         self._route_rules: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+        #: The guard of every app initialised (once each): a route decorated
+        #: later is checked against all of them, not only the last.
+        self._app_guards: list[TokenGuard] = []
         if protect_all is not None and not isinstance(protect_all, bool):
             # Checked here so the error names the keyword the user wrote, not AdapterOptions' "protect".
             raise ConfigurationError(f"protect_all must be True or False, not {protect_all!r}")
@@ -163,6 +166,8 @@ class FlaskTokenGuard:
         policy = ResponsePolicy(public_cache_policy=options.public_cache_policy)
         for scopes, rule in self._route_rules:
             _check_rule(guard, scopes, rule)
+        if not any(known is guard for known in self._app_guards):
+            self._app_guards.append(guard)
         app.extensions[_APP_STATE] = (options, policy, guard)
         # The attributes show the last app initialised, as before.
         self.options, self.policy, self.guard = options, policy, guard
@@ -311,10 +316,11 @@ class FlaskTokenGuard:
         ScopeRequirement(tuple(scopes), any_of)  # validate scope names at decoration time
         policy = route_policy(acr_values, max_age, dpop)
         rule = {"acr_values": acr_values, "max_age": max_age, "dpop": dpop}
-        if self.guard is not None:
-            # Known now: a DPoP mode the guard cannot serve is refused here, and
-            # the scopes are declared (RFC 9728 document, scopes_supported check).
-            _check_rule(self.guard, scopes, rule)
+        # Guards known now: a DPoP mode one cannot serve is refused here, and
+        # the scopes are declared to each (RFC 9728 document, scopes_supported).
+        known = self._app_guards or ([self.guard] if self.guard is not None else [])
+        for guard in known:
+            _check_rule(guard, scopes, rule)
         self._route_rules.append((scopes, rule))
 
         def check() -> None:
