@@ -64,7 +64,7 @@ class _Redactor(logging.Filter):
             return True
 
     def _redacted(self, value: object) -> object:
-        if type(value).__name__ != "URL" and not isinstance(value, str):
+        if not isinstance(value, httpx.URL | str):
             return value
         text = str(value)
         if "://" not in text or _key(text) not in self._keys:
