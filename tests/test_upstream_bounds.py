@@ -87,7 +87,7 @@ def test_a_gzip_bomb_of_an_introspection_answer_is_a_503(bomb: Endless, flavour:
 class Coded:
     """A loopback JWKS/introspection server answering in a given content-coding; records Accept-Encoding."""
 
-    def __init__(self, coding: str, document: bytes) -> None:
+    def __init__(self, coding: str, document: bytes, label: str | None = None) -> None:
         from http.server import ThreadingHTTPServer
 
         self.offered: list[str] = []
@@ -109,7 +109,9 @@ class Coded:
                 server.offered.append(self.headers.get("Accept-Encoding", ""))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                if coding != "identity":
+                if label is not None:  # the body in ``coding``, labelled as given
+                    self.send_header("Content-Encoding", label)
+                elif coding != "identity":
                     # "identity-gzip": the body as given, labelled gzip (a corrupt gzip answer).
                     self.send_header("Content-Encoding", coding.removeprefix("identity-"))
                 self.send_header("Content-Length", str(len(body)))
@@ -141,6 +143,26 @@ def test_compressed_introspection_answers_are_read(coding: str) -> None:
         with TokenGuard(introspection=introspection) as guard:
             assert guard.verify_sync("opaque-token").subject == "user-1"
     assert server.offered == ["gzip, deflate"]
+
+
+@pytest.mark.parametrize("label", ["identity, gzip", "gzip, identity", "Identity,GZIP", "gzip,"])
+def test_identity_listed_beside_the_coding_is_no_coding(label: str) -> None:
+    """``identity`` (or an empty member) listed beside gzip changes nothing: the answer is gzip, inflated and
+    used as httpx did before the bounded reader, not refused as stacked codings."""
+    answer = b'{"active": true, "sub": "user-1", "scope": "read", "exp": 4102444800}'
+    with Coded("gzip", answer, label=label) as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard:
+            assert guard.verify_sync("opaque-token").subject == "user-1"
+
+
+def test_codings_really_stacked_are_still_refused() -> None:
+    """Two codings (gzip twice, or gzip and one not offered) stay a 503: only one is inflated here."""
+    for label in ("gzip, gzip", "gzip, br"):
+        with Coded("gzip", b'{"active": true, "sub": "u"}', label=label) as server:
+            introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+            with TokenGuard(introspection=introspection) as guard, pytest.raises(ServiceUnavailable):
+                guard.verify_sync("opaque-token")
 
 
 def test_an_answer_in_a_coding_not_offered_is_a_503() -> None:
