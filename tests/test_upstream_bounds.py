@@ -173,18 +173,28 @@ def test_an_answer_in_a_coding_not_offered_is_a_503() -> None:
             guard.verify_sync("opaque-token")
 
 
-@pytest.mark.parametrize("coding", ["br", "gzip"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_corrupt_deflate_answer_is_a_503(flavour: str) -> None:
+    """A body labelled deflate that is neither zlib-wrapped nor raw deflate is refused as corrupt (a 503),
+    after one fallback to raw deflate: the fallback used to retry itself until a RecursionError escaped."""
+    with Coded("identity-deflate", b"not deflate at all") as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard, pytest.raises(ServiceUnavailable):
+            verify(guard, "opaque-token", flavour)
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip", "deflate"])
 def test_token_clients_say_an_undecodable_answer_is_the_endpoints_fault(coding: str) -> None:
-    """A token answer in a coding not offered, or corrupt gzip, is a TokenEndpointError / DianError
+    """A token answer in a coding not offered, or corrupt gzip or deflate, is a TokenEndpointError / DianError
     (invalid_response), not a raw httpx.DecodingError; the clients offer only gzip and deflate."""
     from tokenguard.client import ClientCredentialsAuth, DianClient, DianError, TokenEndpointError
 
     from .test_client_bounds import DIAN_OPTIONS
 
-    corrupt = b"\x1f\x8b\x08\x00not really gzip"
+    corrupt = {"gzip": b"\x1f\x8b\x08\x00not really gzip", "deflate": b"not deflate at all"}
     server = Coded(coding, b"{}")
-    if coding == "gzip":
-        server = Coded("identity-gzip", corrupt)
+    if coding in corrupt:
+        server = Coded(f"identity-{coding}", corrupt[coding])
     with server:
         auth = ClientCredentialsAuth("api", "secret", token_endpoint=f"{server.url}/token")
         with pytest.raises(TokenEndpointError, match="could not be decoded") as refused:

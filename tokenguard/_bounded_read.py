@@ -85,7 +85,9 @@ class _Inflater:
                 if self.coding != "deflate" or self.started:
                     raise httpx.DecodingError(str(exc), request=self.response.request) from exc
                 # As httpx: "deflate" sent without its zlib wrapper (a raw deflate stream).
+                # Tried once: a body that is not raw deflate either is corrupt.
                 self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.started = True
                 self.raw -= len(chunk)
                 self.feed(chunk)
                 return
