@@ -87,7 +87,7 @@ def test_a_gzip_bomb_of_an_introspection_answer_is_a_503(bomb: Endless, flavour:
 class Coded:
     """A loopback JWKS/introspection server answering in a given content-coding; records Accept-Encoding."""
 
-    def __init__(self, coding: str, document: bytes) -> None:
+    def __init__(self, coding: str, document: bytes, label: str | None = None) -> None:
         from http.server import ThreadingHTTPServer
 
         self.offered: list[str] = []
@@ -109,7 +109,9 @@ class Coded:
                 server.offered.append(self.headers.get("Accept-Encoding", ""))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
-                if coding != "identity":
+                if label is not None:  # the body in ``coding``, labelled as given
+                    self.send_header("Content-Encoding", label)
+                elif coding != "identity":
                     # "identity-gzip": the body as given, labelled gzip (a corrupt gzip answer).
                     self.send_header("Content-Encoding", coding.removeprefix("identity-"))
                 self.send_header("Content-Length", str(len(body)))
@@ -143,6 +145,26 @@ def test_compressed_introspection_answers_are_read(coding: str) -> None:
     assert server.offered == ["gzip, deflate"]
 
 
+@pytest.mark.parametrize("label", ["identity, gzip", "gzip, identity", "Identity,GZIP", "gzip,"])
+def test_identity_listed_beside_the_coding_is_no_coding(label: str) -> None:
+    """``identity`` (or an empty member) listed beside gzip changes nothing: the answer is gzip, inflated and
+    used as httpx did before the bounded reader, not refused as stacked codings."""
+    answer = b'{"active": true, "sub": "user-1", "scope": "read", "exp": 4102444800}'
+    with Coded("gzip", answer, label=label) as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard:
+            assert guard.verify_sync("opaque-token").subject == "user-1"
+
+
+def test_codings_really_stacked_are_still_refused() -> None:
+    """Two codings (gzip twice, or gzip and one not offered) stay a 503: only one is inflated here."""
+    for label in ("gzip, gzip", "gzip, br"):
+        with Coded("gzip", b'{"active": true, "sub": "u"}', label=label) as server:
+            introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+            with TokenGuard(introspection=introspection) as guard, pytest.raises(ServiceUnavailable):
+                guard.verify_sync("opaque-token")
+
+
 def test_an_answer_in_a_coding_not_offered_is_a_503() -> None:
     """An upstream answering in br (not offered) is refused, not handed to a decoder httpx may or may not have."""
     with Coded("br", b'{"active": true, "sub": "u"}') as server:
@@ -151,18 +173,28 @@ def test_an_answer_in_a_coding_not_offered_is_a_503() -> None:
             guard.verify_sync("opaque-token")
 
 
-@pytest.mark.parametrize("coding", ["br", "gzip"])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_corrupt_deflate_answer_is_a_503(flavour: str) -> None:
+    """A body labelled deflate that is neither zlib-wrapped nor raw deflate is refused as corrupt (a 503),
+    after one fallback to raw deflate: the fallback used to retry itself until a RecursionError escaped."""
+    with Coded("identity-deflate", b"not deflate at all") as server:
+        introspection = Introspection(endpoint=f"{server.url}/introspect", client_id="api", client_secret="s")
+        with TokenGuard(introspection=introspection) as guard, pytest.raises(ServiceUnavailable):
+            verify(guard, "opaque-token", flavour)
+
+
+@pytest.mark.parametrize("coding", ["br", "gzip", "deflate"])
 def test_token_clients_say_an_undecodable_answer_is_the_endpoints_fault(coding: str) -> None:
-    """A token answer in a coding not offered, or corrupt gzip, is a TokenEndpointError / DianError
+    """A token answer in a coding not offered, or corrupt gzip or deflate, is a TokenEndpointError / DianError
     (invalid_response), not a raw httpx.DecodingError; the clients offer only gzip and deflate."""
     from tokenguard.client import ClientCredentialsAuth, DianClient, DianError, TokenEndpointError
 
     from .test_client_bounds import DIAN_OPTIONS
 
-    corrupt = b"\x1f\x8b\x08\x00not really gzip"
+    corrupt = {"gzip": b"\x1f\x8b\x08\x00not really gzip", "deflate": b"not deflate at all"}
     server = Coded(coding, b"{}")
-    if coding == "gzip":
-        server = Coded("identity-gzip", corrupt)
+    if coding in corrupt:
+        server = Coded(f"identity-{coding}", corrupt[coding])
     with server:
         auth = ClientCredentialsAuth("api", "secret", token_endpoint=f"{server.url}/token")
         with pytest.raises(TokenEndpointError, match="could not be decoded") as refused:

@@ -39,16 +39,20 @@ def _declared_over(response: httpx.Response, limit: int) -> bool:
 def _coding(response: httpx.Response) -> str:
     """``identity`` or a coding of :data:`_INFLATED`.
 
+    ``identity`` and empty members of the list (RFC 9110 §5.6.1) are no
+    coding at all: ``identity, gzip`` is gzip, as httpx reads it.
+
     Raises:
         httpx.DecodingError: any other coding (one not offered, or several stacked).
     """
-    coding: str = response.headers.get("content-encoding", "").strip().lower()
-    if coding in ("", "identity"):
+    header: str = response.headers.get("content-encoding", "")
+    codings = [c for c in (m.strip().lower() for m in header.split(",")) if c not in ("", "identity")]
+    if not codings:
         return "identity"
-    if coding not in _INFLATED:
-        shown = loggable(coding, 40)  # the server's text: it may reach a log line
+    if len(codings) > 1 or codings[0] not in _INFLATED:
+        shown = loggable(header.strip().lower(), 40)  # the server's text: it may reach a log line
         raise httpx.DecodingError(f"answer in content-coding {shown}, which was not offered", request=response.request)
-    return coding
+    return codings[0]
 
 
 class _Inflater:
@@ -81,7 +85,9 @@ class _Inflater:
                 if self.coding != "deflate" or self.started:
                     raise httpx.DecodingError(str(exc), request=self.response.request) from exc
                 # As httpx: "deflate" sent without its zlib wrapper (a raw deflate stream).
+                # Tried once: a body that is not raw deflate either is corrupt.
                 self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.started = True
                 self.raw -= len(chunk)
                 self.feed(chunk)
                 return
