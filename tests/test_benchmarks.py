@@ -121,3 +121,13 @@ def test_stages_benchmark_times_every_stage() -> None:
     ]
     assert data["stages"]["signature"]["median_us"] > 0
     assert data["totals"]["pipeline"]["median_us"] > 0 and data["totals"]["floor"]["median_us"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_inline_hit_benchmark_compares_both_hits() -> None:
+    """bench_inline_hit.py --quick times the inlined hit and the hit made of calls, on the same token."""
+    data = run_quick("bench_inline_hit.py", "inline_hit.json", timeout=300)
+    assert set(data["hit"]) == {"RS256", "ES256", "HS256"}
+    for row in data["hit"].values():
+        assert row["inlined_us"] > 0 and row["called_us"] > 0
