@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import threading
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -40,12 +42,10 @@ def gzip_bomb() -> bytes:
     return gzip.compress(b" " * (64 * 1024 * 1024), 9)
 
 
-class Endless:
-    """A loopback server answering every request with a huge 200, declared or chunked; counts bytes sent."""
+class Loopback:
+    """A threaded loopback HTTP server; every GET and POST (its body read) is answered by :meth:`answer`."""
 
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.sent = 0
+    def __init__(self) -> None:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,49 +56,93 @@ class Endless:
 
             def _serve(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Cache-Control", "no-store")
-                if server.mode == "gzip":
-                    bomb = gzip_bomb()
-                    self.send_header("Content-Encoding", "gzip")
-                    self.send_header("Content-Length", str(len(bomb)))
-                    self.end_headers()
-                    try:
-                        self.wfile.write(bomb)
-                    except OSError:
-                        pass
-                    return
-                if server.mode == "declared":
-                    self.send_header("Content-Length", str(OFFERED))
-                else:
-                    self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                block = b" " * CHUNK
-                try:
-                    while server.sent < OFFERED:
-                        if server.mode == "declared":
-                            self.wfile.write(block)
-                        else:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
-                        server.sent += len(block)
-                except OSError:
-                    return  # the client hung up: what a bounded reader does
-                if server.mode == "chunked":
-                    self.wfile.write(b"0\r\n\r\n")
+                server.answer(self)
 
             do_GET = do_POST = _serve  # noqa: N815
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> Endless:
+    def answer(self, request: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class Endless(Loopback):
+    """Answers every request with a huge 200, declared, chunked or a gzip bomb; counts bytes sent."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sent = 0
+        super().__init__()
+
+    def answer(self, request: BaseHTTPRequestHandler) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Cache-Control", "no-store")
+        if self.mode == "gzip":
+            bomb = gzip_bomb()
+            request.send_header("Content-Encoding", "gzip")
+            request.send_header("Content-Length", str(len(bomb)))
+            request.end_headers()
+            with contextlib.suppress(OSError):
+                request.wfile.write(bomb)
+            return
+        if self.mode == "declared":
+            request.send_header("Content-Length", str(OFFERED))
+        else:
+            request.send_header("Transfer-Encoding", "chunked")
+        request.end_headers()
+        block = b" " * CHUNK
+        try:
+            while self.sent < OFFERED:
+                if self.mode == "declared":
+                    request.wfile.write(block)
+                else:
+                    request.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                self.sent += len(block)
+        except OSError:
+            return  # the client hung up: what a bounded reader does
+        if self.mode == "chunked":
+            request.wfile.write(b"0\r\n\r\n")
+
+
+class Coded(Loopback):
+    """Answers every request with ``document`` in a content-coding; records the Accept-Encoding offered.
+
+    ``coding`` is ``gzip``, ``deflate``, ``raw-deflate`` (deflate without its
+    zlib wrapper, labelled deflate), ``identity``, ``br`` (the document as it
+    is, labelled br: refused before anyone reads it) or ``identity-<label>``
+    (the document as it is, labelled ``<label>``: a corrupt answer). ``label``
+    overrides the Content-Encoding sent.
+    """
+
+    def __init__(self, coding: str, document: bytes, label: str | None = None) -> None:
+        self.offered: list[str] = []
+        self.body = {
+            "gzip": gzip.compress(document),
+            "deflate": zlib.compress(document),
+            "raw-deflate": zlib.compress(document)[2:-4],
+        }.get(coding, document)
+        self.label = label if label is not None else coding.removeprefix("identity-").removeprefix("raw-")
+        super().__init__()
+
+    def answer(self, request: BaseHTTPRequestHandler) -> None:
+        self.offered.append(request.headers.get("Accept-Encoding", ""))
+        request.send_response(200)
+        request.send_header("Content-Type", "application/json")
+        if self.label != "identity":
+            request.send_header("Content-Encoding", self.label)
+        request.send_header("Content-Length", str(len(self.body)))
+        request.end_headers()
+        request.wfile.write(self.body)
 
 
 @pytest.fixture(params=["declared", "chunked"])
@@ -178,41 +222,12 @@ def test_a_compressed_answer_is_bounded_as_it_is_inflated(client: str) -> None:
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "identity"])
 def test_a_compressed_token_answer_is_read(coding: str) -> None:
     """Token endpoints that compress their answers (gzip; deflate with or without its zlib wrapper) still work."""
-    import zlib
-
     answer = b'{"access_token": "abc", "token_type": "Bearer", "expires_in": 300}'
-    body = {
-        "gzip": gzip.compress(answer),
-        "deflate": zlib.compress(answer),
-        "raw-deflate": zlib.compress(answer)[2:-4],
-        "identity": answer,
-    }[coding]
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Encoding", coding.replace("raw-", ""))
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/token"
+    with Coded(coding, answer) as server:
+        url = f"{server.url}/token"
         assert ClientCredentialsAuth("api", "secret", token_endpoint=url).get_token_sync().access_token == "abc"
         token = asyncio.run(ClientCredentialsAuth("api", "secret", token_endpoint=url).get_token())
         assert token.access_token == "abc"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])
@@ -220,31 +235,9 @@ def test_dian_reads_a_gzip_answer(flavour: str) -> None:
     """A DIAN answer sent gzipped is read once: the bounded body, already inflated, is not inflated again
     (the rebuilt response kept Content-Encoding: gzip, and httpx.DecodingError escaped instead of a DToken)."""
     answer = b'{"accessToken": "dian-at", "refreshToken": "rt", "expireIn": 3600, "clientId": "my-client "}'
-    body = gzip.compress(answer)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            return
-
-        def _serve(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _serve  # noqa: N815
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with Coded("gzip", answer) as server:
         if flavour == "sync":
-            client = DianClient(url, sleep=lambda s: None, **DIAN_OPTIONS)
+            client = DianClient(server.url, sleep=lambda s: None, **DIAN_OPTIONS)
             try:
                 token = client.login()
             finally:
@@ -256,14 +249,11 @@ def test_dian_reads_a_gzip_answer(flavour: str) -> None:
                 async def no_sleep(seconds: float) -> None:
                     return None
 
-                client = AsyncDianClient(url, sleep=no_sleep, **DIAN_OPTIONS)
+                client = AsyncDianClient(server.url, sleep=no_sleep, **DIAN_OPTIONS)
                 try:
                     return await client.login()
                 finally:
                     await client.aclose()
 
             token = asyncio.run(run())
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert token.access_token == "dian-at" and token.client_id == "my-client"

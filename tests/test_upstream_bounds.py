@@ -4,11 +4,8 @@ introspection endpoint is a 503, never a 64 MiB buffer; only the codings the rea
 from __future__ import annotations
 
 import asyncio
-import gzip
 import tracemalloc
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -17,7 +14,7 @@ from tokenguard import FetchSettings, Introspection, JWTIssuer, ServiceUnavailab
 from tokenguard._effects import DEFAULT_MAX_RESPONSE_BYTES
 from tokenguard.testing import LocalIssuer
 
-from .test_client_bounds import Endless, gzip_bomb
+from .test_client_bounds import Coded, Endless, gzip_bomb
 
 pytestmark = pytest.mark.integration
 
@@ -82,56 +79,6 @@ def test_a_gzip_bomb_of_an_introspection_answer_is_a_503(bomb: Endless, flavour:
 
         peak = peak_while(call)
     assert peak < 8 * DEFAULT_MAX_RESPONSE_BYTES, f"{peak / 2**20:.1f} MiB held"
-
-
-class Coded:
-    """A loopback JWKS/introspection server answering in a given content-coding; records Accept-Encoding."""
-
-    def __init__(self, coding: str, document: bytes, label: str | None = None) -> None:
-        from http.server import ThreadingHTTPServer
-
-        self.offered: list[str] = []
-        server = self
-        body = {
-            "gzip": gzip.compress(document),
-            "deflate": zlib.compress(document),
-            "br": document,  # not brotli at all: it must be refused before anyone tries to read it
-        }.get(coding, document)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def _serve(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.offered.append(self.headers.get("Accept-Encoding", ""))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                if label is not None:  # the body in ``coding``, labelled as given
-                    self.send_header("Content-Encoding", label)
-                elif coding != "identity":
-                    # "identity-gzip": the body as given, labelled gzip (a corrupt gzip answer).
-                    self.send_header("Content-Encoding", coding.removeprefix("identity-"))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _serve  # noqa: N815
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self) -> Coded:
-        import threading
-
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "identity"])
