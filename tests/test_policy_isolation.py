@@ -8,7 +8,6 @@ be refused by the second, before and after the first has seen it.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import threading
@@ -18,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from tokenguard import InvalidToken, TokenClaims, TokenGuard
+from tokenguard import InvalidToken, TokenGuard
 from tokenguard.cache import MemoryCache
 from tokenguard.redis_cache import RedisCache
 from tokenguard.testing import LocalIssuer
 
 from .conftest import RedisServer
+from .flavours import verify
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +54,6 @@ def mint(issuer: LocalIssuer, token_options: dict[str, Any]) -> str:
     typ = options.pop("typ", "at+jwt")
     return issuer.issue(typ=typ, audience=PAYMENTS, **options)
 
-
-def verify(guard: TokenGuard, token: str, flavour: str) -> TokenClaims:
-    if flavour == "sync":
-        return guard.verify_sync(token)
-
-    async def run() -> TokenClaims:
-        try:
-            return await guard.verify(token)
-        finally:
-            await guard.aclose()
-
-    return asyncio.run(run())
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -3,7 +3,6 @@ without our keys can cause misses, never an acceptance."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from tokenguard.redis_cache import RedisCache
 from tokenguard.testing import LocalIssuer
 
 from .conftest import RedisServer
+from .flavours import verify
 from .helpers import Clock
 
 HASH_KEY = b"h" * 32
@@ -97,18 +97,6 @@ def fact_key(guard: TokenGuard, token: str) -> str:
     """Where ``guard`` keeps the introspection answer about ``token`` (Redis prefix included)."""
     return "tokenguard:" + guard._store.fact_key(guard._introspection_scope, token)
 
-
-def verify(guard: TokenGuard, token: str, flavour: str) -> Any:
-    if flavour == "sync":
-        return guard.verify_sync(token)
-
-    async def run() -> Any:
-        try:
-            return await guard.verify(token)
-        finally:
-            await guard.aclose()
-
-    return asyncio.run(run())
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@ introspection endpoint is a 503, never a 64 MiB buffer; only the codings the rea
 
 from __future__ import annotations
 
-import asyncio
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from tokenguard import FetchSettings, Introspection, JWTIssuer, ServiceUnavailab
 from tokenguard._effects import DEFAULT_MAX_RESPONSE_BYTES
 from tokenguard.testing import LocalIssuer
 
+from .flavours import verify
 from .test_client_bounds import Coded, Endless, gzip_bomb
 
 pytestmark = pytest.mark.integration
@@ -27,18 +27,6 @@ def bomb() -> Iterator[Endless]:
     with Endless("gzip") as server:
         yield server
 
-
-def verify(guard: TokenGuard, token: str, flavour: str) -> Any:
-    if flavour == "sync":
-        return guard.verify_sync(token)
-
-    async def run() -> Any:
-        try:
-            return await guard.verify(token)
-        finally:
-            await guard.aclose()
-
-    return asyncio.run(run())
 
 
 def peak_while(call: Any) -> int:
