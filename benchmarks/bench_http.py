@@ -137,13 +137,19 @@ def serve(stack: str, mode: str, key_path: str, port: int) -> subprocess.Popen[b
             "warning",
         ]
     process = subprocess.Popen(command, env=env, cwd=ROOT)
+    # Ready means answering HTTP, not accepting connections: gunicorn's master
+    # listens before its worker has imported the app, and a short wrk run
+    # started then would count the worker's start-up as the benchmark.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                if sock.recv(16).startswith(b"HTTP/"):
+                    return process
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"{stack} did not start")
 

@@ -40,17 +40,23 @@ def tokenguard(
     the script calls, without paying for a new interpreter each time.
     """
     out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
+    # Only the variables given change, and each comes back as it was: clearing
+    # the whole environment, even for an instant, would pull it from under any
+    # thread of this worker that reads one (httpx reads proxy settings).
+    saved = {name: os.environ.get(name) for name in env or {}}
     os.environ.update(env or {})
     try:
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):  # argparse prints --help itself
             try:
                 code = main(list(args), out=out, stdin=io.StringIO(stdin or ""))
             except SystemExit as exc:  # argparse's usage errors
                 code = exc.code if isinstance(exc.code, int) else 2
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
@@ -172,19 +178,36 @@ def test_verify_opaque_with_secret_from_environment(shared_issuer: LocalIssuer) 
     """Introspection credentials: the secret comes from an environment variable and is never printed."""
     token = shared_issuer.issue_opaque(scope="read", audience=AUDIENCE)
     args = ["verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--client-id", shared_issuer.client_id]
-    ok = tokenguard(*args, "--client-secret-env", "RS_SECRET", token, env={"RS_SECRET": shared_issuer.client_secret})
+    # "--": an opaque token is random base64url and may begin with "-" (one in 64 does).
+    ok = tokenguard(
+        *args, "--client-secret-env", "RS_SECRET", "--", token, env={"RS_SECRET": shared_issuer.client_secret}
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "type:     opaque" in ok.stdout
     assert shared_issuer.client_secret not in ok.stdout + ok.stderr
-    wrong = tokenguard(*args, "--client-secret-env", "RS_SECRET", token, env={"RS_SECRET": "nope-not-it"})
+    wrong = tokenguard(*args, "--client-secret-env", "RS_SECRET", "--", token, env={"RS_SECRET": "nope-not-it"})
     assert wrong.returncode == 2
     assert "refused this API's client credentials (HTTP 401)" in wrong.stdout
     assert "nope-not-it" not in wrong.stdout + wrong.stderr
-    unset = tokenguard(*args, "--client-secret-env", "TOKENGUARD_TEST_UNSET_VAR", token)
+    unset = tokenguard(*args, "--client-secret-env", "TOKENGUARD_TEST_UNSET_VAR", "--", token)
     assert unset.returncode == 2
     assert "TOKENGUARD_TEST_UNSET_VAR is not set" in unset.stderr
-    secret_on_command_line = tokenguard(*args, "--client-secret", "x", token)
+    secret_on_command_line = tokenguard(*args, "--client-secret", "x", "--", token)
     assert secret_on_command_line.returncode == 2  # no such option: secrets never go on the command line
+
+
+def test_a_token_starting_with_a_dash_goes_after_double_dash(shared_issuer: LocalIssuer) -> None:
+    """An opaque token may begin with "-": after "--" (or on stdin) it is the token, not an option."""
+    token = "-" + shared_issuer.issue_opaque(scope="read", audience=AUDIENCE)
+    args = ["verify", "--issuer", shared_issuer.issuer, "--audience", AUDIENCE, "--client-id", shared_issuer.client_id]
+    env = {"RS_SECRET": shared_issuer.client_secret}
+    as_option = tokenguard(*args, "--client-secret-env", "RS_SECRET", token, env=env)
+    assert as_option.returncode == 2 and "put -- before it" in tokenguard("verify", "--help").stdout
+    after = tokenguard(*args, "--client-secret-env", "RS_SECRET", "--", token, env=env)
+    from_stdin = tokenguard(*args, "--client-secret-env", "RS_SECRET", "-", stdin=token, env=env)
+    for result in (after, from_stdin):
+        assert result.returncode == 1, result.stdout + result.stderr  # read as the token: unknown, so inactive
+        assert "usage:" not in result.stderr
 
 
 def test_verify_unreachable_issuer_exit_2(shared_issuer: LocalIssuer) -> None:

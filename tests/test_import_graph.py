@@ -7,6 +7,7 @@ and inside functions (a deferred import still ties the two modules together).
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,26 @@ FRAMEWORKS = frozenset({"starlette", "fastapi", "flask", "werkzeug", "django", "
 DEFERRED_FRAMEWORK_USERS = frozenset({"tokenguard.requirement"})
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """``path``'s syntax tree, parsed once per worker.
+
+    CPython 3.11's AST conversion compares the thread's recursion depth before
+    and after; a recursion limit changed meanwhile (hypothesis raises and
+    restores it around its tests) makes that check fail with "SystemError: AST
+    constructor recursion depth mismatch", an interpreter bug unrelated to the
+    source. The parse is tried again then; a real syntax error raises at once.
+    """
+    source = path.read_text()
+    for attempt in range(4):
+        try:
+            return ast.parse(source, str(path))
+        except SystemError:
+            if attempt == 3:
+                raise
+    raise AssertionError("unreachable")
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -44,7 +65,7 @@ def modules() -> dict[str, Path]:
 def imported(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
     """The package modules that ``name`` (at ``path``) imports, anywhere in its source."""
     is_package = path.name == "__init__.py"
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name in known:
@@ -68,7 +89,7 @@ def imported(name: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
 
 def framework_imports(path: Path) -> tuple[set[str], set[str]]:
     """The frameworks ``path`` imports at module level (``TYPE_CHECKING`` blocks aside), and inside functions."""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parsed(path)
     at_import: set[str] = set()
     deferred: set[str] = set()
 
@@ -215,7 +236,7 @@ def test_the_pure_helpers_stand_alone() -> None:
     assert not reaching, reaching
     io = []
     for name in sorted(PURE_HELPERS):
-        tree = ast.parse(modules()[name].read_text())
+        tree = parsed(modules()[name])
         for node in ast.walk(tree):
             names = (
                 [alias.name for alias in node.names]

@@ -617,6 +617,10 @@ def _serve_until_interrupted() -> None:
 # ---------------------------------------------------------------- parser
 
 
+#: Opaque tokens are random base64url text and may begin with "-", which would read as an option.
+_TOKEN_HELP = "the token, or - to read it from stdin (a token starting with '-': put -- before it, or use stdin)"
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-id", help="this API's client id, to check introspection")
     secret = parser.add_mutually_exclusive_group()
@@ -636,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="decode a token without trusting it; say what looks wrong")
-    inspect.add_argument("token", help="the token, or - to read it from stdin")
+    inspect.add_argument("token", help=_TOKEN_HELP)
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(run=cmd_inspect)
 
@@ -646,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-audience", action="store_true", help="skip the audience check")
     verify.add_argument("--scope", action="append", default=[], help="a scope the token must carry (repeatable)")
     _add_client_options(verify)
-    verify.add_argument("token", help="the token, or - to read it from stdin")
+    verify.add_argument("token", help=_TOKEN_HELP)
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(run=cmd_verify)
 
