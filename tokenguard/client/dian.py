@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
@@ -157,6 +158,17 @@ class _Request:
     url: str
     params: dict[str, str] | None
     headers: dict[str, str]
+
+    def stream_arguments(self) -> dict[str, Any]:
+        """The request as ``httpx.Client.stream`` / ``AsyncClient.stream`` take it, offering only
+        the content-codings the bounded reader inflates itself."""
+        return {
+            "method": self.method,
+            "url": self.url,
+            "params": self.params,
+            "headers": {**self.headers, "Accept-Encoding": ACCEPT_ENCODING},
+            "content": b"",
+        }
 
 
 RevokeTarget = Literal["access_token", "id_token", "both"]
@@ -335,6 +347,17 @@ _UNREACHABLE = "DIAN could not be reached"
 MAX_ANSWER_BYTES = 256 * 1024
 
 
+@contextlib.contextmanager
+def _as_dian_errors() -> Iterator[None]:
+    """httpx's failures while sending and reading, as :class:`DianError` (the cause kept)."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise DianError(_UNREACHABLE, status=0) from exc
+    except httpx.DecodingError as exc:
+        raise DianError("DIAN answer could not be decoded", status=0) from exc
+
+
 def _bounded(response: httpx.Response, body: bytes) -> httpx.Response:
     """``response`` with ``body`` (read no further than :data:`MAX_ANSWER_BYTES`) as its content.
 
@@ -423,19 +446,9 @@ class DianClient(_DianProtocol):
         for attempt in range(self.max_retries + 1):
             request = build()
             _guard_logs()
-            try:
-                with self._http.stream(
-                    request.method,
-                    request.url,
-                    params=request.params,
-                    headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
-                    content=b"",
-                ) as streamed:
+            with _as_dian_errors():
+                with self._http.stream(**request.stream_arguments()) as streamed:
                     response = _bounded(streamed, read_sync(streamed, MAX_ANSWER_BYTES, _too_large))
-            except httpx.TransportError as exc:
-                raise DianError(_UNREACHABLE, status=0) from exc
-            except httpx.DecodingError as exc:
-                raise DianError("DIAN answer could not be decoded", status=0) from exc
             answer, wait = self._outcome(response, attempt)
             if wait is None:
                 return answer
@@ -530,19 +543,9 @@ class AsyncDianClient(_DianProtocol):
         for attempt in range(self.max_retries + 1):
             request = build()
             _guard_logs()
-            try:
-                async with self._http.stream(
-                    request.method,
-                    request.url,
-                    params=request.params,
-                    headers={**request.headers, "Accept-Encoding": ACCEPT_ENCODING},
-                    content=b"",
-                ) as streamed:
+            with _as_dian_errors():
+                async with self._http.stream(**request.stream_arguments()) as streamed:
                     response = _bounded(streamed, await read_async(streamed, MAX_ANSWER_BYTES, _too_large))
-            except httpx.TransportError as exc:
-                raise DianError(_UNREACHABLE, status=0) from exc
-            except httpx.DecodingError as exc:
-                raise DianError("DIAN answer could not be decoded", status=0) from exc
             answer, wait = self._outcome(response, attempt)
             if wait is None:
                 return answer
