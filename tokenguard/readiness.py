@@ -19,6 +19,7 @@ every few seconds does not hammer the issuer.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -325,7 +326,7 @@ class ReadinessProbe:
         self._report: ReadinessReport | None = None
         self._checked_at = 0.0
         #: One lock per running event loop; those of closed loops are dropped (see report()).
-        self._locks: dict[Any, Any] = {}
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         #: How many checks were run (a poll answered from the last report runs none).
         self.checks_run = 0
 
@@ -337,8 +338,6 @@ class ReadinessProbe:
 
     async def report(self) -> ReadinessReport:
         """The last report while fresh, else a new one (one check for every caller waiting)."""
-        import asyncio
-
         report = self._fresh()
         if report is not None:
             return report
